@@ -1,0 +1,56 @@
+//! coord's replication engine.
+//!
+//! The engine orders opaque txns, makes them durable, and applies them to a [`StateMachine`]
+//! exactly once, in zxid order. It knows nothing of znodes: the machine gives txns meaning.
+//!
+//! - [`zab`]: the sans-I/O Zab core. [`zab::Replica`] takes inputs (`handle_*`) and yields
+//!   [`zab::Action`]s; it does no I/O.
+//! - [`log`]: the append-only, checksummed txn log with group commit and crash recovery.
+//! - [`snapshot`]: checksummed snapshot files, written atomically.
+//! - [`Engine`]: the runtime that drives the core with the log, snapshots and std threads.
+//!
+//! # The event loop
+//!
+//! A runtime feeds the core and then drains its actions in order. For one voter:
+//!
+//! ```
+//! use coord_engine::zab::{Action, Replica};
+//! use coord_engine::{Bytes, Epoch, Zxid};
+//!
+//! // Leading epoch 2 over a log that ends in epoch 1.
+//! let mut replica = Replica::new_leader(Epoch(2), Zxid::new(Epoch(1), 9));
+//! let zxid = replica.handle_propose(Bytes::from_static(b"txn"));
+//! assert_eq!(zxid, Zxid::new(Epoch(2), 1));
+//!
+//! // 1. The core asks for the txn to be made durable; nothing is committed yet.
+//! let Some(Action::Persist { zxid: persist, txn }) = replica.poll_action() else { panic!() };
+//! assert_eq!((persist, &txn[..]), (zxid, &b"txn"[..]));
+//! assert_eq!(replica.poll_action(), None);
+//!
+//! // 2. The runtime appends and fsyncs it, then says so.
+//! replica.handle_persisted(zxid);
+//!
+//! // 3. The core commits and hands the txn out to be applied.
+//! assert_eq!(replica.poll_action(), Some(Action::Commit { zxid }));
+//! assert!(matches!(replica.poll_action(), Some(Action::Apply { zxid: z, .. }) if z == zxid));
+//! assert_eq!(replica.poll_action(), None);
+//! ```
+//!
+//! [`Engine`] does exactly this on threads: proposers call [`Engine::propose`], one thread
+//! appends and fsyncs batches (group commit), one applies, one writes snapshots.
+
+mod fsutil;
+pub mod log;
+mod machine;
+mod runtime;
+pub mod snapshot;
+pub mod zab;
+mod zxid;
+
+pub use bytes::Bytes;
+pub use machine::{RestoreError, Snapshot, StateMachine};
+pub use runtime::{
+    Engine, EngineConfig, EngineError, EngineStats, EpochError, Proposal, BATCH_BYTES_MAX,
+    BATCH_TXNS_MAX, SNAPSHOTS_RETAINED, SNAPSHOT_EVERY_TXNS_DEFAULT,
+};
+pub use zxid::{Epoch, Zxid};

@@ -1,0 +1,347 @@
+//! Snapshot files: `snapshot.<zxid as 16 hex digits>` in the data dir.
+//!
+//! ```text
+//! magic "COORDSNP" | version: u32 BE | zxid: u64 BE | machine bytes | crc32c: u32 BE (over all before it)
+//! ```
+//!
+//! A snapshot is written to a tmp file, fsynced, renamed into place and the directory fsynced, so
+//! a visible snapshot file is always complete; the checksum catches later damage.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::fsutil::{sync_dir, tmp_path};
+use crate::{RestoreError, Snapshot, StateMachine, Zxid};
+
+const MAGIC: &[u8; 8] = b"COORDSNP";
+const VERSION: u32 = 1;
+const HEADER_LEN: u64 = 8 + 4 + 8;
+const TRAILER_LEN: u64 = 4;
+const SNAPSHOT_PREFIX: &str = "snapshot.";
+
+/// Why a snapshot could not be written or restored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    #[error("snapshot {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The file's checksum verified but the machine could not read it: a bug in the machine's
+    /// format, not disk damage, so the engine does not silently fall back.
+    #[error("restoring snapshot {}: {source}", path.display())]
+    Restore {
+        path: PathBuf,
+        #[source]
+        source: RestoreError,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A snapshot file on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFile {
+    /// The last txn the snapshot includes.
+    pub zxid: Zxid,
+    pub path: PathBuf,
+}
+
+/// The file name of the snapshot taken at `zxid`.
+pub fn snapshot_name(zxid: Zxid) -> String {
+    format!("{SNAPSHOT_PREFIX}{:016x}", zxid.as_u64())
+}
+
+fn parse_snapshot_name(name: &str) -> Option<Zxid> {
+    let hex = name.strip_prefix(SNAPSHOT_PREFIX)?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok().map(Zxid::from_u64)
+}
+
+/// The snapshot files in `dir`, oldest first.
+pub fn list(dir: &Path) -> Result<Vec<SnapshotFile>, SnapshotError> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let Some(zxid) = entry.file_name().to_str().and_then(parse_snapshot_name) else {
+            continue;
+        };
+        files.push(SnapshotFile {
+            zxid,
+            path: entry.path(),
+        });
+    }
+    files.sort_by_key(|file| file.zxid);
+    Ok(files)
+}
+
+/// A writer that checksums what passes through it.
+struct CrcWriter<W> {
+    inner: W,
+    crc: u32,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `snapshot`, taken at `zxid`, durably into `dir`; returns its path.
+pub fn write(dir: &Path, zxid: Zxid, snapshot: &dyn Snapshot) -> Result<PathBuf, SnapshotError> {
+    let path = dir.join(snapshot_name(zxid));
+    let tmp = tmp_path(&path);
+    let result = write_tmp(&tmp, zxid, snapshot)
+        .and_then(|()| fs::rename(&tmp, &path))
+        .and_then(|()| sync_dir(dir));
+    if let Err(source) = result {
+        // Best effort: a leftover tmp file is also removed at the next start.
+        let _ = fs::remove_file(&tmp);
+        return Err(SnapshotError::Io { path, source });
+    }
+    Ok(path)
+}
+
+fn write_tmp(tmp: &Path, zxid: Zxid, snapshot: &dyn Snapshot) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)?;
+    let mut writer = CrcWriter {
+        inner: BufWriter::with_capacity(256 * 1024, file),
+        crc: 0,
+    };
+    writer.write_all(MAGIC)?;
+    writer.write_all(&VERSION.to_be_bytes())?;
+    writer.write_all(&zxid.as_u64().to_be_bytes())?;
+    snapshot.write_to(&mut writer)?;
+    let crc = writer.crc;
+    let mut inner = writer.inner;
+    inner.write_all(&crc.to_be_bytes())?;
+    let file = inner.into_inner().map_err(|err| err.into_error())?;
+    file.sync_all()
+}
+
+/// Checks a snapshot file's header and checksum; returns the length of the machine bytes.
+fn verify(file: &SnapshotFile) -> Result<u64, String> {
+    let mut reader = File::open(&file.path).map_err(|err| err.to_string())?;
+    let len = reader.metadata().map_err(|err| err.to_string())?.len();
+    let Some(body_len) = len.checked_sub(HEADER_LEN + TRAILER_LEN) else {
+        return Err(format!("only {len} bytes long"));
+    };
+    let mut header = [0; HEADER_LEN as usize];
+    reader
+        .read_exact(&mut header)
+        .map_err(|err| err.to_string())?;
+    check_header(&header, file.zxid)?;
+    let mut crc = crc32c::crc32c(&header);
+    let mut remaining = body_len;
+    let mut buf = vec![0; 256 * 1024];
+    while remaining > 0 {
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let chunk = &mut buf[..want];
+        reader.read_exact(chunk).map_err(|err| err.to_string())?;
+        crc = crc32c::crc32c_append(crc, chunk);
+        remaining -= want as u64;
+    }
+    let mut trailer = [0; TRAILER_LEN as usize];
+    reader
+        .read_exact(&mut trailer)
+        .map_err(|err| err.to_string())?;
+    let stored = u32::from_be_bytes(trailer);
+    if stored != crc {
+        return Err(format!(
+            "checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
+        ));
+    }
+    Ok(body_len)
+}
+
+fn check_header(header: &[u8; HEADER_LEN as usize], name_zxid: Zxid) -> Result<(), String> {
+    if &header[..8] != MAGIC {
+        return Err("bad magic".to_string());
+    }
+    let mut version = [0; 4];
+    version.copy_from_slice(&header[8..12]);
+    let version = u32::from_be_bytes(version);
+    if version != VERSION {
+        return Err(format!("unsupported version {version}"));
+    }
+    let mut zxid = [0; 8];
+    zxid.copy_from_slice(&header[12..20]);
+    let zxid = Zxid::from_u64(u64::from_be_bytes(zxid));
+    if zxid != name_zxid {
+        return Err(format!(
+            "header zxid {zxid} does not match the file name's {name_zxid}"
+        ));
+    }
+    Ok(())
+}
+
+/// Restores the newest snapshot in `dir` whose checksum verifies into `machine`, skipping (with
+/// a warning) damaged newer ones. Returns its zxid, or `None` if there is no usable snapshot.
+pub fn restore_newest<M: StateMachine>(
+    dir: &Path,
+    machine: &mut M,
+) -> Result<Option<Zxid>, SnapshotError> {
+    for file in list(dir)?.iter().rev() {
+        let body_len = match verify(file) {
+            Ok(body_len) => body_len,
+            Err(reason) => {
+                tracing::warn!(
+                    file = %file.path.display(),
+                    %reason,
+                    "skipping unusable snapshot; falling back to an older one"
+                );
+                continue;
+            }
+        };
+        let mut reader = BufReader::with_capacity(
+            256 * 1024,
+            File::open(&file.path).map_err(io_err(&file.path))?,
+        );
+        io::copy(&mut (&mut reader).take(HEADER_LEN), &mut io::sink())
+            .map_err(io_err(&file.path))?;
+        let mut body = reader.take(body_len);
+        machine
+            .restore(&mut body)
+            .map_err(|source| SnapshotError::Restore {
+                path: file.path.clone(),
+                source,
+            })?;
+        tracing::info!(file = %file.path.display(), zxid = %file.zxid, "restored snapshot");
+        return Ok(Some(file.zxid));
+    }
+    Ok(None)
+}
+
+/// Deletes all but the newest `keep` snapshots; returns the zxid of the oldest one kept.
+pub fn retain_newest(dir: &Path, keep: usize) -> Result<Option<Zxid>, SnapshotError> {
+    let files = list(dir)?;
+    let excess = files.len().saturating_sub(keep);
+    for file in &files[..excess] {
+        fs::remove_file(&file.path).map_err(io_err(&file.path))?;
+    }
+    if excess > 0 {
+        sync_dir(dir).map_err(io_err(dir))?;
+    }
+    Ok(files.get(excess).map(|file| file.zxid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Epoch;
+
+    struct Bytes(Vec<u8>);
+    impl Snapshot for Bytes {
+        fn write_to(&self, writer: &mut dyn Write) -> io::Result<()> {
+            writer.write_all(&self.0)
+        }
+    }
+
+    /// A machine whose whole state is a byte string.
+    #[derive(Default)]
+    struct Blob(Vec<u8>);
+    impl StateMachine for Blob {
+        type Output = ();
+        type Snapshot = Bytes;
+        fn apply(&mut self, _: Zxid, txn: &[u8]) {
+            self.0.extend_from_slice(txn);
+        }
+        fn snapshot(&self) -> Bytes {
+            Bytes(self.0.clone())
+        }
+        fn restore(&mut self, reader: &mut dyn Read) -> Result<(), RestoreError> {
+            self.0.clear();
+            reader.read_to_end(&mut self.0)?;
+            Ok(())
+        }
+    }
+
+    fn z(counter: u32) -> Zxid {
+        Zxid::new(Epoch(1), counter)
+    }
+
+    #[test]
+    fn written_snapshot_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), z(3), &Bytes(b"hello".to_vec())).unwrap();
+        let mut machine = Blob::default();
+        assert_eq!(
+            restore_newest(dir.path(), &mut machine).unwrap(),
+            Some(z(3))
+        );
+        assert_eq!(machine.0, b"hello");
+    }
+
+    #[test]
+    fn no_snapshot_restores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = Blob(b"fresh".to_vec());
+        assert_eq!(restore_newest(dir.path(), &mut machine).unwrap(), None);
+        assert_eq!(machine.0, b"fresh");
+    }
+
+    #[test]
+    fn damaged_newest_snapshot_falls_back_to_older() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), z(1), &Bytes(b"old".to_vec())).unwrap();
+        let newest = write(dir.path(), z(2), &Bytes(b"new state".to_vec())).unwrap();
+        let mut bytes = fs::read(&newest).unwrap();
+        bytes[HEADER_LEN as usize + 2] ^= 0x40;
+        fs::write(&newest, bytes).unwrap();
+
+        let mut machine = Blob::default();
+        assert_eq!(
+            restore_newest(dir.path(), &mut machine).unwrap(),
+            Some(z(1))
+        );
+        assert_eq!(machine.0, b"old");
+    }
+
+    #[test]
+    fn truncated_snapshot_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), z(1), &Bytes(b"state".to_vec())).unwrap();
+        let len = fs::metadata(&path).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let mut machine = Blob::default();
+        assert_eq!(restore_newest(dir.path(), &mut machine).unwrap(), None);
+    }
+
+    #[test]
+    fn retain_newest_deletes_older_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        for counter in 1..=5 {
+            write(dir.path(), z(counter), &Bytes(vec![counter as u8])).unwrap();
+        }
+        assert_eq!(retain_newest(dir.path(), 3).unwrap(), Some(z(3)));
+        let zxids: Vec<Zxid> = list(dir.path()).unwrap().iter().map(|f| f.zxid).collect();
+        assert_eq!(zxids, vec![z(3), z(4), z(5)]);
+    }
+}
