@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs coord's whole test suite: formatting and lints, the Rust unit and system tests, and the
+# Python suite that drives coord with kazoo, zkCli.sh and the C client (cli_mt).
+# Installs what it needs first (Debian's zookeeper packages, kazoo and pytest from PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v /usr/share/zookeeper/bin/zkCli.sh >/dev/null 2>&1 || need_apt+=(zookeeper)
+command -v cli_mt >/dev/null 2>&1 || need_apt+=(zookeeper-bin)
+command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    step "installing Debian packages: ${need_apt[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import kazoo, pytest' >/dev/null 2>&1; then
+    step "installing Python test requirements"
+    python3 -m pip install -q -r tests/python/requirements.txt
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "building coord"
+cargo build --workspace --all-targets
+export COORD_BIN="$PWD/target/debug/coord"
+
+step "Rust unit and system tests"
+cargo test --workspace
+
+step "Python system tests (kazoo, zkCli.sh, cli_mt)"
+python3 -m pytest -q tests/python

@@ -1,0 +1,418 @@
+//! Server configuration: built-in defaults, overridden by a TOML file, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// The four-letter words answered when the configuration does not list any.
+pub const FOUR_LETTER_WORDS_DEFAULT: [&str; 4] = ["srvr", "ruok", "isro", "mntr"];
+
+/// Every four-letter word the server knows.
+pub const FOUR_LETTER_WORDS_KNOWN: [&str; 15] = [
+    "ruok", "srvr", "stat", "mntr", "cons", "conf", "envi", "wchs", "wchc", "wchp", "dump", "isro",
+    "crst", "srst", "dirs",
+];
+
+/// coord: a ZooKeeper-compatible coordination service.
+///
+/// Run with no arguments, coord starts a standalone server on 127.0.0.1:2181 that keeps its data in
+/// ./coord-data. Every setting can come from a TOML file (--config) under its snake_case name, or
+/// from the flag of the same name in kebab case; a flag wins over the file.
+#[derive(Debug, Default, Parser)]
+#[command(name = "coord", version, about, long_about)]
+pub struct Flags {
+    /// TOML file with any of the settings below, by their snake_case names.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address the ZooKeeper client port listens on [default: 127.0.0.1:2181].
+    #[arg(long, value_name = "ADDR")]
+    pub client_addr: Option<String>,
+
+    /// Directory of the txn log and snapshots, created if missing [default: coord-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The basic time unit in milliseconds, as ZooKeeper's tickTime [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub tick_ms: Option<u64>,
+
+    /// Smallest session timeout granted to a client [default: 2 ticks].
+    #[arg(long, value_name = "MS")]
+    pub min_session_timeout_ms: Option<u64>,
+
+    /// Largest session timeout granted to a client [default: 20 ticks].
+    #[arg(long, value_name = "MS")]
+    pub max_session_timeout_ms: Option<u64>,
+
+    /// Largest request frame accepted, as ZooKeeper's jute.maxbuffer [default: 1048575].
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_bytes: Option<u64>,
+
+    /// Most concurrent connections from one IP address; 0 = no limit [default: 60].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u64>,
+
+    /// Four-letter words answered on the client port, comma-separated; "*" allows all
+    /// [default: srvr,ruok,isro,mntr].
+    #[arg(long, value_name = "WORDS", value_delimiter = ',')]
+    pub four_letter_words: Option<Vec<String>>,
+
+    /// How often empty containers and expired TTL nodes are removed [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub reap_interval_ms: Option<u64>,
+
+    /// Take a snapshot after this many txns [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub snapshot_every_txns: Option<u64>,
+
+    /// The super user, "user:base64(sha1(user:password))" as ZooKeeper's
+    /// DigestAuthenticationProvider.superDigest [default: none].
+    #[arg(long, value_name = "DIGEST")]
+    pub superuser_digest: Option<String>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The TOML file: the same settings as the flags, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    client_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    tick_ms: Option<u64>,
+    min_session_timeout_ms: Option<u64>,
+    max_session_timeout_ms: Option<u64>,
+    max_frame_bytes: Option<u64>,
+    max_connections_per_ip: Option<u64>,
+    four_letter_words: Option<Vec<String>>,
+    reap_interval_ms: Option<u64>,
+    snapshot_every_txns: Option<u64>,
+    superuser_digest: Option<String>,
+    log_level: Option<String>,
+}
+
+/// The settings in force, every value checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub client_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tick_ms: u64,
+    pub min_session_timeout_ms: u64,
+    pub max_session_timeout_ms: u64,
+    pub max_frame_bytes: usize,
+    /// 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Lower-case words; contains every known word when "*" was given.
+    pub four_letter_words: Vec<String>,
+    pub reap_interval_ms: u64,
+    pub snapshot_every_txns: u64,
+    pub superuser_digest: Option<String>,
+    pub log_level: String,
+}
+
+/// A configuration problem, reported in one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Merges defaults, the file named by `--config` (if any) and the flags, then checks values.
+    pub fn load(flags: Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        Self::merge(flags, file)
+    }
+
+    fn merge(flags: Flags, file: File) -> Result<Config, ConfigError> {
+        let client_addr = flags
+            .client_addr
+            .or(file.client_addr)
+            .unwrap_or_else(|| "127.0.0.1:2181".to_owned());
+        let client_addr: SocketAddr = client_addr
+            .parse()
+            .map_err(|e| invalid("client_addr", format!("{client_addr:?}: {e}")))?;
+
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("coord-data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+
+        let tick_ms = flags.tick_ms.or(file.tick_ms).unwrap_or(2000);
+        if tick_ms == 0 {
+            return Err(invalid("tick_ms", "must be at least 1"));
+        }
+        let min_session_timeout_ms = flags
+            .min_session_timeout_ms
+            .or(file.min_session_timeout_ms)
+            .unwrap_or(tick_ms.saturating_mul(2));
+        let max_session_timeout_ms = flags
+            .max_session_timeout_ms
+            .or(file.max_session_timeout_ms)
+            .unwrap_or(tick_ms.saturating_mul(20));
+        if min_session_timeout_ms == 0 {
+            return Err(invalid("min_session_timeout_ms", "must be at least 1"));
+        }
+        if max_session_timeout_ms < min_session_timeout_ms {
+            return Err(invalid(
+                "max_session_timeout_ms",
+                format!(
+                    "{max_session_timeout_ms} is below min_session_timeout_ms {min_session_timeout_ms}"
+                ),
+            ));
+        }
+        if max_session_timeout_ms > i32::MAX as u64 {
+            return Err(invalid("max_session_timeout_ms", "must fit in 32 bits"));
+        }
+
+        let max_frame_bytes = flags
+            .max_frame_bytes
+            .or(file.max_frame_bytes)
+            .unwrap_or(1_048_575);
+        // A connect request alone needs about 50 bytes; the upper bound keeps a frame's length
+        // representable in jute's signed 32-bit prefix.
+        if !(64..=i32::MAX as u64).contains(&max_frame_bytes) {
+            return Err(invalid(
+                "max_frame_bytes",
+                format!("{max_frame_bytes} is outside 64..=2147483647"),
+            ));
+        }
+
+        let max_connections_per_ip = flags
+            .max_connections_per_ip
+            .or(file.max_connections_per_ip)
+            .unwrap_or(60);
+
+        let words = flags.four_letter_words.or(file.four_letter_words);
+        let four_letter_words = match words {
+            None => FOUR_LETTER_WORDS_DEFAULT
+                .iter()
+                .map(|w| (*w).to_owned())
+                .collect(),
+            Some(words) => four_letter_words(words)?,
+        };
+
+        let reap_interval_ms = flags
+            .reap_interval_ms
+            .or(file.reap_interval_ms)
+            .unwrap_or(60_000);
+        if reap_interval_ms == 0 {
+            return Err(invalid("reap_interval_ms", "must be at least 1"));
+        }
+        let snapshot_every_txns = flags
+            .snapshot_every_txns
+            .or(file.snapshot_every_txns)
+            .unwrap_or(100_000);
+        if snapshot_every_txns == 0 {
+            return Err(invalid("snapshot_every_txns", "must be at least 1"));
+        }
+
+        let superuser_digest = flags.superuser_digest.or(file.superuser_digest);
+        if let Some(digest) = &superuser_digest {
+            let valid = digest
+                .split_once(':')
+                .is_some_and(|(user, hash)| !user.is_empty() && !hash.is_empty());
+            if !valid {
+                return Err(invalid(
+                    "superuser_digest",
+                    "expected \"user:base64(sha1(user:password))\"",
+                ));
+            }
+        }
+
+        let log_level = flags
+            .log_level
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(invalid("log_level", format!("{log_level:?}: {e}")));
+        }
+
+        Ok(Config {
+            client_addr,
+            data_dir,
+            tick_ms,
+            min_session_timeout_ms,
+            max_session_timeout_ms,
+            max_frame_bytes: max_frame_bytes as usize,
+            max_connections_per_ip: max_connections_per_ip as usize,
+            four_letter_words,
+            reap_interval_ms,
+            snapshot_every_txns,
+            superuser_digest,
+            log_level,
+        })
+    }
+
+    /// Whether `word` may be answered on the client port.
+    pub fn allows_four_letter_word(&self, word: &str) -> bool {
+        self.four_letter_words.iter().any(|w| w == word)
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        // toml's message spans several lines (a caret under the source); one line is wanted.
+        message: e.message().to_owned()
+            + &e.span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default(),
+    })
+}
+
+fn four_letter_words(words: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut allowed = Vec::new();
+    for word in words {
+        let word = word.trim().to_ascii_lowercase();
+        if word.is_empty() {
+            continue;
+        }
+        if word == "*" {
+            return Ok(FOUR_LETTER_WORDS_KNOWN
+                .iter()
+                .map(|w| (*w).to_owned())
+                .collect());
+        }
+        if !FOUR_LETTER_WORDS_KNOWN.contains(&word.as_str()) {
+            return Err(invalid(
+                "four_letter_words",
+                format!(
+                    "unknown word {word:?}; known: {}",
+                    FOUR_LETTER_WORDS_KNOWN.join(", ")
+                ),
+            ));
+        }
+        if !allowed.contains(&word) {
+            allowed.push(word);
+        }
+    }
+    Ok(allowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let flags = Flags::try_parse_from(std::iter::once("coord").chain(args.iter().copied()))
+            .expect("flags parse");
+        Config::load(flags)
+    }
+
+    #[test]
+    fn defaults_are_a_standalone_server_on_2181() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.client_addr.to_string(), "127.0.0.1:2181");
+        assert_eq!(config.data_dir, PathBuf::from("coord-data"));
+        assert_eq!(config.tick_ms, 2000);
+        assert_eq!(config.min_session_timeout_ms, 4000);
+        assert_eq!(config.max_session_timeout_ms, 40000);
+        assert_eq!(config.max_frame_bytes, 1_048_575);
+        assert_eq!(config.max_connections_per_ip, 60);
+        assert_eq!(config.four_letter_words, ["srvr", "ruok", "isro", "mntr"]);
+        assert_eq!(config.reap_interval_ms, 60_000);
+        assert_eq!(config.snapshot_every_txns, 100_000);
+        assert_eq!(config.superuser_digest, None);
+        assert_eq!(config.log_level, "info");
+    }
+
+    #[test]
+    fn session_timeout_bounds_follow_the_tick() {
+        let config = parse(&["--tick-ms", "100"]).unwrap();
+        assert_eq!(config.min_session_timeout_ms, 200);
+        assert_eq!(config.max_session_timeout_ms, 2000);
+    }
+
+    #[test]
+    fn flag_wins_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coord.toml");
+        std::fs::write(
+            &path,
+            "client_addr = \"127.0.0.1:3000\"\ntick_ms = 50\nfour_letter_words = [\"*\"]\n",
+        )
+        .unwrap();
+        let config = parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--client-addr",
+            "127.0.0.1:4000",
+        ])
+        .unwrap();
+        assert_eq!(config.client_addr.to_string(), "127.0.0.1:4000");
+        assert_eq!(config.tick_ms, 50);
+        assert_eq!(
+            config.four_letter_words.len(),
+            FOUR_LETTER_WORDS_KNOWN.len()
+        );
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coord.toml");
+        std::fs::write(&path, "tick_msec = 5\n").unwrap();
+        let err = parse(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tick_msec"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (args, key) in [
+            (&["--client-addr", "nowhere"][..], "client_addr"),
+            (&["--tick-ms", "0"][..], "tick_ms"),
+            (
+                &[
+                    "--min-session-timeout-ms",
+                    "500",
+                    "--max-session-timeout-ms",
+                    "100",
+                ][..],
+                "max_session_timeout_ms",
+            ),
+            (&["--max-frame-bytes", "3"][..], "max_frame_bytes"),
+            (
+                &["--four-letter-words", "ruok,nope"][..],
+                "four_letter_words",
+            ),
+            (&["--superuser-digest", "nocolon"][..], "superuser_digest"),
+            (&["--log-level", "[[["][..], "log_level"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(key), "{args:?}: {err}");
+        }
+    }
+}

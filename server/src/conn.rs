@@ -1,0 +1,679 @@
+//! One client connection (`Conn`): the connect handshake, then requests answered in order.
+//!
+//! Each connection runs as one task that reads frames and one that writes them. Requests are
+//! handled in arrival order: a write is prepared and proposed at once (so many writes of one
+//! connection share a group commit), a read waits until the connection's earlier writes have been
+//! answered (ZooKeeper's FIFO guarantee: a client sees its own writes), and every reply leaves in
+//! request order. Watch events are pushed into the same outbox by the apply thread while it holds
+//! the tree's write lock, so an event is always queued before any reply that reflects its change.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use coord_engine::Proposal;
+use coord_proto::{
+    decode_frame, four_letter_word, ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Id,
+    OpCode, Request, RequestHeader,
+};
+use coord_znode::{Applied, Write};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, warn};
+
+use crate::ops::{self, Reply};
+use crate::server::Shared;
+
+/// Identifies a client connection on this server (not a session: a session outlives sockets).
+pub type ConnId = u64;
+
+/// The queue of frames going out to one client, bounded in bytes: a client that does not read its
+/// replies is disconnected instead of growing the server's memory.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+    queued_bytes_max: usize,
+    closing: Arc<Closing>,
+}
+
+/// A request, from anywhere on the server, to end a connection.
+#[derive(Default)]
+pub struct Closing {
+    requested: AtomicBool,
+    notify: Notify,
+}
+
+impl Closing {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+}
+
+impl Outbox {
+    /// Queues `frame`; past the byte bound the connection is closed and the frame dropped.
+    pub fn send(&self, frame: Bytes) {
+        let queued = self.queued_bytes.fetch_add(frame.len(), Ordering::AcqRel) + frame.len();
+        if queued > self.queued_bytes_max {
+            if !self.closing.is_requested() {
+                warn!(
+                    queued,
+                    "client is not reading its replies; closing the connection"
+                );
+            }
+            self.closing.request();
+            return;
+        }
+        // A send error means the writer is gone: the connection is already closing.
+        let _ = self.tx.send(frame);
+    }
+
+    pub fn close(&self) {
+        self.closing.request();
+    }
+}
+
+/// What the server knows about a live connection, for `cons`, `stat` and limits.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub session_id: AtomicI64,
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub established: Instant,
+    pub outbox_queued: Arc<AtomicUsize>,
+    pub closing: Arc<Closing>,
+}
+
+/// The authenticated identity of a connection.
+pub struct Auth {
+    pub ids: Vec<Id>,
+    pub is_super: bool,
+}
+
+struct InFlight {
+    xid: i32,
+    op: OpCode,
+    write: ops::WriteShape,
+    proposal: Proposal<Applied>,
+    /// The proposal's outcome, once it has been polled to completion.
+    done: Option<Committed>,
+}
+
+type Committed = Result<(coord_engine::Zxid, Applied), coord_engine::EngineError>;
+
+/// Why the request loop ended.
+enum End {
+    PeerClosed,
+    Requested,
+    Misbehaved,
+    SessionClosed,
+}
+
+/// Serves one accepted client socket until it closes.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let Some(mut slot) = shared.conn_slot(peer) else {
+        warn!(%peer, max = shared.config.max_connections_per_ip, "too many connections from this address; closing");
+        return;
+    };
+    debug!(%peer, conn_id, "connection accepted");
+    let (mut reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let closing = Arc::new(Closing::default());
+    let outbox = Outbox {
+        tx,
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
+        queued_bytes_max: shared
+            .config
+            .max_frame_bytes
+            .saturating_mul(4)
+            .max(16 << 20),
+        closing: closing.clone(),
+    };
+    let info = Arc::new(ConnInfo {
+        peer,
+        session_id: AtomicI64::new(0),
+        received: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        established: Instant::now(),
+        outbox_queued: outbox.queued_bytes.clone(),
+        closing: closing.clone(),
+    });
+    slot.register(conn_id, info.clone());
+    let writer = tokio::spawn(write_loop(
+        writer,
+        rx,
+        outbox.queued_bytes.clone(),
+        info.clone(),
+    ));
+
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut conn = Conn {
+        shared: shared.clone(),
+        id: conn_id,
+        peer,
+        outbox,
+        info: info.clone(),
+        session_id: 0,
+        auth: Auth {
+            ids: vec![Id::new("ip", peer.ip().to_string())],
+            is_super: false,
+        },
+        inflight: VecDeque::new(),
+    };
+    let end = conn.run(&mut reader, &mut buf).await;
+    debug!(%peer, conn_id, session = format_args!("0x{:x}", conn.session_id), "connection closed");
+    conn.finish(end);
+    drop(conn);
+    // The writer drains what is queued (say, the reply to closeSession) and then ends, unless the
+    // client stopped reading, in which case it is cut off.
+    let mut writer = writer;
+    if closing.is_requested() {
+        writer.abort();
+    } else if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+    info: Arc<ConnInfo>,
+) {
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Bounded so that one batch does not hold a large copy of the queue.
+    const BATCH_BYTES_MAX: usize = 1 << 20;
+    while let Some(frame) = rx.recv().await {
+        batch.clear();
+        let mut frames = 1u64;
+        batch.extend_from_slice(&frame);
+        while batch.len() < BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(frame) => {
+                    batch.extend_from_slice(&frame);
+                    frames += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&batch).await.is_err() {
+            info.closing.request();
+            return;
+        }
+        queued_bytes.fetch_sub(batch.len(), Ordering::AcqRel);
+        info.sent.fetch_add(frames, Ordering::Relaxed);
+    }
+    let _ = writer.shutdown().await;
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    id: ConnId,
+    peer: SocketAddr,
+    outbox: Outbox,
+    info: Arc<ConnInfo>,
+    session_id: i64,
+    auth: Auth,
+    inflight: VecDeque<InFlight>,
+}
+
+impl Conn {
+    async fn run(&mut self, reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> End {
+        // The first four bytes are either a four-letter word or the length of a ConnectRequest.
+        while buf.len() < 4 {
+            match self.read_more(reader, buf).await {
+                Ok(true) => {}
+                Ok(false) => return End::PeerClosed,
+                Err(end) => return end,
+            }
+        }
+        let first4 = [buf[0], buf[1], buf[2], buf[3]];
+        if let Some(word) = four_letter_word(first4) {
+            let text = crate::fourlw::answer(&self.shared, word.as_str());
+            self.outbox.send(Bytes::from(text));
+            return End::PeerClosed;
+        }
+
+        let frame = match self.next_frame(reader, buf).await {
+            Ok(frame) => frame,
+            Err(end) => return end,
+        };
+        let (request, read_only_sent) = match ConnectRequest::decode_detailed(&frame) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "malformed connect request; closing");
+                return End::Misbehaved;
+            }
+        };
+        if !self.connect(request, read_only_sent).await {
+            return End::SessionClosed;
+        }
+
+        loop {
+            // Answer finished writes first, then take whatever the socket has.
+            poll_front(&mut self.inflight).await;
+            while self.inflight.front().is_some_and(|f| f.done.is_some()) {
+                if let Err(end) = self.finish_front().await {
+                    return end;
+                }
+            }
+            match decode_frame(buf, self.shared.config.max_frame_bytes) {
+                Ok(Some(frame)) => {
+                    if let Err(end) = self.handle_frame(frame).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(peer = %self.peer, error = %e, "bad frame; closing");
+                    return End::Misbehaved;
+                }
+            }
+            if self.inflight.is_empty() {
+                match self.read_more(reader, buf).await {
+                    Ok(true) => {}
+                    Ok(false) => return End::PeerClosed,
+                    Err(end) => return end,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    read = read_more(&self.info.closing, self.peer, reader, buf) => match read {
+                        Ok(true) => {}
+                        Ok(false) => return End::PeerClosed,
+                        Err(end) => return end,
+                    },
+                    () = wait_ready(&mut self.inflight) => {}
+                }
+            }
+        }
+    }
+
+    async fn read_more(&self, reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<bool, End> {
+        read_more(&self.info.closing, self.peer, reader, buf).await
+    }
+
+    async fn next_frame(
+        &self,
+        reader: &mut OwnedReadHalf,
+        buf: &mut BytesMut,
+    ) -> Result<Bytes, End> {
+        loop {
+            match decode_frame(buf, self.shared.config.max_frame_bytes) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(peer = %self.peer, error = %e, "bad frame; closing");
+                    return Err(End::Misbehaved);
+                }
+            }
+            match self.read_more(reader, buf).await {
+                Ok(true) => {}
+                Ok(false) => return Err(End::PeerClosed),
+                Err(end) => return Err(end),
+            }
+        }
+    }
+
+    /// Completes the handshake: a new session, or the resumption of a live one. False if the
+    /// connection must close (a session that is gone or a wrong password).
+    async fn connect(&mut self, request: ConnectRequest, read_only_sent: bool) -> bool {
+        let shared = self.shared.clone();
+        let timeout_ms = shared.negotiate_timeout(request.timeout_ms);
+        let (session_id, passwd) = if request.session_id == 0 {
+            let (session_id, passwd) = shared.sessions.new_identity();
+            let write = Write::CreateSession {
+                session_id,
+                // Config bounds the timeout to 32 bits.
+                timeout_ms: timeout_ms as i32,
+                passwd: passwd.clone(),
+            };
+            let proposal = match shared.propose(&self.caller_ids(), self.auth.is_super, 0, write) {
+                Ok(p) => p,
+                Err(_) => return false,
+            };
+            if proposal.await.is_err() {
+                warn!(peer = %self.peer, "could not persist a new session; closing");
+                return false;
+            }
+            (session_id, passwd)
+        } else {
+            let known = shared.tree.read().session(request.session_id);
+            match known {
+                // A session being expired or closed is gone, though its txn may still be in flight.
+                Some(info)
+                    if info.passwd == request.passwd
+                        && shared.sessions.is_live(request.session_id) =>
+                {
+                    (request.session_id, request.passwd)
+                }
+                found => {
+                    debug!(
+                        peer = %self.peer,
+                        session = format_args!("0x{:x}", request.session_id),
+                        known = found.is_some(),
+                        "session expired or wrong password"
+                    );
+                    // ZooKeeper answers an invalid session with a zero timeout and id, then closes.
+                    let response = ConnectResponse {
+                        protocol_version: 0,
+                        timeout_ms: 0,
+                        session_id: 0,
+                        passwd: vec![0; 16],
+                        read_only: false,
+                    };
+                    let mut frame = BytesMut::new();
+                    response.write_frame(&mut frame, read_only_sent);
+                    self.outbox.send(frame.freeze());
+                    return false;
+                }
+            }
+        };
+        self.session_id = session_id;
+        self.info.session_id.store(session_id, Ordering::Relaxed);
+        shared
+            .sessions
+            .attach(session_id, timeout_ms, self.info.closing.clone());
+        shared
+            .watches
+            .lock()
+            .register_conn(self.id, session_id, self.outbox.clone());
+        let response = ConnectResponse {
+            protocol_version: 0,
+            timeout_ms: timeout_ms as i32,
+            session_id,
+            passwd,
+            read_only: false,
+        };
+        let mut frame = BytesMut::new();
+        response.write_frame(&mut frame, read_only_sent);
+        self.outbox.send(frame.freeze());
+        debug!(
+            peer = %self.peer,
+            session = format_args!("0x{session_id:x}"),
+            timeout_ms,
+            resumed = request.session_id != 0,
+            "session established"
+        );
+        true
+    }
+
+    fn caller_ids(&self) -> Vec<Id> {
+        self.auth.ids.clone()
+    }
+
+    async fn handle_frame(&mut self, frame: Bytes) -> Result<(), End> {
+        self.info.received.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.shared.sessions.touch(self.session_id);
+        let (header, body) = match RequestHeader::split(&frame) {
+            Ok(split) => split,
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "malformed request header; closing");
+                return Err(End::Misbehaved);
+            }
+        };
+        let Some(op) = OpCode::from_code(header.op) else {
+            // As ZooKeeper's UnimplementedRequestProcessor: answer, then close.
+            warn!(peer = %self.peer, op = header.op, "unknown opcode; closing");
+            self.drain_inflight().await?;
+            self.reply_error(header.xid, ErrorCode::Unimplemented);
+            return Err(End::Misbehaved);
+        };
+        let request = match Request::decode(header.op, body) {
+            Ok(request) => request,
+            Err(e @ (DecodeError::UnknownOpCode(_) | DecodeError::Unsupported(_))) => {
+                warn!(peer = %self.peer, ?op, error = %e, "unsupported request; closing");
+                self.drain_inflight().await?;
+                self.reply_error(header.xid, ErrorCode::Unimplemented);
+                return Err(End::Misbehaved);
+            }
+            Err(e) => {
+                warn!(peer = %self.peer, ?op, error = %e, "malformed request");
+                // As ZooKeeper's PrepRequestProcessor: a body that does not parse is a
+                // marshalling error for that request, not the end of the session.
+                self.drain_inflight().await?;
+                self.reply_error(header.xid, ErrorCode::MarshallingError);
+                return Ok(());
+            }
+        };
+        let started = Instant::now();
+        match request {
+            Request::Ping => {
+                self.outbox.send(ops::reply_frame(
+                    coord_proto::xid::PING,
+                    self.shared.last_zxid(),
+                    ErrorCode::Ok,
+                    None,
+                ));
+            }
+            Request::Auth(auth) => {
+                if !self.authenticate(auth) {
+                    return Err(End::Misbehaved);
+                }
+            }
+            Request::CloseSession => {
+                self.drain_inflight().await?;
+                let write = Write::CloseSession {
+                    session_id: self.session_id,
+                };
+                let proposal = match self.shared.propose(&[], true, self.session_id, write) {
+                    Ok(p) => p,
+                    Err(_) => return Err(End::Misbehaved),
+                };
+                self.shared.sessions.detach_closing(self.session_id);
+                let zxid = match proposal.await {
+                    Ok((zxid, _)) => zxid.as_i64(),
+                    Err(_) => return Err(End::Misbehaved),
+                };
+                self.outbox
+                    .send(ops::reply_frame(header.xid, zxid, ErrorCode::Ok, None));
+                return Err(End::SessionClosed);
+            }
+            request => match ops::classify(request) {
+                ops::Classified::Write(write, shape) => {
+                    let proposal = self.shared.propose(
+                        &self.auth.ids,
+                        self.auth.is_super,
+                        self.session_id,
+                        write,
+                    );
+                    match proposal {
+                        Ok(proposal) => self.inflight.push_back(InFlight {
+                            xid: header.xid,
+                            op,
+                            write: shape,
+                            proposal,
+                            done: None,
+                        }),
+                        Err(rejection) => {
+                            self.drain_inflight().await?;
+                            let reply = ops::rejected(shape, rejection);
+                            self.send_reply(header.xid, self.shared.last_zxid(), reply);
+                        }
+                    }
+                }
+                ops::Classified::Read(read) => {
+                    self.drain_inflight().await?;
+                    let xid = if matches!(read, ops::Read::SetWatches { .. }) {
+                        coord_proto::xid::SET_WATCHES
+                    } else {
+                        header.xid
+                    };
+                    let reply = ops::read(&self.shared, self.id, &self.auth, self.session_id, read);
+                    self.send_reply(xid, self.shared.last_zxid(), reply);
+                }
+                ops::Classified::Unsupported => {
+                    self.drain_inflight().await?;
+                    self.reply_error(header.xid, ErrorCode::Unimplemented);
+                }
+            },
+        }
+        self.shared.stats.record_latency(started.elapsed());
+        Ok(())
+    }
+
+    fn authenticate(&mut self, auth: coord_proto::AuthPacket) -> bool {
+        match ops::authenticate(&auth) {
+            Some(id) => {
+                if let Some(super_digest) = &self.shared.config.superuser_digest {
+                    if id.scheme == "digest" && &id.id == super_digest {
+                        self.auth.is_super = true;
+                    }
+                }
+                if !self.auth.ids.contains(&id) {
+                    self.auth.ids.push(id);
+                }
+                self.outbox.send(ops::reply_frame(
+                    coord_proto::xid::AUTH,
+                    0,
+                    ErrorCode::Ok,
+                    None,
+                ));
+                true
+            }
+            None => {
+                warn!(peer = %self.peer, scheme = %auth.scheme, "authentication failed; closing");
+                // As ZooKeeper: AuthFailed, then the connection is closed.
+                self.outbox.send(ops::reply_frame(
+                    coord_proto::xid::AUTH,
+                    0,
+                    ErrorCode::AuthFailed,
+                    None,
+                ));
+                false
+            }
+        }
+    }
+
+    fn reply_error(&self, xid: i32, err: ErrorCode) {
+        self.outbox
+            .send(ops::reply_frame(xid, self.shared.last_zxid(), err, None));
+    }
+
+    fn send_reply(&self, xid: i32, zxid: i64, reply: Reply) {
+        let frame = match reply {
+            Ok(body) => ops::reply_frame(xid, zxid, ErrorCode::Ok, body.as_ref()),
+            Err(err) => ops::reply_frame(xid, zxid, err, None),
+        };
+        self.outbox.send(frame);
+    }
+
+    /// Answers the oldest in-flight write once it is durable and applied.
+    async fn finish_front(&mut self) -> Result<(), End> {
+        let Some(front) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let committed = match front.done {
+            Some(done) => done,
+            None => front.proposal.await,
+        };
+        match committed {
+            Ok((zxid, applied)) => {
+                let reply = ops::applied(front.write, front.op, applied);
+                self.send_reply(front.xid, zxid.as_i64(), reply);
+                Ok(())
+            }
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "write failed to commit; closing");
+                Err(End::Misbehaved)
+            }
+        }
+    }
+
+    async fn drain_inflight(&mut self) -> Result<(), End> {
+        while !self.inflight.is_empty() {
+            self.finish_front().await?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, end: End) {
+        self.shared.watches.lock().remove_conn(self.id);
+        match end {
+            End::SessionClosed => {}
+            End::PeerClosed | End::Requested | End::Misbehaved => {
+                // The session lives on until it expires or the client comes back.
+                self.shared
+                    .sessions
+                    .detach(self.session_id, &self.info.closing);
+            }
+        }
+    }
+}
+
+/// Reads more bytes into `buf`; false at end of stream.
+async fn read_more(
+    closing: &Closing,
+    peer: SocketAddr,
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> Result<bool, End> {
+    if closing.is_requested() {
+        return Err(End::Requested);
+    }
+    buf.reserve(4096);
+    tokio::select! {
+        read = reader.read_buf(buf) => match read {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => {
+                debug!(%peer, error = %e, "read failed");
+                Ok(false)
+            }
+        },
+        () = closing.notify.notified() => Err(End::Requested),
+    }
+}
+
+/// Resolves once the oldest in-flight write is done (or never, if there is none).
+async fn wait_ready(inflight: &mut VecDeque<InFlight>) {
+    poll_fn(|cx| match inflight.front_mut() {
+        Some(front) if front.done.is_some() => Poll::Ready(()),
+        Some(front) => match Pin::new(&mut front.proposal).poll(cx) {
+            Poll::Ready(done) => {
+                front.done = Some(done);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        },
+        None => Poll::Pending,
+    })
+    .await
+}
+
+/// Records the outcome of the oldest in-flight writes that are already done, without waiting.
+async fn poll_front(inflight: &mut VecDeque<InFlight>) {
+    poll_fn(|cx| {
+        for front in inflight.iter_mut() {
+            if front.done.is_some() {
+                continue;
+            }
+            match Pin::new(&mut front.proposal).poll(cx) {
+                Poll::Ready(done) => front.done = Some(done),
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(())
+    })
+    .await
+}

@@ -1,0 +1,253 @@
+//! Four-letter words on the client port, in ZooKeeper's output formats.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use crate::server::Shared;
+
+/// The ZooKeeper release whose client API coord speaks, then coord's own version: clients such as
+/// kazoo parse the leading x.y.z.
+pub fn version() -> String {
+    format!("3.9.3-coord-{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The text answering `word`, or ZooKeeper's refusal when `word` is not allowed.
+pub fn answer(shared: &Shared, word: &str) -> String {
+    if !shared.config.allows_four_letter_word(word) {
+        return format!("{word} is not executed because it is not in the whitelist.\n");
+    }
+    match word {
+        "ruok" => "imok".to_owned(),
+        "isro" => "rw".to_owned(),
+        "srvr" => server_stats(shared, false),
+        "stat" => server_stats(shared, true),
+        "mntr" => monitor(shared),
+        "cons" => connections(shared),
+        "conf" => configuration(shared),
+        "envi" => environment(),
+        "wchs" => {
+            let (conns, paths, total) = shared.watches.lock().counts();
+            format!("{conns} connections watching {paths} paths\nTotal watches:{total}\n")
+        }
+        "wchc" => {
+            let mut out = String::new();
+            for (session, paths) in shared.watches.lock().by_session() {
+                let _ = writeln!(out, "0x{session:x}");
+                for path in paths {
+                    let _ = writeln!(out, "\t{path}");
+                }
+            }
+            out
+        }
+        "wchp" => {
+            let mut out = String::new();
+            for (path, sessions) in shared.watches.lock().by_path() {
+                let _ = writeln!(out, "{path}");
+                for session in sessions {
+                    let _ = writeln!(out, "\t0x{session:x}");
+                }
+            }
+            out
+        }
+        "dump" => dump(shared),
+        "crst" => {
+            for info in shared.conn_infos() {
+                info.received.store(0, Ordering::Relaxed);
+                info.sent.store(0, Ordering::Relaxed);
+            }
+            "Connection stats reset.\n".to_owned()
+        }
+        "srst" => {
+            shared.stats.reset();
+            "Server stats reset.\n".to_owned()
+        }
+        "dirs" => {
+            let size = dir_size(&shared.config.data_dir);
+            format!("datadir_size: {size}\nlogdir_size: {size}\n")
+        }
+        _ => format!("{word} is not executed because it is not in the whitelist.\n"),
+    }
+}
+
+fn sent_total(shared: &Shared) -> u64 {
+    shared
+        .conn_infos()
+        .iter()
+        .map(|i| i.sent.load(Ordering::Relaxed))
+        .sum()
+}
+
+fn server_stats(shared: &Shared, with_clients: bool) -> String {
+    let mut out = format!("Zookeeper version: {}, built on coord\n", version());
+    if with_clients {
+        out.push_str("Clients:\n");
+        for info in shared.conn_infos() {
+            let _ = writeln!(
+                out,
+                " /{}[1](queued={},recved={},sent={})",
+                info.peer,
+                info.outbox_queued.load(Ordering::Relaxed),
+                info.received.load(Ordering::Relaxed),
+                info.sent.load(Ordering::Relaxed)
+            );
+        }
+        out.push('\n');
+    }
+    let (min, avg, max) = shared.stats.latency_ms();
+    let _ = writeln!(out, "Latency min/avg/max: {min:.0}/{avg:.4}/{max:.0}");
+    let _ = writeln!(
+        out,
+        "Received: {}",
+        shared.stats.received.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "Sent: {}", sent_total(shared));
+    let _ = writeln!(out, "Connections: {}", shared.conn_infos().len());
+    let _ = writeln!(out, "Outstanding: 0");
+    let _ = writeln!(out, "Zxid: 0x{:x}", shared.last_zxid());
+    let _ = writeln!(out, "Mode: standalone");
+    let _ = writeln!(out, "Node count: {}", shared.tree.read().node_count());
+    out
+}
+
+fn monitor(shared: &Shared) -> String {
+    let (min, avg, max) = shared.stats.latency_ms();
+    let (node_count, ephemerals, data_size) = {
+        let tree = shared.tree.read();
+        let ephemerals: usize = tree
+            .ephemerals_by_session()
+            .iter()
+            .map(|(_, paths)| paths.len())
+            .sum();
+        (tree.node_count(), ephemerals, tree.approximate_data_size())
+    };
+    let (_, _, watch_count) = shared.watches.lock().counts();
+    let engine = shared.engine.stats();
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| {
+        let _ = writeln!(out, "{key}\t{value}");
+    };
+    line("zk_version", format!("{}, built on coord", version()));
+    line("zk_server_state", "standalone".to_owned());
+    line("zk_avg_latency", format!("{avg:.4}"));
+    line("zk_max_latency", format!("{max:.0}"));
+    line("zk_min_latency", format!("{min:.0}"));
+    line(
+        "zk_packets_received",
+        shared.stats.received.load(Ordering::Relaxed).to_string(),
+    );
+    line("zk_packets_sent", sent_total(shared).to_string());
+    line(
+        "zk_num_alive_connections",
+        shared.conn_infos().len().to_string(),
+    );
+    line("zk_outstanding_requests", "0".to_owned());
+    line("zk_znode_count", node_count.to_string());
+    line("zk_watch_count", watch_count.to_string());
+    line("zk_ephemerals_count", ephemerals.to_string());
+    line("zk_approximate_data_size", data_size.to_string());
+    line("zk_global_sessions", shared.sessions.count().to_string());
+    line(
+        "zk_uptime",
+        shared.started.elapsed().as_millis().to_string(),
+    );
+    line("zk_last_zxid", format!("0x{:x}", engine.last_zxid.as_u64()));
+    line("zk_txns_logged", engine.txns_logged.to_string());
+    line("zk_fsync_count", engine.fsyncs.to_string());
+    line("zk_snapshot_count", engine.snapshots.to_string());
+    if let Some(fds) = open_file_descriptors() {
+        line("zk_open_file_descriptor_count", fds.to_string());
+    }
+    out
+}
+
+fn connections(shared: &Shared) -> String {
+    let mut out = String::new();
+    for info in shared.conn_infos() {
+        let _ = writeln!(
+            out,
+            " /{}[1](queued={},recved={},sent={},sid=0x{:x},est={})",
+            info.peer,
+            info.outbox_queued.load(Ordering::Relaxed),
+            info.received.load(Ordering::Relaxed),
+            info.sent.load(Ordering::Relaxed),
+            info.session_id.load(Ordering::Relaxed),
+            info.established.elapsed().as_millis()
+        );
+    }
+    out.push('\n');
+    out
+}
+
+fn configuration(shared: &Shared) -> String {
+    let c = &shared.config;
+    let mut out = String::new();
+    let _ = writeln!(out, "clientPort={}", c.client_addr.port());
+    let _ = writeln!(out, "clientPortAddress={}", c.client_addr);
+    let _ = writeln!(out, "dataDir={}", c.data_dir.display());
+    let _ = writeln!(out, "dataLogDir={}", c.data_dir.display());
+    let _ = writeln!(out, "tickTime={}", c.tick_ms);
+    let _ = writeln!(out, "maxClientCnxns={}", c.max_connections_per_ip);
+    let _ = writeln!(out, "minSessionTimeout={}", c.min_session_timeout_ms);
+    let _ = writeln!(out, "maxSessionTimeout={}", c.max_session_timeout_ms);
+    let _ = writeln!(out, "jute.maxbuffer={}", c.max_frame_bytes);
+    let _ = writeln!(out, "snapCount={}", c.snapshot_every_txns);
+    let _ = writeln!(out, "reapIntervalMs={}", c.reap_interval_ms);
+    let _ = writeln!(out, "serverId=0");
+    out
+}
+
+fn environment() -> String {
+    let mut out = String::from("Environment:\n");
+    let _ = writeln!(out, "zookeeper.version={}, built on coord", version());
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let _ = writeln!(out, "host.name={}", host.trim());
+    }
+    let _ = writeln!(out, "os.name={}", std::env::consts::OS);
+    let _ = writeln!(out, "os.arch={}", std::env::consts::ARCH);
+    if let Ok(dir) = std::env::current_dir() {
+        let _ = writeln!(out, "user.dir={}", dir.display());
+    }
+    let _ = writeln!(out, "process.id={}", std::process::id());
+    out
+}
+
+fn dump(shared: &Shared) -> String {
+    let mut out = String::from("SessionTracker dump:\n");
+    let _ = writeln!(out, "Global Sessions({}):", shared.sessions.count());
+    let tree = shared.tree.read();
+    let mut sessions: Vec<(i64, i32)> = tree
+        .sessions()
+        .map(|(id, info)| (id, info.timeout_ms))
+        .collect();
+    sessions.sort_unstable();
+    for (id, timeout) in sessions {
+        let _ = writeln!(out, "0x{id:x}\t{timeout}ms");
+    }
+    let by_session = tree.ephemerals_by_session();
+    out.push_str("ephemeral nodes dump:\n");
+    let _ = writeln!(out, "Sessions with Ephemerals ({}):", by_session.len());
+    for (session, paths) in by_session {
+        let _ = writeln!(out, "0x{session:x}:");
+        for path in paths {
+            let _ = writeln!(out, "\t{path}");
+        }
+    }
+    out
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn open_file_descriptors() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}

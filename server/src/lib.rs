@@ -1,0 +1,13 @@
+//! The coord server: a ZooKeeper-compatible coordination service built on coord-engine with the
+//! znode tree as its state machine.
+
+pub mod config;
+pub mod conn;
+pub mod fourlw;
+pub mod machine;
+pub mod ops;
+pub mod server;
+pub mod watch;
+
+pub use config::{Config, Flags};
+pub use server::{Server, StartError};

@@ -1,0 +1,69 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use coord::{Config, Flags, Server};
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match Config::load(flags) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("coord: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Config::load checked that the filter parses.
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("coord")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("coord: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::start(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("coord: {e}");
+                return ExitCode::from(e.exit_code() as u8);
+            }
+        };
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

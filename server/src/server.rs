@@ -1,0 +1,465 @@
+//! The standalone server: the engine with the znode tree as its machine, the client port, session
+//! expiry and the reaper of containers and TTL nodes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use coord_engine::{Engine, EngineConfig, Proposal, Zxid};
+use coord_proto::Id;
+use coord_znode::{Applied, Caller, Prep, Rejection, Tree, Write};
+use parking_lot::{Mutex, RwLock};
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::conn::{Closing, ConnId, ConnInfo};
+use crate::machine::ServerMachine;
+use crate::watch::WatchManager;
+
+/// State shared by every connection and background task of one server.
+pub struct Shared {
+    pub config: Config,
+    /// The committed znode tree; readers take the read lock, the apply thread the write lock.
+    pub tree: Arc<RwLock<Tree>>,
+    pub watches: Arc<Mutex<WatchManager>>,
+    /// The write path's view of txns proposed but not yet applied. Held while a txn is decided
+    /// and proposed, so that decision order is zxid order.
+    prep: Mutex<Prep>,
+    pub engine: Engine<ServerMachine>,
+    pub sessions: Sessions,
+    pub stats: Stats,
+    pub next_conn_id: AtomicU64,
+    conns: Mutex<HashMap<ConnId, Arc<ConnInfo>>>,
+    conns_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub started: Instant,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid data_dir: {0}")]
+    DataDir(String),
+    #[error("invalid client_addr: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Engine(#[from] coord_engine::EngineError),
+}
+
+impl StartError {
+    /// Configuration problems exit with 2; a refusal to start on bad data with 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::DataDir(_) | StartError::Listen { .. } => 2,
+            StartError::Engine(_) => 1,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch: the clock of ctime, mtime and TTLs.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Shared {
+    /// The zxid of the last txn applied, as reply headers carry it.
+    pub fn last_zxid(&self) -> i64 {
+        self.engine.last_applied().as_i64()
+    }
+
+    /// Clamps a requested session timeout into the configured bounds.
+    pub fn negotiate_timeout(&self, requested_ms: i32) -> u64 {
+        (requested_ms.max(0) as u64).clamp(
+            self.config.min_session_timeout_ms,
+            self.config.max_session_timeout_ms,
+        )
+    }
+
+    /// Decides `write` for the caller and proposes it; a rejected write is answered without
+    /// being logged.
+    pub fn propose(
+        &self,
+        ids: &[Id],
+        is_super: bool,
+        session_id: i64,
+        write: Write,
+    ) -> Result<Proposal<Applied>, Rejection> {
+        let caller = Caller {
+            session_id,
+            ids,
+            is_super,
+        };
+        let now = now_ms();
+        let applied = self.engine.last_applied();
+        let mut prep = self.prep.lock();
+        self.engine.propose(|zxid| {
+            let tree = self.tree.read();
+            prep.applied(applied);
+            prep.prepare(&tree, &caller, &write, zxid, now)
+                .map(|txn| txn.encode())
+        })
+    }
+
+    /// Takes one of the connections an address may hold, or None past the limit.
+    pub fn conn_slot(self: &Arc<Self>, peer: SocketAddr) -> Option<ConnSlot> {
+        let mut per_ip = self.conns_per_ip.lock();
+        let count = per_ip.entry(peer.ip()).or_insert(0);
+        let max = self.config.max_connections_per_ip;
+        if max != 0 && *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ConnSlot {
+            shared: self.clone(),
+            ip: peer.ip(),
+            conn: None,
+        })
+    }
+
+    /// The live connections, for `cons` and `stat`.
+    pub fn conn_infos(&self) -> Vec<Arc<ConnInfo>> {
+        let mut infos: Vec<Arc<ConnInfo>> = self.conns.lock().values().cloned().collect();
+        infos.sort_by_key(|i| i.established);
+        infos
+    }
+}
+
+/// A connection's place in the per-address count and the registry; released on drop.
+pub struct ConnSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    conn: Option<ConnId>,
+}
+
+impl ConnSlot {
+    pub fn register(&mut self, id: ConnId, info: Arc<ConnInfo>) {
+        self.shared.conns.lock().insert(id, info);
+        self.conn = Some(id);
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(id) = self.conn {
+            self.shared.conns.lock().remove(&id);
+        }
+        let mut per_ip = self.shared.conns_per_ip.lock();
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Server-wide counters for the four-letter words.
+#[derive(Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    latency_count: AtomicU64,
+    latency_total_us: AtomicU64,
+    latency_min_us: AtomicU64,
+    latency_max_us: AtomicU64,
+}
+
+impl Stats {
+    pub fn record_latency(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        if self.latency_count.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.latency_min_us.store(us, Ordering::Relaxed);
+        } else {
+            self.latency_min_us.fetch_min(us, Ordering::Relaxed);
+        }
+        self.latency_total_us.fetch_add(us, Ordering::Relaxed);
+        self.latency_max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// (min, avg, max) request latency in milliseconds.
+    pub fn latency_ms(&self) -> (f64, f64, f64) {
+        let count = self.latency_count.load(Ordering::Relaxed);
+        if count == 0 {
+            return (0.0, 0.0, 0.0);
+        }
+        let total = self.latency_total_us.load(Ordering::Relaxed) as f64;
+        (
+            self.latency_min_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            total / count as f64 / 1000.0,
+            self.latency_max_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        )
+    }
+
+    pub fn reset(&self) {
+        self.received.store(0, Ordering::Relaxed);
+        self.latency_count.store(0, Ordering::Relaxed);
+        self.latency_total_us.store(0, Ordering::Relaxed);
+        self.latency_min_us.store(0, Ordering::Relaxed);
+        self.latency_max_us.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Session liveness on this server: deadlines and the connection each session is attached to.
+/// The sessions themselves (id, timeout, password, ephemerals) are replicated state in the tree.
+pub struct Sessions {
+    live: Mutex<HashMap<i64, Live>>,
+    next_id: AtomicI64,
+}
+
+struct Live {
+    timeout: Duration,
+    deadline: Instant,
+    conn: Option<Arc<Closing>>,
+}
+
+impl Sessions {
+    fn new() -> Self {
+        // As ZooKeeper's SessionTrackerImpl.initializeNextSessionId with server id 0: the time in
+        // the high bits keeps ids unique across restarts.
+        let first = ((now_ms() << 24) as u64 >> 8) as i64;
+        Sessions {
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicI64::new(first.max(1)),
+        }
+    }
+
+    /// A fresh session id and password (the write path decides them once; they are replicated).
+    pub fn new_identity(&self) -> (i64, Vec<u8>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut passwd = vec![0u8; 16];
+        rand::thread_rng().fill_bytes(&mut passwd);
+        (id, passwd)
+    }
+
+    /// Attaches a connection to a session, starting its clock; an older connection of the same
+    /// session is closed, as ZooKeeper does when a client moves.
+    pub fn attach(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) {
+        let timeout = Duration::from_millis(timeout_ms);
+        let mut live = self.live.lock();
+        let entry = live.entry(id).or_insert(Live {
+            timeout,
+            deadline: Instant::now() + timeout,
+            conn: None,
+        });
+        entry.timeout = timeout;
+        entry.deadline = Instant::now() + timeout;
+        if let Some(old) = entry.conn.replace(conn) {
+            old.request();
+        }
+    }
+
+    /// Whether the session is alive here (not expired, not closing).
+    pub fn is_live(&self, id: i64) -> bool {
+        self.live.lock().contains_key(&id)
+    }
+
+    /// Any packet from the client keeps its session alive.
+    pub fn touch(&self, id: i64) {
+        if let Some(live) = self.live.lock().get_mut(&id) {
+            live.deadline = Instant::now() + live.timeout;
+        }
+    }
+
+    /// The connection is gone; the session lives until its deadline.
+    pub fn detach(&self, id: i64, conn: &Arc<Closing>) {
+        if let Some(live) = self.live.lock().get_mut(&id) {
+            if live.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                live.conn = None;
+                live.deadline = Instant::now() + live.timeout;
+            }
+        }
+    }
+
+    /// The client closes its session: it is no longer tracked.
+    pub fn detach_closing(&self, id: i64) {
+        self.live.lock().remove(&id);
+    }
+
+    /// Removes and returns the sessions past their deadline, closing their connections.
+    fn take_expired(&self, now: Instant) -> Vec<i64> {
+        let mut live = self.live.lock();
+        let expired: Vec<i64> = live
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            if let Some(Live {
+                conn: Some(conn), ..
+            }) = live.remove(id)
+            {
+                conn.request();
+            }
+        }
+        expired
+    }
+
+    pub fn count(&self) -> usize {
+        self.live.lock().len()
+    }
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the data dir (recovering snapshot and log) and binds the client port.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        check_data_dir(&config.data_dir)?;
+        let tree = Arc::new(RwLock::new(Tree::new()));
+        let watches = Arc::new(Mutex::new(WatchManager::default()));
+        let machine = ServerMachine::new(tree.clone(), watches.clone());
+        let engine = Engine::open(
+            EngineConfig {
+                data_dir: config.data_dir.clone(),
+                snapshot_every_txns: config.snapshot_every_txns,
+            },
+            machine,
+        )?;
+        let listener = TcpListener::bind(config.client_addr)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.client_addr,
+                source,
+            })?;
+        let sessions = Sessions::new();
+        {
+            // Sessions recovered from disk get a full timeout to come back, as in ZooKeeper.
+            let tree = tree.read();
+            let mut live = sessions.live.lock();
+            for (id, info) in tree.sessions() {
+                let timeout = Duration::from_millis(info.timeout_ms.max(0) as u64);
+                live.insert(
+                    id,
+                    Live {
+                        timeout,
+                        deadline: Instant::now() + timeout,
+                        conn: None,
+                    },
+                );
+            }
+        }
+        let shared = Arc::new(Shared {
+            config,
+            tree,
+            watches,
+            prep: Mutex::new(Prep::new()),
+            engine,
+            sessions,
+            stats: Stats::default(),
+            next_conn_id: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+            conns_per_ip: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        });
+        Ok(Server { shared, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves clients until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Server { shared, listener } = self;
+        let addr = listener.local_addr().ok();
+        info!(
+            "coord listening on {} (standalone), data in {}, last zxid 0x{:x}",
+            addr.map(|a| a.to_string()).unwrap_or_default(),
+            shared.config.data_dir.display(),
+            shared.last_zxid()
+        );
+        let expirer = tokio::spawn(expire_sessions(shared.clone()));
+        let reaper = tokio::spawn(reap(shared.clone()));
+        let accept = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        tokio::spawn(crate::conn::serve(shared.clone(), stream, peer));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = accept => {}
+            () = shutdown => info!("shutting down"),
+        }
+        expirer.abort();
+        reaper.abort();
+        shared.engine.shutdown();
+    }
+}
+
+fn check_data_dir(dir: &std::path::Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StartError::DataDir(format!("cannot create {}: {e}", dir.display())))?;
+    let probe = dir.join(".coord-write-probe");
+    std::fs::write(&probe, b"probe")
+        .map_err(|e| StartError::DataDir(format!("cannot write in {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+async fn expire_sessions(shared: Arc<Shared>) {
+    let period = Duration::from_millis((shared.config.tick_ms / 2).clamp(10, 1000));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        for id in shared.sessions.take_expired(Instant::now()) {
+            info!(session = format_args!("0x{id:x}"), "session expired");
+            let write = Write::CloseSession { session_id: id };
+            match shared.propose(&[], true, id, write) {
+                Ok(proposal) => {
+                    if let Err(e) = proposal.await {
+                        warn!(error = %e, "could not persist session expiry");
+                    }
+                }
+                Err(rejection) => {
+                    debug!(?rejection, "session already closed");
+                }
+            }
+        }
+    }
+}
+
+async fn reap(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(shared.config.reap_interval_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let candidates = shared.tree.read().reap_candidates(now_ms());
+        for path in candidates {
+            let write = Write::Reap { path: path.clone() };
+            match shared.propose(&[], true, 0, write) {
+                Ok(proposal) => match proposal.await {
+                    Ok(_) => debug!(%path, "reaped"),
+                    Err(e) => warn!(error = %e, "could not persist a reap"),
+                },
+                // Something changed since the candidate was chosen: it no longer qualifies.
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The last applied zxid as a `Zxid`, for the four-letter words.
+pub fn last_zxid(shared: &Shared) -> Zxid {
+    shared.engine.last_applied()
+}

@@ -1,0 +1,256 @@
+//! Watches: per-server state, as in ZooKeeper's WatchManager. A watch belongs to a client
+//! connection; a client that reconnects re-arms its watches with setWatches.
+
+use std::collections::{HashMap, HashSet};
+
+use coord_proto::{EventType, WatcherType};
+use coord_znode::ChangeEvent;
+
+use crate::conn::{ConnId, Outbox};
+
+/// The kinds of watch a connection can hold on a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Set by getData and exists: fires once on create, delete or data change.
+    Data,
+    /// Set by getChildren: fires once on delete or a change of the children.
+    Child,
+    /// Set by addWatch(PERSISTENT): fires on every change of the node or its children.
+    Persistent,
+    /// Set by addWatch(PERSISTENT_RECURSIVE): fires on every change of the node or a descendant,
+    /// except children changes.
+    PersistentRecursive,
+}
+
+const KINDS: [Kind; 4] = [
+    Kind::Data,
+    Kind::Child,
+    Kind::Persistent,
+    Kind::PersistentRecursive,
+];
+
+struct Watcher {
+    outbox: Outbox,
+    session_id: i64,
+    watches: HashSet<(Kind, String)>,
+}
+
+/// Every watch of every connection on this server.
+#[derive(Default)]
+pub struct WatchManager {
+    by_path: [HashMap<String, HashSet<ConnId>>; 4],
+    conns: HashMap<ConnId, Watcher>,
+}
+
+fn slot(kind: Kind) -> usize {
+    kind as usize
+}
+
+impl WatchManager {
+    /// Makes `conn` able to hold watches; its events go to `outbox`.
+    pub fn register_conn(&mut self, conn: ConnId, session_id: i64, outbox: Outbox) {
+        self.conns.insert(
+            conn,
+            Watcher {
+                outbox,
+                session_id,
+                watches: HashSet::new(),
+            },
+        );
+    }
+
+    /// Drops every watch of a closed connection.
+    pub fn remove_conn(&mut self, conn: ConnId) {
+        let Some(watcher) = self.conns.remove(&conn) else {
+            return;
+        };
+        for (kind, path) in watcher.watches {
+            self.unlink(kind, &path, conn);
+        }
+    }
+
+    fn unlink(&mut self, kind: Kind, path: &str, conn: ConnId) {
+        let map = &mut self.by_path[slot(kind)];
+        if let Some(set) = map.get_mut(path) {
+            set.remove(&conn);
+            if set.is_empty() {
+                map.remove(path);
+            }
+        }
+    }
+
+    /// Arms a watch of `kind` for `conn` on `path`.
+    pub fn add(&mut self, kind: Kind, path: &str, conn: ConnId) {
+        let Some(watcher) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if watcher.watches.insert((kind, path.to_owned())) {
+            self.by_path[slot(kind)]
+                .entry(path.to_owned())
+                .or_default()
+                .insert(conn);
+        }
+    }
+
+    fn kinds_of(watcher_type: WatcherType) -> &'static [Kind] {
+        match watcher_type {
+            WatcherType::Children => &[Kind::Child],
+            WatcherType::Data => &[Kind::Data],
+            WatcherType::Any => &KINDS,
+            WatcherType::Persistent => &[Kind::Persistent],
+            WatcherType::PersistentRecursive => &[Kind::PersistentRecursive],
+        }
+    }
+
+    /// Whether `conn` holds a watch of `watcher_type` on `path` (checkWatches).
+    pub fn contains(&self, path: &str, conn: ConnId, watcher_type: WatcherType) -> bool {
+        let Some(watcher) = self.conns.get(&conn) else {
+            return false;
+        };
+        Self::kinds_of(watcher_type)
+            .iter()
+            .any(|kind| watcher.watches.contains(&(*kind, path.to_owned())))
+    }
+
+    /// Removes `conn`'s watches of `watcher_type` on `path` (removeWatches); false if none.
+    pub fn remove(&mut self, path: &str, conn: ConnId, watcher_type: WatcherType) -> bool {
+        let Some(watcher) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let mut removed = Vec::new();
+        for kind in Self::kinds_of(watcher_type) {
+            if watcher.watches.remove(&(*kind, path.to_owned())) {
+                removed.push(*kind);
+            }
+        }
+        for kind in &removed {
+            self.unlink(*kind, path, conn);
+        }
+        !removed.is_empty()
+    }
+
+    /// Fires the watches that `events` (from one applied txn) trigger, in order. Each connection
+    /// gets at most one notification per event.
+    pub fn trigger(&mut self, events: &[ChangeEvent], zxid: i64) {
+        for event in events {
+            let (event_type, path) = match event {
+                ChangeEvent::Created(path) => (EventType::NodeCreated, path),
+                ChangeEvent::Deleted(path) => (EventType::NodeDeleted, path),
+                ChangeEvent::DataChanged(path) => (EventType::NodeDataChanged, path),
+                ChangeEvent::ChildrenChanged(path) => (EventType::NodeChildrenChanged, path),
+            };
+            self.fire(event_type, path, zxid);
+        }
+    }
+
+    /// Fires one event at `path` (also used by setWatches for changes the client missed).
+    pub fn fire(&mut self, event_type: EventType, path: &str, zxid: i64) {
+        let mut targets: Vec<ConnId> = Vec::new();
+        let one_shot: &[Kind] = match event_type {
+            EventType::NodeCreated | EventType::NodeDataChanged => &[Kind::Data],
+            EventType::NodeDeleted => &[Kind::Data, Kind::Child],
+            EventType::NodeChildrenChanged => &[Kind::Child],
+            _ => &[],
+        };
+        for kind in one_shot {
+            if let Some(conns) = self.by_path[slot(*kind)].remove(path) {
+                for conn in conns {
+                    if let Some(watcher) = self.conns.get_mut(&conn) {
+                        watcher.watches.remove(&(*kind, path.to_owned()));
+                    }
+                    targets.push(conn);
+                }
+            }
+        }
+        if let Some(conns) = self.by_path[slot(Kind::Persistent)].get(path) {
+            targets.extend(conns.iter().copied());
+        }
+        // A recursive watch sees changes of nodes, not of child lists (ZooKeeper 3.6+).
+        let recursive = &self.by_path[slot(Kind::PersistentRecursive)];
+        if event_type != EventType::NodeChildrenChanged && !recursive.is_empty() {
+            let mut ancestor = path;
+            loop {
+                if let Some(conns) = recursive.get(ancestor) {
+                    targets.extend(conns.iter().copied());
+                }
+                if ancestor == "/" {
+                    break;
+                }
+                ancestor = match ancestor.rfind('/') {
+                    Some(0) => "/",
+                    Some(i) => &ancestor[..i],
+                    None => break,
+                };
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        let frame = crate::ops::notification(event_type, path, zxid);
+        for conn in targets {
+            if let Some(watcher) = self.conns.get(&conn) {
+                watcher.outbox.send(frame.clone());
+            }
+        }
+    }
+
+    /// Sends one event to one connection (setWatches reporting a change the client missed).
+    pub fn fire_one(&self, conn: ConnId, event_type: EventType, path: &str, zxid: i64) {
+        if let Some(watcher) = self.conns.get(&conn) {
+            watcher
+                .outbox
+                .send(crate::ops::notification(event_type, path, zxid));
+        }
+    }
+
+    /// (connections watching, paths watched, total watches), for `wchs` and `mntr`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let conns = self
+            .conns
+            .values()
+            .filter(|w| !w.watches.is_empty())
+            .count();
+        let paths: HashSet<&String> = self.by_path.iter().flat_map(|m| m.keys()).collect();
+        let total = self.conns.values().map(|w| w.watches.len()).sum();
+        (conns, paths.len(), total)
+    }
+
+    /// Watched paths per session, for `wchc`.
+    pub fn by_session(&self) -> Vec<(i64, Vec<String>)> {
+        let mut out: Vec<(i64, Vec<String>)> = self
+            .conns
+            .values()
+            .filter(|w| !w.watches.is_empty())
+            .map(|w| {
+                let mut paths: Vec<String> = w.watches.iter().map(|(_, p)| p.clone()).collect();
+                paths.sort();
+                paths.dedup();
+                (w.session_id, paths)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Watching sessions per path, for `wchp`.
+    pub fn by_path(&self) -> Vec<(String, Vec<i64>)> {
+        let mut map: HashMap<&str, Vec<i64>> = HashMap::new();
+        for watcher in self.conns.values() {
+            for (_, path) in &watcher.watches {
+                map.entry(path).or_default().push(watcher.session_id);
+            }
+        }
+        let mut out: Vec<(String, Vec<i64>)> = map
+            .into_iter()
+            .map(|(path, mut sessions)| {
+                sessions.sort_unstable();
+                sessions.dedup();
+                (path.to_owned(), sessions)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}

@@ -1,0 +1,506 @@
+//! The leader's write path (ZooKeeper's `PrepRequestProcessor` with its `outstandingChanges`):
+//! decides each client write against the committed tree *plus* the changes of txns proposed
+//! but not yet applied, and turns it into a deterministic [`Txn`].
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use coord_engine::Zxid;
+use coord_proto::{perms, Acl, CreateMode, ErrorCode};
+
+use crate::acl::{self, Caller};
+use crate::node::ephemeral::{self, Kind};
+use crate::node::Meta;
+use crate::path::parent_of;
+use crate::tree::{qualifies_for_reap, OpResult, SYSTEM_PATHS};
+use crate::txn::{Txn, TxnOp};
+use crate::{Error, Tree, ZPath};
+
+/// A client write, as the server decoded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Create {
+        path: String,
+        data: Bytes,
+        acl: Vec<Acl>,
+        /// The raw `flags` of the request (a `CreateMode`).
+        mode: i32,
+        /// The TTL of a createTTL request; `None` for the other create ops.
+        ttl: Option<i64>,
+        /// The request was createContainer.
+        container: bool,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    SetData {
+        path: String,
+        data: Bytes,
+        version: i32,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+    Check {
+        path: String,
+        version: i32,
+    },
+    /// Atomic: create, delete, setData and check ops only.
+    Multi(Vec<Write>),
+    CreateSession {
+        session_id: i64,
+        timeout_ms: i32,
+        passwd: Vec<u8>,
+    },
+    CloseSession {
+        session_id: i64,
+    },
+    /// Removal of a container or TTL node found by [`Tree::reap_candidates`] (deleteContainer).
+    Reap {
+        path: String,
+    },
+}
+
+/// Why a write is answered without being proposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    Error(ErrorCode),
+    /// A failed multi: one result per op (see [`OpResult::Error`]).
+    Multi(Vec<OpResult>),
+}
+
+/// A node as the pending txns leave it (ZooKeeper's `ChangeRecord`).
+#[derive(Debug, Clone)]
+struct PendingNode {
+    /// Stat fields and child count; `meta.acl` is unused (the list is in `acl`).
+    meta: Meta,
+    acl: Arc<[Acl]>,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    zxid: Zxid,
+    /// `None`: deleted by a pending txn.
+    node: Option<PendingNode>,
+}
+
+/// The leader's pending-change state. Make a new one whenever this server becomes leader.
+#[derive(Debug, Default)]
+pub struct Prep {
+    /// (zxid, path) of every record added, in zxid order.
+    outstanding: VecDeque<(Zxid, String)>,
+    /// The latest record for each path with one pending.
+    by_path: HashMap<String, Record>,
+    /// Sessions whose CreateSession is proposed but not applied.
+    created: HashMap<i64, Zxid>,
+    /// Sessions whose CloseSession is proposed but not applied.
+    closing: HashMap<i64, Zxid>,
+}
+
+/// Previous `by_path` values of paths a multi touched, to put back if it fails.
+type Undo = Vec<(String, Option<Record>)>;
+
+impl Prep {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decides a client write. `Ok(txn)`: propose it at `zxid`. `Err(rejection)`: answer the
+    /// client without logging anything; no pending state remains from it.
+    pub fn prepare(
+        &mut self,
+        tree: &Tree,
+        caller: &Caller<'_>,
+        write: &Write,
+        zxid: Zxid,
+        now_ms: i64,
+    ) -> Result<Txn, Rejection> {
+        let op = match write {
+            Write::Multi(ops) => self.prepare_multi(tree, caller, ops, zxid, now_ms)?,
+            Write::CreateSession {
+                session_id,
+                timeout_ms,
+                passwd,
+            } => {
+                self.created.insert(*session_id, zxid);
+                TxnOp::CreateSession {
+                    session_id: *session_id,
+                    timeout_ms: *timeout_ms,
+                    passwd: passwd.clone(),
+                }
+            }
+            Write::CloseSession { session_id } => self.prepare_close(tree, *session_id, zxid),
+            single => {
+                let mut undo = Undo::new();
+                self.prepare_op(tree, caller, single, zxid, now_ms, &mut undo)
+                    .map_err(|e| Rejection::Error(e.code()))?
+            }
+        };
+        Ok(Txn {
+            time_ms: now_ms,
+            op,
+        })
+    }
+
+    /// Forgets pending records of txns up to and including `zxid` (call right after applying it).
+    pub fn applied(&mut self, zxid: Zxid) {
+        while let Some((z, _)) = self.outstanding.front() {
+            if *z > zxid {
+                break;
+            }
+            let Some((z, path)) = self.outstanding.pop_front() else {
+                break;
+            };
+            if self.by_path.get(&path).is_some_and(|r| r.zxid == z) {
+                self.by_path.remove(&path);
+            }
+        }
+        self.created.retain(|_, z| *z > zxid);
+        self.closing.retain(|_, z| *z > zxid);
+    }
+
+    /// Number of paths with a pending change.
+    pub fn pending_len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    fn prepare_multi(
+        &mut self,
+        tree: &Tree,
+        caller: &Caller<'_>,
+        ops: &[Write],
+        zxid: Zxid,
+        now_ms: i64,
+    ) -> Result<TxnOp, Rejection> {
+        let allowed = |w: &Write| {
+            matches!(
+                w,
+                Write::Create { .. }
+                    | Write::Delete { .. }
+                    | Write::SetData { .. }
+                    | Write::Check { .. }
+            )
+        };
+        if !ops.iter().all(allowed) {
+            // ZooKeeper cannot even deserialize such a MultiOperationRecord.
+            return Err(Rejection::Error(ErrorCode::MarshallingError));
+        }
+        let mark = self.outstanding.len();
+        let mut undo = Undo::new();
+        let mut txns = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            match self.prepare_op(tree, caller, op, zxid, now_ms, &mut undo) {
+                Ok(t) => txns.push(t),
+                Err(e) => {
+                    self.outstanding.truncate(mark);
+                    for (path, prev) in undo.into_iter().rev() {
+                        match prev {
+                            Some(r) => self.by_path.insert(path, r),
+                            None => self.by_path.remove(&path),
+                        };
+                    }
+                    let results = (0..ops.len())
+                        .map(|j| {
+                            OpResult::Error(match j.cmp(&i) {
+                                std::cmp::Ordering::Less => ErrorCode::Ok,
+                                std::cmp::Ordering::Equal => e.code(),
+                                std::cmp::Ordering::Greater => ErrorCode::RuntimeInconsistency,
+                            })
+                        })
+                        .collect();
+                    return Err(Rejection::Multi(results));
+                }
+            }
+        }
+        Ok(TxnOp::Multi(txns))
+    }
+
+    fn prepare_close(&mut self, tree: &Tree, session_id: i64, zxid: Zxid) -> TxnOp {
+        // The session's ephemerals as the pending txns leave them.
+        let mut paths: BTreeSet<String> = tree
+            .ephemeral_paths(session_id)
+            .map(str::to_string)
+            .collect();
+        for (path, r) in &self.by_path {
+            match &r.node {
+                None => {
+                    paths.remove(path);
+                }
+                Some(n) if n.meta.ephemeral_owner == session_id => {
+                    paths.insert(path.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        let mut undo = Undo::new();
+        for path in paths {
+            let Some(parent_path) = parent_of(&path) else {
+                continue;
+            };
+            if let Ok(mut parent) = self.record(tree, parent_path) {
+                parent.meta.num_children -= 1;
+                parent.meta.pzxid = zxid.as_i64();
+                self.add(zxid, parent_path, Some(parent), &mut undo);
+            }
+            self.add(zxid, &path, None, &mut undo);
+        }
+        self.closing.insert(session_id, zxid);
+        TxnOp::CloseSession { session_id }
+    }
+
+    /// The node at `path` as pending txns leave it (`getRecordForPath`).
+    fn record(&self, tree: &Tree, path: &str) -> Result<PendingNode, Error> {
+        match self.by_path.get(path) {
+            Some(Record { node: Some(n), .. }) => Ok(n.clone()),
+            Some(Record { node: None, .. }) => Err(Error::NoNode(path.to_string())),
+            None => tree
+                .entry(path)
+                .map(|e| PendingNode {
+                    meta: e.meta(),
+                    acl: tree.acl_of(e),
+                })
+                .ok_or_else(|| Error::NoNode(path.to_string())),
+        }
+    }
+
+    fn add(&mut self, zxid: Zxid, path: &str, node: Option<PendingNode>, undo: &mut Undo) {
+        let prev = self.by_path.insert(path.to_string(), Record { zxid, node });
+        undo.push((path.to_string(), prev));
+        self.outstanding.push_back((zxid, path.to_string()));
+    }
+
+    fn check_session(&self, caller: &Caller<'_>) -> Result<(), Error> {
+        if self.closing.contains_key(&caller.session_id) {
+            return Err(Error::SessionExpired(caller.session_id));
+        }
+        Ok(())
+    }
+
+    fn prepare_op(
+        &mut self,
+        tree: &Tree,
+        caller: &Caller<'_>,
+        write: &Write,
+        zxid: Zxid,
+        now_ms: i64,
+        undo: &mut Undo,
+    ) -> Result<TxnOp, Error> {
+        let z = zxid.as_i64();
+        match write {
+            Write::Create {
+                path,
+                data,
+                acl,
+                mode,
+                ttl,
+                container,
+            } => {
+                self.check_session(caller)?;
+                let mode = CreateMode::from_code(*mode)
+                    .ok_or_else(|| Error::BadArguments(format!("invalid create flags {mode}")))?;
+                let container = *container || mode.is_container();
+                // EphemeralType.validateTTL (extended types enabled).
+                let ttl_owner = if mode.is_ttl() {
+                    let t = ttl.unwrap_or(-1);
+                    Some(ephemeral::ttl_owner(t).ok_or_else(|| {
+                        Error::BadArguments(format!("ttl {t} out of range for {path}"))
+                    })?)
+                } else {
+                    if ttl.is_some_and(|t| t >= 0) {
+                        return Err(Error::BadArguments(format!(
+                            "ttl not valid for mode {mode:?}"
+                        )));
+                    }
+                    None
+                };
+                if mode.is_ephemeral()
+                    && !(tree.has_session(caller.session_id)
+                        || self.created.contains_key(&caller.session_id))
+                {
+                    return Err(Error::SessionExpired(caller.session_id));
+                }
+                if mode.is_sequential() {
+                    ZPath::parse_sequential_prefix(path)?;
+                } else {
+                    ZPath::parse(path)?;
+                }
+                // A valid path (or sequential prefix) has a '/' and, unless it is "/", a parent.
+                let parent_path = match path.rfind('/') {
+                    Some(0) => "/",
+                    Some(i) => &path[..i],
+                    None => return Err(Error::BadArguments(path.clone())),
+                };
+                let acl = acl::fixup_acl(path, acl, caller)?;
+                let mut parent = self.record(tree, parent_path)?;
+                acl::check(&parent.acl, perms::CREATE, caller, path)?;
+                let final_path = if mode.is_sequential() {
+                    format!("{path}{:010}", parent.meta.cversion)
+                } else {
+                    path.clone()
+                };
+                let zpath = ZPath::parse(&final_path)?;
+                if zpath.parent().is_none() {
+                    // Creating "/": it always exists.
+                    return Err(Error::NodeExists(final_path));
+                }
+                if self.record(tree, &final_path).is_ok() {
+                    return Err(Error::NodeExists(final_path));
+                }
+                if ephemeral::kind(parent.meta.ephemeral_owner) == Kind::Normal {
+                    return Err(Error::NoChildrenForEphemerals(final_path));
+                }
+                let new_cversion = parent.meta.cversion.wrapping_add(1);
+                let ephemeral_owner = if container {
+                    ephemeral::CONTAINER_OWNER
+                } else if let Some(owner) = ttl_owner {
+                    owner
+                } else if mode.is_ephemeral() {
+                    caller.session_id
+                } else {
+                    0
+                };
+                parent.meta.num_children += 1;
+                parent.meta.cversion = new_cversion;
+                parent.meta.pzxid = z;
+                self.add(zxid, parent_path, Some(parent), undo);
+                let node = PendingNode {
+                    meta: Meta {
+                        czxid: z,
+                        mzxid: z,
+                        pzxid: z,
+                        ctime: now_ms,
+                        mtime: now_ms,
+                        ephemeral_owner,
+                        ..Meta::default()
+                    },
+                    acl: acl.clone().into(),
+                };
+                self.add(zxid, &final_path, Some(node), undo);
+                Ok(TxnOp::Create {
+                    path: final_path,
+                    data: data.clone(),
+                    acl,
+                    ephemeral_owner,
+                    parent_cversion: new_cversion,
+                })
+            }
+            Write::Delete { path, version } => {
+                self.check_session(caller)?;
+                let parent_path = deletable(path)?;
+                let mut parent = self.record(tree, parent_path)?;
+                acl::check(&parent.acl, perms::DELETE, caller, path)?;
+                let node = self.record(tree, path)?;
+                check_version(path, node.meta.version, *version)?;
+                if node.meta.num_children > 0 {
+                    return Err(Error::NotEmpty(path.clone()));
+                }
+                parent.meta.num_children -= 1;
+                parent.meta.pzxid = z;
+                self.add(zxid, parent_path, Some(parent), undo);
+                self.add(zxid, path, None, undo);
+                Ok(TxnOp::Delete { path: path.clone() })
+            }
+            Write::Reap { path } => {
+                let parent_path = deletable(path)?;
+                let node = self.record(tree, path)?;
+                if node.meta.num_children > 0 {
+                    return Err(Error::NotEmpty(path.clone()));
+                }
+                if !qualifies_for_reap(&node.meta, now_ms) {
+                    // ZooKeeper answers BadVersion for a deleteContainer of a non-container.
+                    return Err(Error::BadVersion {
+                        path: path.clone(),
+                        expected: -1,
+                        actual: node.meta.version,
+                    });
+                }
+                let mut parent = self.record(tree, parent_path)?;
+                parent.meta.num_children -= 1;
+                parent.meta.pzxid = z;
+                self.add(zxid, parent_path, Some(parent), undo);
+                self.add(zxid, path, None, undo);
+                Ok(TxnOp::Delete { path: path.clone() })
+            }
+            Write::SetData {
+                path,
+                data,
+                version,
+            } => {
+                self.check_session(caller)?;
+                ZPath::parse(path)?;
+                let mut node = self.record(tree, path)?;
+                acl::check(&node.acl, perms::WRITE, caller, path)?;
+                let new_version = check_version(path, node.meta.version, *version)?;
+                node.meta.version = new_version;
+                node.meta.mtime = now_ms;
+                node.meta.mzxid = z;
+                self.add(zxid, path, Some(node), undo);
+                Ok(TxnOp::SetData {
+                    path: path.clone(),
+                    data: data.clone(),
+                    version: new_version,
+                })
+            }
+            Write::SetAcl { path, acl, version } => {
+                self.check_session(caller)?;
+                ZPath::parse(path)?;
+                let acl = acl::fixup_acl(path, acl, caller)?;
+                let mut node = self.record(tree, path)?;
+                acl::check(&node.acl, perms::ADMIN, caller, path)?;
+                let new_version = check_version(path, node.meta.aversion, *version)?;
+                node.meta.aversion = new_version;
+                node.acl = acl.clone().into();
+                self.add(zxid, path, Some(node), undo);
+                Ok(TxnOp::SetAcl {
+                    path: path.clone(),
+                    acl,
+                    version: new_version,
+                })
+            }
+            Write::Check { path, version } => {
+                self.check_session(caller)?;
+                ZPath::parse(path)?;
+                let node = self.record(tree, path)?;
+                acl::check(&node.acl, perms::READ, caller, path)?;
+                check_version(path, node.meta.version, *version)?;
+                Ok(TxnOp::Check {
+                    path: path.clone(),
+                    version: *version,
+                })
+            }
+            Write::Multi(_) | Write::CreateSession { .. } | Write::CloseSession { .. } => Err(
+                Error::Malformed("multi, session ops and nesting are handled by prepare".into()),
+            ),
+        }
+    }
+}
+
+/// `getParentPathAndValidate`: a valid path that is not a system node; returns its parent.
+fn deletable(path: &str) -> Result<&str, Error> {
+    let zpath = ZPath::parse(path)?;
+    if SYSTEM_PATHS.contains(&path) {
+        return Err(Error::InvalidPath {
+            path: path.to_string(),
+            reason: "system node",
+        });
+    }
+    drop(zpath);
+    parent_of(path).ok_or_else(|| Error::BadArguments(path.to_string()))
+}
+
+/// `checkAndIncVersion`: -1 matches any version; the next version skips -1 (ZOOKEEPER-4743).
+fn check_version(path: &str, current: i32, expected: i32) -> Result<i32, Error> {
+    if expected != -1 && expected != current {
+        return Err(Error::BadVersion {
+            path: path.to_string(),
+            expected,
+            actual: current,
+        });
+    }
+    let next = current.wrapping_add(1);
+    Ok(if next == -1 { 0 } else { next })
+}
