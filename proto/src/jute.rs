@@ -336,9 +336,11 @@ impl Record for Stat {
 
 impl Record for Id {
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        // kazoo writes an empty string as null (e.g. the id of an "auth" ACL); Java reads it back
+        // as null and ZooKeeper treats that as empty.
         Ok(Id {
-            scheme: r.read_string_required("Id.scheme")?,
-            id: r.read_string_required("Id.id")?,
+            scheme: r.read_string_or_empty()?,
+            id: r.read_string_or_empty()?,
         })
     }
 

@@ -84,6 +84,18 @@ impl Outbox {
     pub fn close(&self) {
         self.closing.request();
     }
+
+    #[cfg(test)]
+    pub fn for_test() -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outbox = Outbox {
+            tx,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            queued_bytes_max: usize::MAX,
+            closing: Arc::new(Closing::default()),
+        };
+        (outbox, rx)
+    }
 }
 
 /// What the server knows about a live connection, for `cons`, `stat` and limits.
@@ -182,12 +194,11 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     // The writer drains what is queued (say, the reply to closeSession) and then ends, unless the
     // client stopped reading, in which case it is cut off.
     let mut writer = writer;
-    if closing.is_requested() {
-        writer.abort();
-    } else if tokio::time::timeout(Duration::from_secs(2), &mut writer)
-        .await
-        .is_err()
-    {
+    let drained = !closing.is_requested()
+        && tokio::time::timeout(Duration::from_secs(2), &mut writer)
+            .await
+            .is_ok();
+    if !drained {
         writer.abort();
     }
 }

@@ -447,13 +447,13 @@ async fn reap(shared: Arc<Shared>) {
         let candidates = shared.tree.read().reap_candidates(now_ms());
         for path in candidates {
             let write = Write::Reap { path: path.clone() };
-            match shared.propose(&[], true, 0, write) {
-                Ok(proposal) => match proposal.await {
+            // A rejection means something changed since the candidate was chosen: it no longer
+            // qualifies.
+            if let Ok(proposal) = shared.propose(&[], true, 0, write) {
+                match proposal.await {
                     Ok(_) => debug!(%path, "reaped"),
                     Err(e) => warn!(error = %e, "could not persist a reap"),
-                },
-                // Something changed since the candidate was chosen: it no longer qualifies.
-                Err(_) => {}
+                }
             }
         }
     }

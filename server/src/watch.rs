@@ -254,3 +254,103 @@ impl WatchManager {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Outbox;
+    use coord_proto::{Record, ReplyHeader, WatcherEvent};
+    use tokio::sync::mpsc;
+
+    fn events(rx: &mut mpsc::UnboundedReceiver<bytes::Bytes>) -> Vec<(EventType, String)> {
+        let mut out = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            let (header, body) = ReplyHeader::split(&frame[4..]).unwrap();
+            assert_eq!(header.xid, coord_proto::xid::NOTIFICATION);
+            let event = WatcherEvent::decode(body).unwrap();
+            out.push((event.event_type, event.path));
+        }
+        out
+    }
+
+    fn manager_with_conn() -> (WatchManager, mpsc::UnboundedReceiver<bytes::Bytes>) {
+        let (outbox, rx) = Outbox::for_test();
+        let mut manager = WatchManager::default();
+        manager.register_conn(1, 0x10, outbox);
+        (manager, rx)
+    }
+
+    #[test]
+    fn one_shot_data_watch_fires_once() {
+        let (mut m, mut rx) = manager_with_conn();
+        m.add(Kind::Data, "/a", 1);
+        m.trigger(&[ChangeEvent::DataChanged("/a".into())], 5);
+        m.trigger(&[ChangeEvent::DataChanged("/a".into())], 6);
+        assert_eq!(events(&mut rx), [(EventType::NodeDataChanged, "/a".into())]);
+        assert_eq!(m.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn delete_fires_data_and_child_watches_as_one_event() {
+        let (mut m, mut rx) = manager_with_conn();
+        m.add(Kind::Data, "/a", 1);
+        m.add(Kind::Child, "/a", 1);
+        m.add(Kind::Child, "/", 1);
+        m.trigger(
+            &[
+                ChangeEvent::Deleted("/a".into()),
+                ChangeEvent::ChildrenChanged("/".into()),
+            ],
+            7,
+        );
+        assert_eq!(
+            events(&mut rx),
+            [
+                (EventType::NodeDeleted, "/a".into()),
+                (EventType::NodeChildrenChanged, "/".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn persistent_watches_keep_firing_and_recursive_skip_child_events() {
+        let (mut m, mut rx) = manager_with_conn();
+        m.add(Kind::Persistent, "/p", 1);
+        m.add(Kind::PersistentRecursive, "/r", 1);
+        for zxid in 0..2 {
+            m.trigger(
+                &[
+                    ChangeEvent::DataChanged("/p".into()),
+                    ChangeEvent::Created("/r/x/y".into()),
+                    ChangeEvent::ChildrenChanged("/r/x".into()),
+                    ChangeEvent::ChildrenChanged("/p".into()),
+                ],
+                zxid,
+            );
+        }
+        let expected = [
+            (EventType::NodeDataChanged, "/p".to_owned()),
+            (EventType::NodeCreated, "/r/x/y".to_owned()),
+            (EventType::NodeChildrenChanged, "/p".to_owned()),
+        ];
+        let got = events(&mut rx);
+        assert_eq!(got[..3], expected);
+        assert_eq!(got[3..], expected);
+    }
+
+    #[test]
+    fn remove_and_contains_follow_watcher_types() {
+        let (mut m, _rx) = manager_with_conn();
+        m.add(Kind::Data, "/a", 1);
+        m.add(Kind::Child, "/a", 1);
+        assert!(m.contains("/a", 1, WatcherType::Data));
+        assert!(!m.contains("/a", 1, WatcherType::Persistent));
+        assert!(m.remove("/a", 1, WatcherType::Children));
+        assert!(!m.remove("/a", 1, WatcherType::Children));
+        assert!(m.remove("/a", 1, WatcherType::Any));
+        assert!(!m.contains("/a", 1, WatcherType::Any));
+        m.add(Kind::Data, "/b", 1);
+        m.remove_conn(1);
+        assert_eq!(m.counts(), (0, 0, 0));
+    }
+}

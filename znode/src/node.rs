@@ -51,16 +51,27 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    /// The Stat a client sees, as `DataNode.copyStat` makes it: the stored cversion counts child
+    /// creations (it names sequential children), while clients see every change of the children,
+    /// and each child no longer present was also deleted once. Containers and TTL nodes show no
+    /// ephemeral owner.
     pub fn stat(&self, data_length: usize) -> Stat {
+        let ephemeral_owner = match ephemeral::kind(self.ephemeral_owner) {
+            ephemeral::Kind::Normal => self.ephemeral_owner,
+            ephemeral::Kind::Void | ephemeral::Kind::Container | ephemeral::Kind::Ttl(_) => 0,
+        };
         Stat {
             czxid: self.czxid,
             mzxid: self.mzxid,
             ctime: self.ctime,
             mtime: self.mtime,
             version: self.version,
-            cversion: self.cversion,
+            cversion: self
+                .cversion
+                .wrapping_mul(2)
+                .wrapping_sub(self.num_children),
             aversion: self.aversion,
-            ephemeral_owner: self.ephemeral_owner,
+            ephemeral_owner,
             data_length: i32::try_from(data_length).unwrap_or(i32::MAX),
             num_children: self.num_children,
             pzxid: self.pzxid,

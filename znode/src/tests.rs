@@ -104,6 +104,8 @@ fn new_tree_has_zookeeper_system_nodes() {
         root,
         Stat {
             num_children: 1,
+            // ZooKeeper adds /zookeeper without a create, so clients see 0 * 2 - 1.
+            cversion: -1,
             ..Stat::default()
         }
     );
@@ -111,6 +113,7 @@ fn new_tree_has_zookeeper_system_nodes() {
     children.sort();
     assert_eq!(children, vec!["config", "quota"]);
     assert_eq!(zk.num_children, 2);
+    assert_eq!(zk.cversion, -2);
     let (acl, stat) = t.get_acl("/zookeeper/config", &ANON).unwrap();
     assert_eq!(acl, Acl::read_unsafe());
     assert_eq!(stat.aversion, -1);
@@ -163,7 +166,7 @@ fn create_sets_node_stat_and_bumps_parent() {
 }
 
 #[test]
-fn delete_updates_parent_pzxid_but_not_cversion() {
+fn delete_updates_parent_pzxid_and_client_cversion() {
     let mut h = Harness::new();
     h.ok(&ANON, &persistent("/a"));
     h.ok(&ANON, &persistent("/a/b"));
@@ -184,7 +187,8 @@ fn delete_updates_parent_pzxid_but_not_cversion() {
         ]
     );
     let after = h.stat("/a");
-    assert_eq!(after.cversion, before.cversion);
+    // Clients see a delete as a change of the children (DataNode.copyStat).
+    assert_eq!(after.cversion, before.cversion + 1);
     assert_eq!(after.pzxid, h.last());
     assert_eq!(after.num_children, 0);
     assert!(h.tree.stat("/a/b").is_none());
@@ -290,7 +294,8 @@ fn sequential_names_follow_parent_cversion_including_deletes() {
     let (z2, t2) = h.prepare(&ANON, &seq("/q/x")).unwrap();
     assert_eq!(name(h.commit(z1, &t1)), "/q/x0000000005");
     assert_eq!(name(h.commit(z2, &t2)), "/q/x0000000006");
-    assert_eq!(h.stat("/q").cversion, 7);
+    // Seven creates, one delete: clients see 7 * 2 - 6 children.
+    assert_eq!(h.stat("/q").cversion, 8);
 }
 
 #[test]
@@ -576,7 +581,8 @@ fn containers_and_ttls_become_reap_candidates() {
         container: true,
     };
     h.ok(&ANON, &container);
-    assert_eq!(h.stat("/c").ephemeral_owner, ephemeral::CONTAINER_OWNER);
+    // Clients see no owner on a container (DataNode.getClientEphemeralOwner).
+    assert_eq!(h.stat("/c").ephemeral_owner, 0);
     // Never had a child: kept.
     assert!(h.tree.reap_candidates(h.now + 1_000_000).is_empty());
     h.ok(&ANON, &persistent("/c/child"));
@@ -599,10 +605,8 @@ fn containers_and_ttls_become_reap_candidates() {
         container: false,
     };
     h.ok(&ANON, &ttl("/t", CreateMode::PersistentWithTtl, Some(1000)));
-    assert_eq!(
-        ephemeral::kind(h.stat("/t").ephemeral_owner),
-        ephemeral::Kind::Ttl(1000)
-    );
+    // Clients see no owner on a TTL node; the TTL itself is kept (and reaped on, below).
+    assert_eq!(h.stat("/t").ephemeral_owner, 0);
     assert_eq!(h.tree.reap_candidates(T0 + 1000), vec!["/c".to_string()]);
     assert_eq!(
         h.tree.reap_candidates(T0 + 1001),

@@ -1,0 +1,299 @@
+"""Fixtures: a coord server (or, with TARGET=zookeeper, a real Apache ZooKeeper) and kazoo clients.
+
+TARGET=coord (default) runs $COORD_BIN or <repo>/target/debug/coord.
+TARGET=zookeeper runs org.apache.zookeeper.server.ZooKeeperServerMain from Debian's `zookeeper`
+package (or $ZK_CLASSPATH) with the same tick, session bounds, reap interval, four-letter-word
+list and superuser digest, so every assertion can be checked against the reference.
+"""
+
+import base64
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import pytest
+from kazoo.client import KazooClient
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import zkraw  # noqa: E402
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TARGET = os.environ.get("TARGET", "coord")
+TICK_MS = 100
+REAP_MS = 200
+SUPER_USER = "super"
+SUPER_PASSWORD = "superpw"
+# ZooKeeper's DigestAuthenticationProvider: base64(sha1("user:password")).
+SUPER_DIGEST = (
+    SUPER_USER
+    + ":"
+    + base64.b64encode(hashlib.sha1(f"{SUPER_USER}:{SUPER_PASSWORD}".encode()).digest()).decode()
+)
+ZK_CLASSPATH = os.environ.get(
+    "ZK_CLASSPATH",
+    "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar",
+)
+START_TIMEOUT_S = 30.0
+
+
+def is_zookeeper():
+    return TARGET == "zookeeper"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def four_letter(port, word, host="127.0.0.1", timeout=5.0):
+    """Send a four-letter word on the client port and read until the server closes."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(word.encode())
+        out = bytearray()
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out.decode(errors="replace")
+
+
+class Server:
+    def __init__(self, four_letter_words="*", extra_args=()):
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.hosts = f"{self.host}:{self.port}"
+        self.tick_ms = TICK_MS
+        self.min_session_timeout_ms = 2 * TICK_MS
+        self.max_session_timeout_ms = 20 * TICK_MS
+        self.four_letter_words = four_letter_words
+        self.extra_args = list(extra_args)
+        self.workdir = tempfile.mkdtemp(prefix=f"coord-py-{TARGET}-")
+        self.data_dir = os.path.join(self.workdir, "data")
+        os.makedirs(self.data_dir)
+        self.log_path = os.path.join(self.workdir, "server.log")
+        self.proc = None
+        self.target = TARGET
+
+    def command(self):
+        if is_zookeeper():
+            cfg = os.path.join(self.workdir, "zoo.cfg")
+            whitelist = self.four_letter_words
+            with open(cfg, "w") as f:
+                f.write(
+                    f"dataDir={self.data_dir}\n"
+                    f"clientPort={self.port}\n"
+                    f"clientPortAddress={self.host}\n"
+                    f"tickTime={self.tick_ms}\n"
+                    f"4lw.commands.whitelist={whitelist}\n"
+                    "admin.enableServer=false\n"
+                    "maxClientCnxns=60\n"
+                )
+            return [
+                os.environ.get("JAVA", "java"),
+                "-Dzookeeper.extendedTypesEnabled=true",
+                f"-Dznode.container.checkIntervalMs={REAP_MS}",
+                f"-Dzookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp",
+                ZK_CLASSPATH,
+                "org.apache.zookeeper.server.ZooKeeperServerMain",
+                cfg,
+            ] + self.extra_args
+        binary = os.environ.get("COORD_BIN", os.path.join(REPO, "target", "debug", "coord"))
+        return [
+            binary,
+            "--client-addr",
+            self.hosts,
+            "--data-dir",
+            self.data_dir,
+            "--tick-ms",
+            str(self.tick_ms),
+            "--reap-interval-ms",
+            str(REAP_MS),
+            "--four-letter-words",
+            self.four_letter_words,
+            "--superuser-digest",
+            SUPER_DIGEST,
+        ] + self.extra_args
+
+    def start(self):
+        cmd = self.command()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode}: {' '.join(cmd)}\n{self.log_tail()}"
+                )
+            if self._ready():
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server not ready after {START_TIMEOUT_S}s\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def _ready(self):
+        """ruok == imok (when allowed) and a session handshake succeeds: ZooKeeper answers
+        ruok before its database is loaded, so the handshake is the real signal."""
+        words = self.four_letter_words
+        try:
+            if words == "*" or "ruok" in words.split(","):
+                if four_letter(self.port, "ruok", timeout=1.0) != "imok":
+                    return False
+            zkraw.probe_session(self.host, self.port)
+            return True
+        except (OSError, zkraw.SessionRefused):
+            return False
+
+    def four_letter(self, word):
+        return four_letter(self.port, word)
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        """Kill the process we started, by its PID, and wait for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _new_server(**kw):
+    return Server(**kw).start()
+
+
+@pytest.fixture(scope="session")
+def server():
+    """One server shared by the whole session; tests isolate themselves under `base`."""
+    s = _new_server()
+    yield s
+    s.cleanup()
+
+
+@pytest.fixture
+def server_factory():
+    """Fresh servers for one test (restart tests, four-letter-word configuration)."""
+    started = []
+
+    def make(**kw):
+        s = _new_server(**kw)
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.cleanup()
+
+
+@pytest.fixture
+def fresh_server(server_factory):
+    return server_factory()
+
+
+def _client_factory(default_server):
+    clients = []
+
+    def make(srv=None, timeout=2.0, start=True, **kw):
+        srv = srv or default_server
+        c = KazooClient(hosts=srv.hosts, timeout=timeout, **kw)
+        clients.append(c)
+        if start:
+            c.start(timeout=15)
+        return c
+
+    return make, clients
+
+
+def _stop_clients(clients):
+    for c in clients:
+        try:
+            c.stop()
+        except Exception:
+            pass
+        try:
+            c.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def zk_factory(server):
+    """make(srv=None, timeout=2.0, start=True, **kazoo_kwargs) -> started KazooClient."""
+    make, clients = _client_factory(server)
+    yield make
+    _stop_clients(clients)
+
+
+@pytest.fixture
+def zk(zk_factory):
+    return zk_factory()
+
+
+@pytest.fixture
+def zk2(zk_factory):
+    return zk_factory()
+
+
+@pytest.fixture
+def raw_factory(server):
+    """make(srv=None, timeout_ms=4000, **kw) -> RawClient (closed at teardown)."""
+    clients = []
+
+    def make(srv=None, timeout_ms=4000, **kw):
+        srv = srv or server
+        c = zkraw.RawClient(srv.host, srv.port, timeout_ms=timeout_ms, **kw)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def raw(raw_factory):
+    return raw_factory()
+
+
+@pytest.fixture
+def base(zk, request):
+    """A unique persistent node for this test on the shared server."""
+    name = "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[:60]
+    path = f"/t_{name}_{uuid.uuid4().hex[:8]}"
+    zk.create(path)
+    return path
+
+
+def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
+    return zkraw.wait_until(pred, timeout=timeout, interval=interval, what=what)
