@@ -122,6 +122,7 @@ struct InFlight {
     proposal: Proposal<Applied>,
     /// The proposal's outcome, once it has been polled to completion.
     done: Option<Committed>,
+    received: Instant,
 }
 
 type Committed = Result<(coord_engine::Zxid, Applied), coord_engine::EngineError>;
@@ -468,6 +469,7 @@ impl Conn {
             }
         };
         let started = Instant::now();
+        let mut proposed = false;
         match request {
             Request::Ping => {
                 self.outbox.send(ops::reply_frame(
@@ -509,13 +511,17 @@ impl Conn {
                         write,
                     );
                     match proposal {
-                        Ok(proposal) => self.inflight.push_back(InFlight {
-                            xid: header.xid,
-                            op,
-                            write: shape,
-                            proposal,
-                            done: None,
-                        }),
+                        Ok(proposal) => {
+                            proposed = true;
+                            self.inflight.push_back(InFlight {
+                                xid: header.xid,
+                                op,
+                                write: shape,
+                                proposal,
+                                done: None,
+                                received: started,
+                            });
+                        }
                         Err(rejection) => {
                             self.drain_inflight().await?;
                             let reply = ops::rejected(shape, rejection);
@@ -539,7 +545,10 @@ impl Conn {
                 }
             },
         }
-        self.shared.stats.record_latency(started.elapsed());
+        // A write's latency is recorded when it is answered.
+        if !proposed {
+            self.shared.stats.record_latency(started.elapsed());
+        }
         Ok(())
     }
 
@@ -602,6 +611,7 @@ impl Conn {
             Ok((zxid, applied)) => {
                 let reply = ops::applied(front.write, front.op, applied);
                 self.send_reply(front.xid, zxid.as_i64(), reply);
+                self.shared.stats.record_latency(front.received.elapsed());
                 Ok(())
             }
             Err(e) => {

@@ -49,7 +49,20 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Engine(#[from] coord_engine::EngineError),
+    Engine(coord_engine::EngineError),
+}
+
+impl From<coord_engine::EngineError> for StartError {
+    fn from(e: coord_engine::EngineError) -> Self {
+        match e {
+            // Another server holds the dir, or it cannot be read or written: a configuration
+            // problem. Bad data in it is not, and keeps its own message.
+            coord_engine::EngineError::Locked { .. } | coord_engine::EngineError::Io { .. } => {
+                StartError::DataDir(e.to_string())
+            }
+            e => StartError::Engine(e),
+        }
+    }
 }
 
 impl StartError {
