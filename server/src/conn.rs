@@ -32,6 +32,9 @@ use tracing::{debug, warn};
 use crate::ops::{self, Reply};
 use crate::server::Shared;
 
+/// Writes one connection may have proposed and not yet answered.
+const INFLIGHT_WRITES_MAX: usize = 1024;
+
 /// Identifies a client connection on this server (not a session: a session outlives sockets).
 pub type ConnId = u64;
 
@@ -282,7 +285,11 @@ impl Conn {
         loop {
             // Answer finished writes first, then take whatever the socket has.
             poll_front(&mut self.inflight).await;
-            while self.inflight.front().is_some_and(|f| f.done.is_some()) {
+            // Back-pressure: a client that pipelines writes faster than the disk takes them waits
+            // here, instead of queueing without bound.
+            while self.inflight.len() >= INFLIGHT_WRITES_MAX
+                || self.inflight.front().is_some_and(|f| f.done.is_some())
+            {
                 if let Err(end) = self.finish_front().await {
                     return end;
                 }
@@ -480,7 +487,7 @@ impl Conn {
                 ));
             }
             Request::Auth(auth) => {
-                if !self.authenticate(auth) {
+                if !self.authenticate(header.xid, auth) {
                     return Err(End::Misbehaved);
                 }
             }
@@ -552,7 +559,9 @@ impl Conn {
         Ok(())
     }
 
-    fn authenticate(&mut self, auth: coord_proto::AuthPacket) -> bool {
+    /// Adds the identity an auth packet proves; the reply echoes the request's xid (the Java
+    /// client and kazoo send -4, others their next xid).
+    fn authenticate(&mut self, xid: i32, auth: coord_proto::AuthPacket) -> bool {
         match ops::authenticate(&auth) {
             Some(id) => {
                 if let Some(super_digest) = &self.shared.config.superuser_digest {
@@ -563,23 +572,15 @@ impl Conn {
                 if !self.auth.ids.contains(&id) {
                     self.auth.ids.push(id);
                 }
-                self.outbox.send(ops::reply_frame(
-                    coord_proto::xid::AUTH,
-                    0,
-                    ErrorCode::Ok,
-                    None,
-                ));
+                self.outbox
+                    .send(ops::reply_frame(xid, 0, ErrorCode::Ok, None));
                 true
             }
             None => {
                 warn!(peer = %self.peer, scheme = %auth.scheme, "authentication failed; closing");
                 // As ZooKeeper: AuthFailed, then the connection is closed.
-                self.outbox.send(ops::reply_frame(
-                    coord_proto::xid::AUTH,
-                    0,
-                    ErrorCode::AuthFailed,
-                    None,
-                ));
+                self.outbox
+                    .send(ops::reply_frame(xid, 0, ErrorCode::AuthFailed, None));
                 false
             }
         }

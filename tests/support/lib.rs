@@ -422,7 +422,8 @@ pub fn four_letter_word(addr: SocketAddr, word: &str) -> io::Result<String> {
     Ok(answer)
 }
 
-/// Polls until the port accepts and `ruok` answers `imok`, or the process exits, or the deadline.
+/// Polls until the port accepts, `ruok` answers `imok` and `srvr` reports serving, or the
+/// process exits, or the deadline.
 fn wait_ready(child: &mut Child, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -432,7 +433,11 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, timeout: Duration) -> io::Res
             )));
         }
         if let Ok(answer) = four_letter_word(addr, "ruok") {
-            if answer == "imok" {
+            // ZooKeeper answers `ruok` before it serves sessions; `srvr` tells the difference.
+            let serving = four_letter_word(addr, "srvr")
+                .map(|srvr| !srvr.contains("not currently serving"))
+                .unwrap_or(false);
+            if answer == "imok" && serving {
                 return Ok(());
             }
         }
@@ -521,5 +526,19 @@ impl Background {
             Ok(result) => result,
             Err(e) => Err(format!("background task: {e}")),
         }
+    }
+}
+
+/// Every system test's whole body runs under this deadline, so a server that never answers
+/// fails the test instead of hanging the suite.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs a test body under [`TEST_DEADLINE`].
+///
+/// # Panics
+/// When the body does not finish in time (that is the test failing).
+pub async fn within_deadline<F: std::future::Future<Output = ()>>(body: F) {
+    if tokio::time::timeout(TEST_DEADLINE, body).await.is_err() {
+        panic!("test did not finish within {TEST_DEADLINE:?} (a request was never answered?)");
     }
 }

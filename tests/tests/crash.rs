@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coord_system_tests::{
-    connect_client, is_coord, run_coord_expecting_exit, CoordServer, ServerConfig,
+    connect_client, is_coord, run_coord_expecting_exit, within_deadline, CoordServer, ServerConfig,
 };
 use tokio::time::{sleep, timeout};
 use zookeeper_client as zk;
@@ -87,157 +87,168 @@ async fn assert_writes_survive_another_crash(server: &mut CoordServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill9_under_load() {
-    const WRITERS: usize = 4;
-    let mut server = CoordServer::start().expect("server starts");
-    let setup = client_for(&server).await;
-    setup
-        .create("/crash", b"", &OPEN)
-        .await
-        .expect("create /crash");
-
-    let acked: Arc<Mutex<Vec<Written>>> = Arc::default();
-    let pairs: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    let mut clients = Vec::new();
-    for w in 0..WRITERS {
-        let client = client_for(&server).await;
-        clients.push(client.clone());
-        let (acked, pairs, stop) = (acked.clone(), pairs.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            // Bounded: the server dies long before this many writes.
-            for n in 0..100_000u64 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                if n % 3 == 2 {
-                    let (a, b) = (format!("/crash/pa-{w}-{n}"), format!("/crash/pb-{w}-{n}"));
-                    pairs.lock().expect("lock").push((a.clone(), b.clone()));
-                    let mut multi = client.new_multi_writer();
-                    multi.add_create(&a, b"a", &OPEN).expect("op");
-                    multi.add_create(&b, b"b", &OPEN).expect("op");
-                    if multi.commit().await.is_err() {
-                        break;
-                    }
-                    let mut acked = acked.lock().expect("lock");
-                    acked.push((a, b"a".to_vec()));
-                    acked.push((b, b"b".to_vec()));
-                } else {
-                    let path = format!("/crash/k-{w}-{n}");
-                    let value = format!("value-{w}-{n}").into_bytes();
-                    if client.create(&path, &value, &OPEN).await.is_err() {
-                        break;
-                    }
-                    acked.lock().expect("lock").push((path, value));
-                }
-            }
-        }));
-    }
-    sleep(Duration::from_millis(1500)).await;
-    server.kill9();
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        // In-flight requests fail with connection loss; give them a moment, then cut them off.
-        let abort = task.abort_handle();
-        if timeout(Duration::from_secs(5), task).await.is_err() {
-            abort.abort();
-        }
-    }
-    drop(clients);
-    drop(setup);
-    let acked = acked.lock().expect("lock").clone();
-    let pairs = pairs.lock().expect("lock").clone();
-    assert!(
-        acked.len() >= 20,
-        "load ran: only {} acked writes",
-        acked.len()
-    );
-
-    server.restart().expect("restart on the same data");
-    let client = client_for(&server).await;
-    for (path, value) in &acked {
-        let (data, _) = client
-            .get_data(path)
+    within_deadline(async move {
+        const WRITERS: usize = 4;
+        let mut server = CoordServer::start().expect("server starts");
+        let setup = client_for(&server).await;
+        setup
+            .create("/crash", b"", &OPEN)
             .await
-            .unwrap_or_else(|e| panic!("acknowledged {path} lost: {e}"));
-        assert_eq!(&data, value, "{path}");
-    }
-    let present: HashSet<String> = client
-        .list_children("/crash")
-        .await
-        .expect("children")
-        .into_iter()
-        .map(|name| format!("/crash/{name}"))
-        .collect();
-    for (a, b) in &pairs {
-        assert_eq!(
-            present.contains(a),
-            present.contains(b),
-            "multi half-applied: {a} present={} {b} present={}",
-            present.contains(a),
-            present.contains(b)
+            .expect("create /crash");
+
+        let acked: Arc<Mutex<Vec<Written>>> = Arc::default();
+        let pairs: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let mut clients = Vec::new();
+        for w in 0..WRITERS {
+            let client = client_for(&server).await;
+            clients.push(client.clone());
+            let (acked, pairs, stop) = (acked.clone(), pairs.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                // Bounded: the server dies long before this many writes.
+                for n in 0..100_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if n % 3 == 2 {
+                        let (a, b) = (format!("/crash/pa-{w}-{n}"), format!("/crash/pb-{w}-{n}"));
+                        pairs.lock().expect("lock").push((a.clone(), b.clone()));
+                        let mut multi = client.new_multi_writer();
+                        multi.add_create(&a, b"a", &OPEN).expect("op");
+                        multi.add_create(&b, b"b", &OPEN).expect("op");
+                        if multi.commit().await.is_err() {
+                            break;
+                        }
+                        let mut acked = acked.lock().expect("lock");
+                        acked.push((a, b"a".to_vec()));
+                        acked.push((b, b"b".to_vec()));
+                    } else {
+                        let path = format!("/crash/k-{w}-{n}");
+                        let value = format!("value-{w}-{n}").into_bytes();
+                        if client.create(&path, &value, &OPEN).await.is_err() {
+                            break;
+                        }
+                        acked.lock().expect("lock").push((path, value));
+                    }
+                }
+            }));
+        }
+        sleep(Duration::from_millis(1500)).await;
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            // In-flight requests fail with connection loss; give them a moment, then cut them off.
+            let abort = task.abort_handle();
+            if timeout(Duration::from_secs(5), task).await.is_err() {
+                abort.abort();
+            }
+        }
+        drop(clients);
+        drop(setup);
+        let acked = acked.lock().expect("lock").clone();
+        let pairs = pairs.lock().expect("lock").clone();
+        assert!(
+            acked.len() >= 20,
+            "load ran: only {} acked writes",
+            acked.len()
         );
-    }
-    let (_, stat) = client.get_children("/crash").await.expect("stat");
-    assert_eq!(
-        stat.num_children as usize,
-        present.len(),
-        "numChildren matches children"
-    );
+        eprintln!(
+            "kill -9 after {} acknowledged writes, {} multi pairs tried",
+            acked.len(),
+            pairs.len()
+        );
+
+        server.restart().expect("restart on the same data");
+        let client = client_for(&server).await;
+        for (path, value) in &acked {
+            let (data, _) = client
+                .get_data(path)
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged {path} lost: {e}"));
+            assert_eq!(&data, value, "{path}");
+        }
+        let present: HashSet<String> = client
+            .list_children("/crash")
+            .await
+            .expect("children")
+            .into_iter()
+            .map(|name| format!("/crash/{name}"))
+            .collect();
+        for (a, b) in &pairs {
+            assert_eq!(
+                present.contains(a),
+                present.contains(b),
+                "multi half-applied: {a} present={} {b} present={}",
+                present.contains(a),
+                present.contains(b)
+            );
+        }
+        let (_, stat) = client.get_children("/crash").await.expect("stat");
+        assert_eq!(
+            stat.num_children as usize,
+            present.len(),
+            "numChildren matches children"
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_snapshots_keeps_every_node() {
-    let mut server = CoordServer::start_with(ServerConfig {
-        snapshot_every_txns: Some(50),
-        ..ServerConfig::default()
-    })
-    .expect("server starts");
-    let client = client_for(&server).await;
-    client.create("/n", b"", &OPEN).await.expect("create /n");
-    // Pipelined in batches: each request is sent when its method is called, awaited later.
-    for batch in 0..10 {
-        let paths: Vec<String> = (batch * 50..batch * 50 + 50)
-            .map(|i| format!("/n/{i}"))
-            .collect();
-        let pending: Vec<_> = paths
-            .iter()
-            .enumerate()
-            .map(|(k, path)| {
-                let value = format!("v{}", batch * 50 + k);
-                client.create(path, value.as_bytes(), &OPEN)
-            })
-            .collect();
-        for result in futures_join(pending).await {
-            result.expect("create");
+    within_deadline(async move {
+        let mut server = CoordServer::start_with(ServerConfig {
+            snapshot_every_txns: Some(50),
+            ..ServerConfig::default()
+        })
+        .expect("server starts");
+        let client = client_for(&server).await;
+        client.create("/n", b"", &OPEN).await.expect("create /n");
+        // Pipelined in batches: each request is sent when its method is called, awaited later.
+        for batch in 0..10 {
+            let paths: Vec<String> = (batch * 50..batch * 50 + 50)
+                .map(|i| format!("/n/{i}"))
+                .collect();
+            let pending: Vec<_> = paths
+                .iter()
+                .enumerate()
+                .map(|(k, path)| {
+                    let value = format!("v{}", batch * 50 + k);
+                    client.create(path, value.as_bytes(), &OPEN)
+                })
+                .collect();
+            for result in futures_join(pending).await {
+                result.expect("create");
+            }
         }
-    }
-    client.set_data("/n/7", b"v7", Some(0)).await.expect("set");
-    drop(client);
-    if is_coord() {
-        let snapshots = fs::read_dir(server.data_dir())
-            .expect("read data dir")
-            .filter(|e| {
-                e.as_ref()
-                    .map(|e| e.file_name().to_string_lossy().starts_with("snapshot."))
-                    .unwrap_or(false)
-            })
-            .count();
-        assert!(snapshots >= 1, "--snapshot-every-txns 50 wrote a snapshot");
-    }
-    server.restart().expect("restart");
-    let client = client_for(&server).await;
-    let (children, stat) = client.get_children("/n").await.expect("children");
-    assert_eq!(children.len(), 500);
-    assert_eq!(stat.num_children, 500);
-    assert_nodes(&client, 0..500).await;
-    let (_, seven) = client.get_data("/n/7").await.expect("get");
-    assert_eq!(
-        seven.version, 1,
-        "a set after the snapshot is replayed from the log"
-    );
-    drop(client);
-    assert_writes_survive_another_crash(&mut server).await;
+        client.set_data("/n/7", b"v7", Some(0)).await.expect("set");
+        drop(client);
+        if is_coord() {
+            let snapshots = fs::read_dir(server.data_dir())
+                .expect("read data dir")
+                .filter(|e| {
+                    e.as_ref()
+                        .map(|e| e.file_name().to_string_lossy().starts_with("snapshot."))
+                        .unwrap_or(false)
+                })
+                .count();
+            assert!(snapshots >= 1, "--snapshot-every-txns 50 wrote a snapshot");
+        }
+        server.restart().expect("restart");
+        let client = client_for(&server).await;
+        let (children, stat) = client.get_children("/n").await.expect("children");
+        assert_eq!(children.len(), 500);
+        assert_eq!(stat.num_children, 500);
+        assert_nodes(&client, 0..500).await;
+        let (_, seven) = client.get_data("/n/7").await.expect("get");
+        assert_eq!(
+            seven.version, 1,
+            "a set after the snapshot is replayed from the log"
+        );
+        drop(client);
+        assert_writes_survive_another_crash(&mut server).await;
+    })
+    .await;
 }
 
 /// Awaits futures one after another (the client sent their requests when they were made).
@@ -252,136 +263,146 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 /// coord-specific: a last record cut short (a crash mid-write) is dropped at start-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_last_record_is_truncated_at_startup() {
-    if !is_coord() {
-        eprintln!("coord-specific (edits coord log segments): not run against ZooKeeper");
-        return;
-    }
-    let mut server = CoordServer::start().expect("server starts");
-    let client = client_for(&server).await;
-    write_nodes(&client, 100).await;
-    drop(client);
-    server.kill9();
-    let segments = log_segments(server.data_dir());
-    let last = segments.last().expect("a log segment exists");
-    let len = fs::metadata(last).expect("metadata").len();
-    assert!(len > 8, "log segment has records");
-    OpenOptions::new()
-        .write(true)
-        .open(last)
-        .expect("open segment")
-        .set_len(len - 3)
-        .expect("truncate");
+    within_deadline(async move {
+        if !is_coord() {
+            eprintln!("coord-specific (edits coord log segments): not run against ZooKeeper");
+            return;
+        }
+        let mut server = CoordServer::start().expect("server starts");
+        let client = client_for(&server).await;
+        write_nodes(&client, 100).await;
+        drop(client);
+        server.kill9();
+        let segments = log_segments(server.data_dir());
+        let last = segments.last().expect("a log segment exists");
+        let len = fs::metadata(last).expect("metadata").len();
+        assert!(len > 8, "log segment has records");
+        OpenOptions::new()
+            .write(true)
+            .open(last)
+            .expect("open segment")
+            .set_len(len - 3)
+            .expect("truncate");
 
-    server.restart().expect("serves after a torn tail");
-    let client = client_for(&server).await;
-    // Everything before the torn record is intact; the torn one (the last create) may be gone.
-    assert_nodes(&client, 0..99).await;
-    drop(client);
-    assert_writes_survive_another_crash(&mut server).await;
+        server.restart().expect("serves after a torn tail");
+        let client = client_for(&server).await;
+        // Everything before the torn record is intact; the torn one (the last create) may be gone.
+        assert_nodes(&client, 0..99).await;
+        drop(client);
+        assert_writes_survive_another_crash(&mut server).await;
+    })
+    .await;
 }
 
 /// coord-specific: garbage after the last record (a torn write of junk) is dropped at start-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_after_the_last_record_is_dropped_at_startup() {
-    if !is_coord() {
-        eprintln!("coord-specific (edits coord log segments): not run against ZooKeeper");
-        return;
-    }
-    let mut server = CoordServer::start().expect("server starts");
-    let client = client_for(&server).await;
-    write_nodes(&client, 100).await;
-    drop(client);
-    server.kill9();
-    let segments = log_segments(server.data_dir());
-    let last = segments.last().expect("a log segment exists");
-    let garbage: Vec<u8> = (0..37u8)
-        .map(|i| i.wrapping_mul(97).wrapping_add(13))
-        .collect();
-    OpenOptions::new()
-        .append(true)
-        .open(last)
-        .expect("open segment")
-        .write_all(&garbage)
-        .expect("append garbage");
+    within_deadline(async move {
+        if !is_coord() {
+            eprintln!("coord-specific (edits coord log segments): not run against ZooKeeper");
+            return;
+        }
+        let mut server = CoordServer::start().expect("server starts");
+        let client = client_for(&server).await;
+        write_nodes(&client, 100).await;
+        drop(client);
+        server.kill9();
+        let segments = log_segments(server.data_dir());
+        let last = segments.last().expect("a log segment exists");
+        let garbage: Vec<u8> = (0..37u8)
+            .map(|i| i.wrapping_mul(97).wrapping_add(13))
+            .collect();
+        OpenOptions::new()
+            .append(true)
+            .open(last)
+            .expect("open segment")
+            .write_all(&garbage)
+            .expect("append garbage");
 
-    server.restart().expect("serves after garbage at the tail");
-    let client = client_for(&server).await;
-    assert_nodes(&client, 0..100).await;
-    drop(client);
-    assert_writes_survive_another_crash(&mut server).await;
+        server.restart().expect("serves after garbage at the tail");
+        let client = client_for(&server).await;
+        assert_nodes(&client, 0..100).await;
+        drop(client);
+        assert_writes_survive_another_crash(&mut server).await;
+    })
+    .await;
 }
 
 /// coord-specific: a record that fails its checksum with valid records after it is corruption,
 /// not a torn write: start-up fails, naming the segment file and the record's byte offset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_middle_record_stops_startup_naming_file_and_offset() {
-    if !is_coord() {
-        eprintln!("coord-specific (edits coord log segments): not run against ZooKeeper");
-        return;
-    }
-    let mut server = CoordServer::start().expect("server starts");
-    let client = client_for(&server).await;
-    let czxids = write_nodes(&client, 200).await;
-    drop(client);
-    server.kill9();
+    within_deadline(async move {
+        if !is_coord() {
+            eprintln!("coord-specific (edits coord log segments): not run against ZooKeeper");
+            return;
+        }
+        let mut server = CoordServer::start().expect("server starts");
+        let client = client_for(&server).await;
+        let czxids = write_nodes(&client, 200).await;
+        drop(client);
+        server.kill9();
 
-    // Find the record of an early create by its zxid (u64 BE after [len u32][crc32c u32]).
-    let target = czxids[5].to_be_bytes();
-    let next = czxids[6].to_be_bytes();
-    let (segment, zxid_at, bytes) = log_segments(server.data_dir())
-        .into_iter()
-        .find_map(|path| {
-            let bytes = fs::read(&path).expect("read segment");
-            let at = bytes.windows(8).position(|w| w == target)?;
-            Some((path, at, bytes))
-        })
-        .expect("the zxid of /n/5 appears in a log segment");
-    let next_at = bytes
-        .windows(8)
-        .position(|w| w == next)
-        .expect("the zxid of /n/6 follows in the same segment");
-    assert!(next_at > zxid_at + 8, "records in zxid order");
-    assert!(zxid_at >= 8, "record header precedes the zxid");
-    let record_start = zxid_at - 8;
-    // Flip a payload byte of that record: 12 bytes before the next record's zxid is the last
-    // payload byte of this one (the next record's len and crc sit between).
-    let flip_at = next_at - 8 - 1;
-    assert!(flip_at > zxid_at + 8, "record has a payload");
-    let mut damaged = bytes.clone();
-    damaged[flip_at] ^= 0x5A;
-    fs::write(&segment, &damaged).expect("write damaged segment");
+        // Find the record of an early create by its zxid (u64 BE after [len u32][crc32c u32]).
+        let target = czxids[5].to_be_bytes();
+        let next = czxids[6].to_be_bytes();
+        let (segment, zxid_at, bytes) = log_segments(server.data_dir())
+            .into_iter()
+            .find_map(|path| {
+                let bytes = fs::read(&path).expect("read segment");
+                let at = bytes.windows(8).position(|w| w == target)?;
+                Some((path, at, bytes))
+            })
+            .expect("the zxid of /n/5 appears in a log segment");
+        let next_at = bytes
+            .windows(8)
+            .position(|w| w == next)
+            .expect("the zxid of /n/6 follows in the same segment");
+        assert!(next_at > zxid_at + 8, "records in zxid order");
+        assert!(zxid_at >= 8, "record header precedes the zxid");
+        let record_start = zxid_at - 8;
+        // Flip a payload byte of that record: 12 bytes before the next record's zxid is the last
+        // payload byte of this one (the next record's len and crc sit between).
+        let flip_at = next_at - 8 - 1;
+        assert!(flip_at > zxid_at + 8, "record has a payload");
+        let mut damaged = bytes.clone();
+        damaged[flip_at] ^= 0x5A;
+        fs::write(&segment, &damaged).expect("write damaged segment");
 
-    let exited = run_coord_expecting_exit(
-        server.data_dir(),
-        &ServerConfig::default(),
-        Duration::from_secs(20),
-    )
-    .expect("coord exits by itself on a corrupt log");
-    assert!(
-        !exited.status.success(),
-        "exit status is non-zero: {}",
-        exited.status
-    );
-    let file_name = segment
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("file name");
-    assert!(
-        exited.stderr.contains(file_name),
-        "stderr names the segment {file_name}:\n{}",
-        exited.stderr
-    );
-    let decimal = record_start.to_string();
-    let hex = format!("{record_start:#x}");
-    assert!(
-        exited.stderr.contains(&decimal) || exited.stderr.contains(&hex),
-        "stderr names the corrupt record's offset {decimal} ({hex}):\n{}",
-        exited.stderr
-    );
-    // It must not have "repaired" the log by cutting valid records off.
-    assert_eq!(
-        fs::read(&segment).expect("read"),
-        damaged,
-        "a corrupt log is left untouched"
-    );
+        let exited = run_coord_expecting_exit(
+            server.data_dir(),
+            &ServerConfig::default(),
+            Duration::from_secs(20),
+        )
+        .expect("coord exits by itself on a corrupt log");
+        eprintln!("corrupt log: {}; stderr:\n{}", exited.status, exited.stderr);
+        assert!(
+            !exited.status.success(),
+            "exit status is non-zero: {}",
+            exited.status
+        );
+        let file_name = segment
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("file name");
+        assert!(
+            exited.stderr.contains(file_name),
+            "stderr names the segment {file_name}:\n{}",
+            exited.stderr
+        );
+        let decimal = record_start.to_string();
+        let hex = format!("{record_start:#x}");
+        assert!(
+            exited.stderr.contains(&decimal) || exited.stderr.contains(&hex),
+            "stderr names the corrupt record's offset {decimal} ({hex}):\n{}",
+            exited.stderr
+        );
+        // It must not have "repaired" the log by cutting valid records off.
+        assert_eq!(
+            fs::read(&segment).expect("read"),
+            damaged,
+            "a corrupt log is left untouched"
+        );
+    })
+    .await;
 }
