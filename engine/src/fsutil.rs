@@ -9,6 +9,31 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and any missing ancestors, fsyncing the parent of each directory it created
+/// so that the new entries survive a crash (files then made durable inside `dir` would
+/// otherwise be lost with it).
+pub(crate) fn create_dir_all_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut ancestor = Some(dir);
+    while let Some(path) = ancestor {
+        if path.as_os_str().is_empty() || path.is_dir() {
+            break;
+        }
+        missing.push(path);
+        ancestor = path.parent();
+    }
+    fs::create_dir_all(dir)?;
+    // Deepest first: each parent's entry for the child it gained.
+    for created in missing {
+        let parent = created
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `contents` atomically: write a tmp file, fsync it, rename it over `path`,
 /// fsync the directory. A crash leaves either the old or the new contents, never a mix.
 pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -35,4 +60,19 @@ pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
         .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_dir_all_durably_creates_nested_dirs_and_accepts_existing_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b");
+        create_dir_all_durably(&dir).unwrap();
+        assert!(dir.is_dir());
+        create_dir_all_durably(&dir).unwrap();
+        assert!(dir.is_dir());
+    }
 }

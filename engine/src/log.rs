@@ -1,38 +1,89 @@
 //! The append-only txn log.
 //!
-//! The log is a sequence of segment files `log.<first zxid as 16 hex digits>` in the data dir.
-//! Each holds records, back to back:
+//! # On-disk format
+//!
+//! The log is a sequence of segment files `log.<zxid of its first record, 16 hex digits>` in the
+//! data dir. All integers are big-endian; every checksum is crc32c.
 //!
 //! ```text
-//! length: u32 BE (payload bytes) | crc32c: u32 BE (over zxid + payload) | zxid: u64 BE | payload
+//! segment = segment header, batch*
+//! segment header (32 bytes):
+//!     magic "COORDLOG" | version: u32 (1) | salt: u64 | prev zxid: u64 | crc: u32 (over the 28 bytes before it)
+//! batch = batch header, body, body crc
+//! batch header (28 bytes):
+//!     salt: u64 | body length: u32 | record count: u32 | first zxid: u64 | crc: u32 (over the 24 bytes before it)
+//! body = record{record count}, exactly `body length` bytes
+//! record (12-byte header):
+//!     payload length: u32 | zxid: u64 | payload
+//! body crc: u32 (over the body)
 //! ```
 //!
-//! Zxids strictly increase within and across segments. A batch of records is written with one
-//! `write` and made durable with one `sync_data` (group commit).
+//! - **History is chained.** A segment's `prev zxid` is the last zxid logged before it (the
+//!   previous segment's last record, or the snapshot the log continued from; `Zxid::ZERO` for
+//!   the first segment ever). [`Log::open`] requires every segment's `prev zxid` to equal the
+//!   previous segment's last zxid, so a lost segment is found even at an epoch boundary, and
+//!   [`Log::base`] tells the caller where the surviving history starts.
+//! - **Batches frame group commits.** One [`Log::append_batch`] is one batch: one `write`, one
+//!   `sync_data`. Zxids strictly increase within and across batches and segments.
+//! - **The salt** is random per segment and repeated in each batch header. Client bytes inside a
+//!   payload cannot carry it, so they can never pass for a batch header of this segment.
+//! - A new segment's header is made durable (file, then directory) before its first batch is
+//!   written, so a bad segment header in a file longer than the header is damage, not a crash.
 //!
-//! Recovery ([`Log::open`]) tells a crash from corruption: a crash can only tear the end of the
-//! last segment, so a bad record there with nothing valid after it is cut off (with a warning);
-//! a bad record anywhere else is [`LogError::Corrupt`] and the server must refuse to start.
+//! # Recovery
+//!
+//! [`Log::open`] tells a crash from corruption. Only the last batch of the last segment can be
+//! in flight at a crash, and nothing in it was acknowledged; a crash can leave it cut short or,
+//! after power loss, with holes (pages that never reached the disk) before pages that did.
+//! So, batch by batch: a bad batch (header or body checksum fails, or it runs past the end of
+//! the file) with no valid batch header of this segment's salt anywhere after it is a torn tail
+//! and is truncated with a warning; a bad batch with such a header after it, or in any earlier
+//! segment, is [`LogError::Corrupt`] (naming the file and the bad batch's byte offset) and the
+//! server must refuse to start. The search for a later header checks a fixed-size header at
+//! each offset, so recovery stays linear in the segment size.
 
+use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::fsutil::sync_dir;
 use crate::Zxid;
 
-/// The largest payload a record may carry. A length field above it is garbage, so a corrupt
-/// length can never make recovery allocate or skip an absurd amount.
+/// The largest payload a record may carry.
 pub const RECORD_PAYLOAD_MAX: usize = 64 * 1024 * 1024;
 
-/// Bytes before the payload: length, crc32c, zxid.
-pub const RECORD_HEADER_LEN: usize = 16;
+/// Bytes of a record before its payload: payload length, zxid.
+pub const RECORD_HEADER_LEN: usize = 12;
+
+/// Bytes of a segment header: magic, version, salt, prev zxid, crc.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+
+/// Bytes of a batch header: salt, body length, record count, first zxid, crc.
+pub const BATCH_HEADER_LEN: usize = 28;
+
+/// Bytes after a batch's body: its crc.
+pub const BATCH_TRAILER_LEN: usize = 4;
+
+/// The largest batch body: the length field is a u32.
+pub const BATCH_BODY_MAX: usize = u32::MAX as usize;
 
 /// A segment that has grown past this is closed and the next batch starts a new one, which
 /// keeps recovery (it reads a segment at once) and purging fine-grained.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// The segment format version this build writes and reads.
+pub const SEGMENT_VERSION: u32 = 1;
+
+const SEGMENT_MAGIC: &[u8; 8] = b"COORDLOG";
 const SEGMENT_PREFIX: &str = "log.";
+
+const _: () = assert!(RECORD_PAYLOAD_MAX + RECORD_HEADER_LEN <= BATCH_BODY_MAX);
+const _: () = assert!(SEGMENT_HEADER_LEN == 8 + 4 + 8 + 8 + 4);
+const _: () = assert!(BATCH_HEADER_LEN == 8 + 4 + 4 + 8 + 4);
 
 /// Why the log could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +95,35 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
-    /// A record that is not a torn tail is unreadable: refuse to serve rather than serve wrong data.
+    /// A batch that is not a torn tail is unreadable: refuse to serve rather than serve wrong
+    /// data. `offset` is where the bad batch (or segment header) starts.
     #[error("txn log {} is corrupt at byte offset {offset}: {reason}", file.display())]
     Corrupt {
         file: PathBuf,
         offset: u64,
         reason: String,
     },
+    /// A segment does not continue the one before it: the txns in between are missing.
+    #[error(
+        "txn log {} follows zxid {recorded}, but the previous segment ends at {after}: \
+         txns are missing (a deleted or lost segment?)",
+        file.display()
+    )]
+    Gap {
+        file: PathBuf,
+        /// The last zxid of the previous segment.
+        after: Zxid,
+        /// The previous zxid this segment's header records.
+        recorded: Zxid,
+        /// This segment's first zxid.
+        first: Zxid,
+    },
+    /// A segment written by a newer (or unknown) format version.
+    #[error(
+        "txn log {} has format version {version}; this build reads version {SEGMENT_VERSION}",
+        file.display()
+    )]
+    UnsupportedVersion { file: PathBuf, version: u32 },
     /// An earlier append failed; the log is in an unknown state and accepts no more writes.
     #[error("txn log {} is unusable after an earlier write error", dir.display())]
     Failed { dir: PathBuf },
@@ -63,10 +136,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     }
 }
 
-/// One segment file and the zxid of its first record (its name).
+/// One segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
+    /// The zxid of its first record (its name).
     pub first_zxid: Zxid,
+    /// The last zxid logged before it, from its header.
+    pub prev_zxid: Zxid,
+    /// The zxid of its last record.
+    pub last_zxid: Zxid,
     pub path: PathBuf,
 }
 
@@ -75,56 +153,128 @@ pub struct Segment {
 struct Active {
     file: File,
     len: u64,
+    salt: u64,
 }
 
 /// An open txn log.
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
-    /// Every segment on disk, in first-zxid order. Invariant: if `active` is some, it is the last.
+    /// Every segment on disk, in first-zxid order, each one's `prev_zxid` the last zxid of the
+    /// one before. Invariant: if `active` is some, it is the last.
     segments: Vec<Segment>,
     /// `None`: the next append creates a new segment named after its first zxid.
     active: Option<Active>,
-    /// The zxid of the last record in the log, `Zxid::ZERO` if none.
+    /// The zxid of the last record in the log; with no segments, what the next segment will
+    /// record as its previous zxid (`Zxid::ZERO`, or set by [`Log::start_after`]).
     last_zxid: Zxid,
     /// Set when a write or sync failed: what is on disk past `last_zxid` is unknown.
     failed: bool,
+    /// With no segments left after recovery removed a last segment that held no batches: the
+    /// previous zxid its header recorded, i.e. where the history it continued ends.
+    stub_base: Option<Zxid>,
 }
 
 impl Log {
-    /// Opens the log in `dir`, validating every record and calling `visit` with each one in zxid
-    /// order. A torn tail of the last segment is truncated (a `warn!` names the file and
-    /// offset); any other bad record fails with [`LogError::Corrupt`].
+    /// Opens the log in `dir`, validating every batch and calling `visit` with each record in
+    /// zxid order. A torn tail of the last segment is truncated (a `warn!` names the file and
+    /// offset); a last segment left with no batches is removed. Any other bad batch fails with
+    /// [`LogError::Corrupt`]; a segment that does not continue the previous one with
+    /// [`LogError::Gap`].
     ///
     /// Appends after `open` go to a new segment: recovered segments are never written again.
     pub fn open(dir: &Path, mut visit: impl FnMut(Zxid, &[u8])) -> Result<Log, LogError> {
-        let mut segments = list_segments(dir)?;
+        let found = list_segments(dir)?;
+        let count = found.len();
+        let mut segments: Vec<Segment> = Vec::with_capacity(count);
         let mut last_zxid = Zxid::ZERO;
-        let mut index = 0;
-        while index < segments.len() {
-            let is_last = index + 1 == segments.len();
-            let segment = &segments[index];
-            let bytes = fs::read(&segment.path).map_err(io_err(&segment.path))?;
-            let valid_len = scan_segment(segment, &bytes, is_last, &mut last_zxid, &mut visit)?;
+        let mut stub_base = None;
+        for (index, (first_zxid, path)) in found.into_iter().enumerate() {
+            let is_last = index + 1 == count;
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            let header = match decode_segment_header(&bytes) {
+                Ok(header) => header,
+                Err(HeaderError::Unsupported(version)) => {
+                    return Err(LogError::UnsupportedVersion {
+                        file: path,
+                        version,
+                    })
+                }
+                // The header was synced before any batch was written: a bad one in a longer
+                // file is damage; in a file no longer than a header, a crash while creating it.
+                Err(HeaderError::Bad(reason)) if is_last && bytes.len() <= SEGMENT_HEADER_LEN => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        %reason,
+                        "txn log segment was being created at a crash; removing it"
+                    );
+                    remove_segment(dir, &path)?;
+                    continue;
+                }
+                Err(HeaderError::Bad(reason)) => {
+                    return Err(LogError::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason: format!("bad segment header: {reason}"),
+                    })
+                }
+            };
+            if segments.is_empty() {
+                last_zxid = header.prev_zxid;
+            } else if header.prev_zxid != last_zxid {
+                return Err(LogError::Gap {
+                    file: path,
+                    after: last_zxid,
+                    recorded: header.prev_zxid,
+                    first: first_zxid,
+                });
+            }
+            let prev_zxid = header.prev_zxid;
+            let mut scan = Scan {
+                path: &path,
+                bytes: &bytes,
+                salt: header.salt,
+                first_zxid,
+                is_last,
+                last_zxid,
+            };
+            let valid_len = scan.run(&mut visit)?;
             if valid_len < bytes.len() {
-                // Only a torn tail of the last segment gets here; `scan_segment` fails otherwise.
+                // Only a torn tail of the last segment gets here; `Scan::run` fails otherwise.
                 tracing::warn!(
-                    file = %segment.path.display(),
+                    file = %path.display(),
                     offset = valid_len,
                     dropped_bytes = bytes.len() - valid_len,
                     "txn log has a torn tail (a crash during a write); truncating it"
                 );
-                truncate(&segment.path, valid_len as u64)?;
             }
-            if valid_len == 0 && is_last {
-                // An empty last segment (crash right after creating it): drop it, so that no
-                // segment exists without a first record matching its name.
-                let path = segment.path.clone();
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                sync_dir(dir).map_err(io_err(dir))?;
-                segments.pop();
+            if valid_len == SEGMENT_HEADER_LEN {
+                if !is_last {
+                    return Err(LogError::Corrupt {
+                        file: path,
+                        offset: SEGMENT_HEADER_LEN as u64,
+                        reason: "segment holds no txns but is not the last one".to_string(),
+                    });
+                }
+                // A crash before the segment's first batch was durable: it holds nothing, so
+                // drop it; no segment then exists without a first record matching its name.
+                // Its header still says where the history it continued ends.
+                if segments.is_empty() {
+                    stub_base = Some(prev_zxid);
+                }
+                remove_segment(dir, &path)?;
+                continue;
             }
-            index += 1;
+            if valid_len < bytes.len() {
+                truncate(&path, valid_len as u64)?;
+            }
+            last_zxid = scan.last_zxid;
+            segments.push(Segment {
+                first_zxid,
+                prev_zxid,
+                last_zxid,
+                path,
+            });
         }
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -132,12 +282,44 @@ impl Log {
             active: None,
             last_zxid,
             failed: false,
+            stub_base,
         })
     }
 
-    /// The zxid of the last record, `Zxid::ZERO` if the log is empty.
+    /// The zxid of the last record, or what the log continues from if it has no segments
+    /// (`Zxid::ZERO` unless set by [`Log::start_after`]).
     pub fn last_zxid(&self) -> Zxid {
         self.last_zxid
+    }
+
+    /// The zxid the surviving history starts after: the first segment's previous zxid (or,
+    /// with no segments, that of a segment holding no txns that recovery removed). `None` if
+    /// the log has no history at all.
+    pub fn base(&self) -> Option<Zxid> {
+        self.segments
+            .first()
+            .map(|segment| segment.prev_zxid)
+            .or(self.stub_base)
+    }
+
+    /// Makes an empty log continue the history up to `zxid` (held by a snapshot): the first
+    /// segment will record `zxid` as its previous zxid, and appends must follow it.
+    ///
+    /// # Panics
+    /// If the log has a history ([`Log::base`] is some) or `zxid` is below [`Log::last_zxid`].
+    pub fn start_after(&mut self, zxid: Zxid) {
+        assert!(
+            self.base().is_none(),
+            "txn log {}: start_after({zxid}) on a log with a history",
+            self.dir.display()
+        );
+        assert!(
+            zxid >= self.last_zxid,
+            "txn log {}: start_after({zxid}) goes back from {}",
+            self.dir.display(),
+            self.last_zxid
+        );
+        self.last_zxid = zxid;
     }
 
     /// The segments on disk, oldest first.
@@ -145,22 +327,24 @@ impl Log {
         &self.segments
     }
 
-    /// Appends `batch` with one write and one `sync_data`. On return the records are durable.
+    /// Appends `batch` as one framed batch with one write and one `sync_data`. On return the
+    /// records are durable.
     ///
     /// # Panics
-    /// If zxids do not strictly increase (within the batch and after [`Log::last_zxid`]) or a
-    /// payload exceeds [`RECORD_PAYLOAD_MAX`]: the caller assigns zxids, so that is our bug.
+    /// If zxids do not strictly increase (within the batch and after [`Log::last_zxid`]), a
+    /// payload exceeds [`RECORD_PAYLOAD_MAX`] or the batch body exceeds [`BATCH_BODY_MAX`]:
+    /// the caller assigns zxids and sizes batches, so that is our bug.
     pub fn append_batch(&mut self, batch: &[(Zxid, &[u8])]) -> Result<(), LogError> {
         if self.failed {
             return Err(LogError::Failed {
                 dir: self.dir.clone(),
             });
         }
-        let Some(&(first_zxid, _)) = batch.first() else {
+        let (Some(&(first_zxid, _)), Some(&(last_zxid, _))) = (batch.first(), batch.last()) else {
             return Ok(());
         };
         let mut prev = self.last_zxid;
-        let mut bytes_len = 0;
+        let mut body_len: usize = 0;
         for &(zxid, payload) in batch {
             assert!(
                 zxid > prev,
@@ -174,23 +358,31 @@ impl Log {
                 payload.len()
             );
             prev = zxid;
-            bytes_len += RECORD_HEADER_LEN + payload.len();
+            body_len = body_len.saturating_add(RECORD_HEADER_LEN + payload.len());
         }
-        let mut buf = Vec::with_capacity(bytes_len);
-        for &(zxid, payload) in batch {
-            encode_record(&mut buf, zxid, payload);
-        }
-
-        let result = self.write_synced(first_zxid, &buf);
+        assert!(
+            body_len <= BATCH_BODY_MAX,
+            "txn log {}: batch body of {body_len} bytes exceeds {BATCH_BODY_MAX}",
+            self.dir.display()
+        );
+        let result = self.write_synced(first_zxid, batch, body_len);
         if result.is_err() {
             self.failed = true;
         } else {
-            self.last_zxid = prev;
+            self.last_zxid = last_zxid;
+            if let Some(segment) = self.segments.last_mut() {
+                segment.last_zxid = last_zxid;
+            }
         }
         result
     }
 
-    fn write_synced(&mut self, first_zxid: Zxid, buf: &[u8]) -> Result<(), LogError> {
+    fn write_synced(
+        &mut self,
+        first_zxid: Zxid,
+        batch: &[(Zxid, &[u8])],
+        body_len: usize,
+    ) -> Result<(), LogError> {
         if self
             .active
             .as_ref()
@@ -198,28 +390,46 @@ impl Log {
         {
             self.active = None;
         }
-        let created = self.active.is_none();
-        if created {
-            let path = self.dir.join(segment_name(first_zxid));
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            self.segments.push(Segment { first_zxid, path });
-            self.active = Some(Active { file, len: 0 });
+        if self.active.is_none() {
+            self.create_segment(first_zxid)?;
         }
         let path = self.active_path().to_path_buf();
         let Some(active) = self.active.as_mut() else {
             unreachable!("an active segment was just ensured");
         };
-        active.file.write_all(buf).map_err(io_err(&path))?;
+        let buf = encode_batch(active.salt, batch, body_len);
+        active.file.write_all(&buf).map_err(io_err(&path))?;
         active.file.sync_data().map_err(io_err(&path))?;
         active.len += buf.len() as u64;
-        if created {
-            // The new file's directory entry must be durable too, or a crash could lose it.
-            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        }
+        Ok(())
+    }
+
+    /// Creates the segment whose first record will be `first_zxid` and makes its header and
+    /// directory entry durable before any batch goes in: recovery relies on that order.
+    fn create_segment(&mut self, first_zxid: Zxid) -> Result<(), LogError> {
+        let path = self.dir.join(segment_name(first_zxid));
+        let salt = new_salt();
+        let prev_zxid = self.last_zxid;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.write_all(&encode_segment_header(salt, prev_zxid))
+            .map_err(io_err(&path))?;
+        file.sync_data().map_err(io_err(&path))?;
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        self.segments.push(Segment {
+            first_zxid,
+            prev_zxid,
+            last_zxid: prev_zxid,
+            path,
+        });
+        self.active = Some(Active {
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+            salt,
+        });
         Ok(())
     }
 
@@ -242,22 +452,48 @@ impl Log {
     }
 
     /// Deletes the segments whose every record has a zxid below `zxid` (some later segment
-    /// starts at or before it). The last segment is never deleted. Returns the deleted paths.
+    /// starts at or before it), oldest first. The last segment is never deleted. Returns the
+    /// deleted paths.
+    ///
+    /// Each deletion is made durable before the next, so a crash leaves the surviving segments
+    /// a suffix of the log (a chain [`Log::open`] accepts). If a deletion fails, the segments
+    /// deleted before it are forgotten and the rest kept.
     pub fn purge_covered_by(&mut self, zxid: Zxid) -> Result<Vec<PathBuf>, LogError> {
         let mut deletable = 0;
         while deletable + 1 < self.segments.len() && self.segments[deletable + 1].first_zxid <= zxid
         {
             deletable += 1;
         }
-        let mut deleted = Vec::with_capacity(deletable);
-        for segment in self.segments.drain(..deletable) {
-            fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
-            deleted.push(segment.path);
+        let mut removed = 0;
+        let mut result = Ok(());
+        for segment in &self.segments[..deletable] {
+            match fs::remove_file(&segment.path) {
+                Ok(()) => {}
+                // Already gone: nothing to delete.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    result = Err(LogError::Io {
+                        path: segment.path.clone(),
+                        source,
+                    });
+                    break;
+                }
+            }
+            removed += 1;
+            if let Err(source) = sync_dir(&self.dir) {
+                result = Err(LogError::Io {
+                    path: self.dir.clone(),
+                    source,
+                });
+                break;
+            }
         }
-        if !deleted.is_empty() {
-            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        }
-        Ok(deleted)
+        let deleted = self
+            .segments
+            .drain(..removed)
+            .map(|segment| segment.path)
+            .collect();
+        result.map(|()| deleted)
     }
 }
 
@@ -275,7 +511,7 @@ fn parse_segment_name(name: &str) -> Option<Zxid> {
     u64::from_str_radix(hex, 16).ok().map(Zxid::from_u64)
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<Segment>, LogError> {
+fn list_segments(dir: &Path) -> Result<Vec<(Zxid, PathBuf)>, LogError> {
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
@@ -283,139 +519,332 @@ fn list_segments(dir: &Path) -> Result<Vec<Segment>, LogError> {
         let Some(first_zxid) = name.to_str().and_then(parse_segment_name) else {
             continue;
         };
-        segments.push(Segment {
-            first_zxid,
-            path: entry.path(),
-        });
+        segments.push((first_zxid, entry.path()));
     }
-    segments.sort_by_key(|segment| segment.first_zxid);
+    segments.sort_by_key(|(first_zxid, _)| *first_zxid);
     Ok(segments)
 }
 
-fn encode_record(buf: &mut Vec<u8>, zxid: Zxid, payload: &[u8]) {
-    let zxid_bytes = zxid.as_u64().to_be_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&zxid_bytes), payload);
-    // The length fits: append_batch asserted payload.len() <= RECORD_PAYLOAD_MAX < u32::MAX.
-    let len = payload.len() as u32;
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(&crc.to_be_bytes());
-    buf.extend_from_slice(&zxid_bytes);
-    buf.extend_from_slice(payload);
-}
-const _: () = assert!(RECORD_PAYLOAD_MAX < u32::MAX as usize);
-
-/// A record decoded from the front of a buffer.
-struct Record<'a> {
-    zxid: Zxid,
-    payload: &'a [u8],
-    /// Header plus payload.
-    len: usize,
+fn remove_segment(dir: &Path, path: &Path) -> Result<(), LogError> {
+    fs::remove_file(path).map_err(io_err(path))?;
+    sync_dir(dir).map_err(io_err(dir))
 }
 
-/// Decodes the record at the front of `buf`, or says why it is not one.
-fn decode_record(buf: &[u8]) -> Result<Record<'_>, String> {
-    let Some(header) = buf.get(..RECORD_HEADER_LEN) else {
-        return Err(format!(
-            "short record header: {} of {RECORD_HEADER_LEN} bytes",
-            buf.len()
-        ));
+/// A fresh random, nonzero segment salt. `RandomState` keys come from the OS's randomness;
+/// the counter and clock make every call differ even so.
+fn new_salt() -> u64 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or(0);
+        hasher.write_u128(nanos);
+        hasher.write_u32(std::process::id());
+        let salt = hasher.finish();
+        if salt != 0 {
+            return salt;
+        }
+    }
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut field = [0; 4];
+    field.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_be_bytes(field)
+}
+
+fn be_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut field = [0; 8];
+    field.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(field)
+}
+
+fn encode_segment_header(salt: u64, prev_zxid: Zxid) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut header = [0; SEGMENT_HEADER_LEN];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
+    header[12..20].copy_from_slice(&salt.to_be_bytes());
+    header[20..28].copy_from_slice(&prev_zxid.as_u64().to_be_bytes());
+    let crc = crc32c::crc32c(&header[..28]);
+    header[28..].copy_from_slice(&crc.to_be_bytes());
+    header
+}
+
+struct SegmentHeader {
+    salt: u64,
+    prev_zxid: Zxid,
+}
+
+enum HeaderError {
+    Bad(String),
+    Unsupported(u32),
+}
+
+fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+    let Some(header) = bytes.get(..SEGMENT_HEADER_LEN) else {
+        return Err(HeaderError::Bad(format!(
+            "short segment header: {} of {SEGMENT_HEADER_LEN} bytes",
+            bytes.len()
+        )));
     };
-    let field =
-        |at: usize| -> [u8; 4] { [header[at], header[at + 1], header[at + 2], header[at + 3]] };
-    let payload_len = u32::from_be_bytes(field(0)) as usize;
-    if payload_len > RECORD_PAYLOAD_MAX {
-        return Err(format!(
-            "record length {payload_len} exceeds the maximum {RECORD_PAYLOAD_MAX}"
+    if &header[..8] != SEGMENT_MAGIC {
+        return Err(HeaderError::Bad(
+            "bad magic (not a coord txn log segment, or one from before format version 1)"
+                .to_string(),
         ));
     }
-    let stored_crc = u32::from_be_bytes(field(4));
-    let len = RECORD_HEADER_LEN + payload_len;
-    let Some(checked) = buf.get(8..len) else {
-        return Err(format!(
-            "short record: {len} bytes expected, {} present",
-            buf.len()
-        ));
-    };
-    let crc = crc32c::crc32c(checked);
-    if crc != stored_crc {
-        return Err(format!(
-            "checksum mismatch: stored {stored_crc:#010x}, computed {crc:#010x}"
-        ));
+    let version = be_u32(header, 8);
+    if version != SEGMENT_VERSION {
+        return Err(HeaderError::Unsupported(version));
     }
-    let mut zxid_bytes = [0; 8];
-    zxid_bytes.copy_from_slice(&checked[..8]);
-    Ok(Record {
-        zxid: Zxid::from_u64(u64::from_be_bytes(zxid_bytes)),
-        payload: &checked[8..],
-        len,
+    let stored = be_u32(header, 28);
+    let crc = crc32c::crc32c(&header[..28]);
+    if crc != stored {
+        return Err(HeaderError::Bad(format!(
+            "segment header checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
+        )));
+    }
+    Ok(SegmentHeader {
+        salt: be_u64(header, 12),
+        prev_zxid: Zxid::from_u64(be_u64(header, 20)),
     })
 }
 
-/// Validates one segment's records, visiting each; returns the length of its valid prefix.
-/// That is shorter than `bytes` only for a torn tail of the last segment.
-fn scan_segment(
-    segment: &Segment,
-    bytes: &[u8],
-    is_last: bool,
-    last_zxid: &mut Zxid,
-    visit: &mut impl FnMut(Zxid, &[u8]),
-) -> Result<usize, LogError> {
-    let corrupt = |offset: usize, reason: String| LogError::Corrupt {
-        file: segment.path.clone(),
-        offset: offset as u64,
-        reason,
-    };
-    let mut offset = 0;
-    while offset < bytes.len() {
-        match decode_record(&bytes[offset..]) {
-            Ok(record) => {
-                if offset == 0 && record.zxid != segment.first_zxid {
-                    return Err(corrupt(
-                        offset,
-                        format!(
-                            "first record has zxid {}, but the file name says {}",
-                            record.zxid, segment.first_zxid
-                        ),
-                    ));
-                }
-                if record.zxid <= *last_zxid {
-                    return Err(corrupt(
-                        offset,
-                        format!(
-                            "zxid {} does not follow the previous record's {}",
-                            record.zxid, last_zxid
-                        ),
-                    ));
-                }
-                visit(record.zxid, record.payload);
-                *last_zxid = record.zxid;
-                offset += record.len;
-            }
-            Err(reason) => {
-                if !is_last {
-                    return Err(corrupt(
-                        offset,
-                        format!("{reason} (not in the last segment)"),
-                    ));
-                }
-                if let Some(later) = valid_record_after(bytes, offset + 1, *last_zxid) {
-                    return Err(corrupt(
-                        offset,
-                        format!("{reason}; a valid record follows at byte offset {later}"),
-                    ));
-                }
-                return Ok(offset);
-            }
-        }
+/// Encodes one batch: header, records, body crc. `body_len` is the records' total length.
+fn encode_batch(salt: u64, batch: &[(Zxid, &[u8])], body_len: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + body_len + BATCH_TRAILER_LEN);
+    let first_zxid = batch.first().map_or(Zxid::ZERO, |&(zxid, _)| zxid);
+    // Both fit: append_batch asserted body_len <= BATCH_BODY_MAX = u32::MAX, and each record
+    // takes at least RECORD_HEADER_LEN of it, so the count is below that too.
+    buf.extend_from_slice(&salt.to_be_bytes());
+    buf.extend_from_slice(&(body_len as u32).to_be_bytes());
+    buf.extend_from_slice(&(batch.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&first_zxid.as_u64().to_be_bytes());
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_be_bytes());
+    for &(zxid, payload) in batch {
+        // Fits: append_batch asserted payload.len() <= RECORD_PAYLOAD_MAX < u32::MAX.
+        buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&zxid.as_u64().to_be_bytes());
+        buf.extend_from_slice(payload);
     }
-    Ok(offset)
+    let body_crc = crc32c::crc32c(&buf[BATCH_HEADER_LEN..]);
+    buf.extend_from_slice(&body_crc.to_be_bytes());
+    buf
+}
+const _: () = assert!(RECORD_PAYLOAD_MAX < u32::MAX as usize);
+
+struct BatchHeader {
+    body_len: usize,
+    count: usize,
+    first_zxid: Zxid,
 }
 
-/// The offset of a valid record starting anywhere at or after `from` whose zxid follows
-/// `after`: its presence means the bad record before it is damage, not a torn write.
-fn valid_record_after(bytes: &[u8], from: usize, after: Zxid) -> Option<usize> {
-    (from..bytes.len())
-        .find(|&offset| decode_record(&bytes[offset..]).is_ok_and(|record| record.zxid > after))
+/// Decodes the batch header at the front of `buf` if its checksum holds and it carries `salt`.
+fn decode_batch_header(buf: &[u8], salt: u64) -> Result<BatchHeader, String> {
+    let Some(header) = buf.get(..BATCH_HEADER_LEN) else {
+        return Err(format!(
+            "short batch header: {} of {BATCH_HEADER_LEN} bytes",
+            buf.len()
+        ));
+    };
+    let stored = be_u32(header, 24);
+    let crc = crc32c::crc32c(&header[..24]);
+    if crc != stored {
+        return Err(format!(
+            "batch header checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
+        ));
+    }
+    let found_salt = be_u64(header, 0);
+    if found_salt != salt {
+        return Err(format!(
+            "batch header carries salt {found_salt:#018x}, not this segment's {salt:#018x}"
+        ));
+    }
+    Ok(BatchHeader {
+        body_len: be_u32(header, 8) as usize,
+        count: be_u32(header, 12) as usize,
+        first_zxid: Zxid::from_u64(be_u64(header, 16)),
+    })
+}
+
+/// A batch whose header and body checksums hold.
+struct Batch<'a> {
+    header: BatchHeader,
+    body: &'a [u8],
+    /// Header, body and trailer.
+    len: usize,
+}
+
+/// Checks the batch at the front of `buf`: a failure here is what a torn write looks like.
+fn decode_batch(buf: &[u8], salt: u64) -> Result<Batch<'_>, String> {
+    let header = decode_batch_header(buf, salt)?;
+    let framed_len = header
+        .body_len
+        .checked_add(BATCH_HEADER_LEN + BATCH_TRAILER_LEN);
+    let Some(framed) = framed_len.and_then(|len| buf.get(..len)) else {
+        let len = header.body_len as u64 + (BATCH_HEADER_LEN + BATCH_TRAILER_LEN) as u64;
+        return Err(format!(
+            "batch of {len} bytes runs past the end of the file ({} bytes left)",
+            buf.len()
+        ));
+    };
+    let len = framed.len();
+    let body = &framed[BATCH_HEADER_LEN..BATCH_HEADER_LEN + header.body_len];
+    let stored = be_u32(framed, BATCH_HEADER_LEN + header.body_len);
+    let crc = crc32c::crc32c(body);
+    if crc != stored {
+        return Err(format!(
+            "batch body checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
+        ));
+    }
+    Ok(Batch { header, body, len })
+}
+
+/// Splits a checksummed batch body into its records. A failure here is not a torn write (the
+/// checksum held): it is damage or a bug.
+fn decode_records<'a>(batch: &Batch<'a>) -> Result<Vec<(Zxid, &'a [u8])>, String> {
+    // Bounded by the body: each record takes at least RECORD_HEADER_LEN bytes.
+    let mut records =
+        Vec::with_capacity(batch.header.count.min(batch.body.len() / RECORD_HEADER_LEN));
+    let mut rest = batch.body;
+    while !rest.is_empty() {
+        let Some(header) = rest.get(..RECORD_HEADER_LEN) else {
+            return Err(format!(
+                "record {} has a short header: {} of {RECORD_HEADER_LEN} bytes",
+                records.len(),
+                rest.len()
+            ));
+        };
+        let payload_len = be_u32(header, 0) as usize;
+        if payload_len > RECORD_PAYLOAD_MAX {
+            return Err(format!(
+                "record {} length {payload_len} exceeds the maximum {RECORD_PAYLOAD_MAX}",
+                records.len()
+            ));
+        }
+        let zxid = Zxid::from_u64(be_u64(header, 4));
+        let Some(payload) = rest.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len) else {
+            return Err(format!(
+                "record {} runs past the batch body: {payload_len} payload bytes, {} present",
+                records.len(),
+                rest.len() - RECORD_HEADER_LEN
+            ));
+        };
+        records.push((zxid, payload));
+        rest = &rest[RECORD_HEADER_LEN + payload_len..];
+    }
+    if records.len() != batch.header.count {
+        return Err(format!(
+            "batch header says {} records, the body holds {}",
+            batch.header.count,
+            records.len()
+        ));
+    }
+    match records.first() {
+        None => return Err("batch holds no records".to_string()),
+        Some(&(zxid, _)) if zxid != batch.header.first_zxid => {
+            return Err(format!(
+                "batch header says the first zxid is {}, the first record has {zxid}",
+                batch.header.first_zxid
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(records)
+}
+
+/// Validates one segment's batches, visiting each record.
+struct Scan<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    salt: u64,
+    /// From the file name.
+    first_zxid: Zxid,
+    is_last: bool,
+    /// The last zxid seen (before the first batch: the segment's previous zxid).
+    last_zxid: Zxid,
+}
+
+impl Scan<'_> {
+    fn corrupt(&self, offset: usize, reason: String) -> LogError {
+        LogError::Corrupt {
+            file: self.path.to_path_buf(),
+            offset: offset as u64,
+            reason,
+        }
+    }
+
+    /// Returns the length of the segment's valid prefix. That is shorter than the file only
+    /// for a torn tail of the last segment.
+    fn run(&mut self, visit: &mut impl FnMut(Zxid, &[u8])) -> Result<usize, LogError> {
+        let bytes = self.bytes;
+        let mut offset = SEGMENT_HEADER_LEN;
+        while offset < bytes.len() {
+            let batch = match decode_batch(&bytes[offset..], self.salt) {
+                Ok(batch) => batch,
+                Err(reason) => {
+                    if !self.is_last {
+                        return Err(self.corrupt(
+                            offset,
+                            format!("bad batch: {reason} (not in the last segment)"),
+                        ));
+                    }
+                    if let Some(later) = batch_header_after(bytes, offset + 1, self.salt) {
+                        return Err(self.corrupt(
+                            offset,
+                            format!(
+                                "bad batch: {reason}; a valid batch follows at byte offset {later}"
+                            ),
+                        ));
+                    }
+                    return Ok(offset);
+                }
+            };
+            let records = decode_records(&batch).map_err(|reason| self.corrupt(offset, reason))?;
+            for &(zxid, _) in &records {
+                if zxid <= self.last_zxid {
+                    return Err(self.corrupt(
+                        offset,
+                        format!(
+                            "zxid {zxid} does not follow the previous record's {}",
+                            self.last_zxid
+                        ),
+                    ));
+                }
+                self.last_zxid = zxid;
+            }
+            if offset == SEGMENT_HEADER_LEN && batch.header.first_zxid != self.first_zxid {
+                return Err(self.corrupt(
+                    offset,
+                    format!(
+                        "first record has zxid {}, but the file name says {}",
+                        batch.header.first_zxid, self.first_zxid
+                    ),
+                ));
+            }
+            for (zxid, payload) in records {
+                visit(zxid, payload);
+            }
+            offset += batch.len;
+        }
+        Ok(offset)
+    }
+}
+
+/// The offset of a valid batch header with `salt` at or after `from`: its presence means the
+/// bad batch before it is damage, not a torn write. Client bytes cannot forge one (they do not
+/// know the salt), and each offset costs one fixed-size check: linear in the segment.
+fn batch_header_after(bytes: &[u8], from: usize, salt: u64) -> Option<usize> {
+    let last_start = bytes.len().checked_sub(BATCH_HEADER_LEN)?;
+    let salt_bytes = salt.to_be_bytes();
+    (from..=last_start).find(|&offset| {
+        bytes[offset..offset + 8] == salt_bytes
+            && decode_batch_header(&bytes[offset..], salt).is_ok()
+    })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
@@ -444,12 +873,32 @@ mod tests {
         Ok((log, records))
     }
 
+    fn payload(counter: u32) -> Vec<u8> {
+        format!("txn-{counter}").into_bytes()
+    }
+
     fn append(log: &mut Log, counters: std::ops::RangeInclusive<u32>) {
-        let payloads: Vec<(Zxid, Vec<u8>)> = counters
-            .map(|c| (z(c), format!("txn-{c}").into_bytes()))
-            .collect();
+        let payloads: Vec<(Zxid, Vec<u8>)> = counters.map(|c| (z(c), payload(c))).collect();
         let batch: Vec<(Zxid, &[u8])> = payloads.iter().map(|(z, p)| (*z, p.as_slice())).collect();
         log.append_batch(&batch).unwrap();
+    }
+
+    /// The on-disk length of a batch of txns `counters`.
+    fn batch_len(counters: std::ops::RangeInclusive<u32>) -> usize {
+        BATCH_HEADER_LEN
+            + counters
+                .map(|c| RECORD_HEADER_LEN + payload(c).len())
+                .sum::<usize>()
+            + BATCH_TRAILER_LEN
+    }
+
+    fn set_len(path: &Path, len: u64) {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
     }
 
     #[test]
@@ -457,6 +906,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, records) = read_all(dir.path()).unwrap();
         assert!(records.is_empty());
+        assert_eq!(log.base(), None);
         append(&mut log, 1..=3);
         append(&mut log, 4..=4);
         assert_eq!(log.last_zxid(), z(4));
@@ -467,8 +917,15 @@ mod tests {
         assert_eq!(zxids, vec![z(1), z(2), z(3), z(4)]);
         assert_eq!(records[2].1, b"txn-3");
         assert_eq!(log.last_zxid(), z(4));
+        assert_eq!(log.base(), Some(Zxid::ZERO));
         assert_eq!(log.segments().len(), 1);
-        assert!(log.segments()[0].path.ends_with(segment_name(z(1))));
+        let segment = &log.segments()[0];
+        assert!(segment.path.ends_with(segment_name(z(1))));
+        assert_eq!((segment.prev_zxid, segment.last_zxid), (Zxid::ZERO, z(4)));
+        assert_eq!(
+            fs::metadata(&segment.path).unwrap().len() as usize,
+            SEGMENT_HEADER_LEN + batch_len(1..=3) + batch_len(4..=4)
+        );
     }
 
     #[test]
@@ -481,24 +938,53 @@ mod tests {
         log.roll();
         append(&mut log, 7..=9);
         assert_eq!(log.segments().len(), 3);
+        assert_eq!(log.segments()[1].prev_zxid, z(3));
+        assert_eq!(log.segments()[2].prev_zxid, z(6));
 
         // Snapshot at 5: segment 1..=3 is covered, 4..=6 holds 6 which is not.
         let deleted = log.purge_covered_by(z(5)).unwrap();
         assert_eq!(deleted.len(), 1);
         assert_eq!(log.segments()[0].first_zxid, z(4));
+        assert_eq!(log.base(), Some(z(3)));
         // The last segment is never purged, even if wholly covered.
         log.purge_covered_by(z(100)).unwrap();
         assert_eq!(log.segments().len(), 1);
         assert_eq!(log.segments()[0].first_zxid, z(7));
         drop(log);
 
-        let (_, records) = read_all(dir.path()).unwrap();
+        let (log, records) = read_all(dir.path()).unwrap();
         assert_eq!(records.first().map(|r| r.0), Some(z(7)));
         assert_eq!(records.len(), 3);
+        assert_eq!(log.base(), Some(z(6)));
     }
 
     #[test]
-    fn reopened_log_appends_to_a_new_segment() {
+    fn failed_purge_forgets_only_the_segments_it_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        for first in [1, 4, 7] {
+            append(&mut log, first..=first + 2);
+            log.roll();
+        }
+        append(&mut log, 10..=10);
+        // The second segment cannot be removed: a non-empty directory now has its name.
+        let stuck = log.segments()[1].path.clone();
+        fs::remove_file(&stuck).unwrap();
+        fs::create_dir(&stuck).unwrap();
+        fs::write(stuck.join("keep"), b"x").unwrap();
+
+        let err = log.purge_covered_by(z(9)).unwrap_err();
+        assert!(
+            matches!(&err, LogError::Io { path, .. } if path == &stuck),
+            "{err}"
+        );
+        let firsts: Vec<Zxid> = log.segments().iter().map(|s| s.first_zxid).collect();
+        assert_eq!(firsts, vec![z(4), z(7), z(10)]);
+        assert!(!dir.path().join(segment_name(z(1))).exists());
+    }
+
+    #[test]
+    fn reopened_log_appends_to_a_new_segment_chained_to_the_old() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = read_all(dir.path()).unwrap();
         append(&mut log, 1..=2);
@@ -506,9 +992,23 @@ mod tests {
         let (mut log, _) = read_all(dir.path()).unwrap();
         append(&mut log, 3..=3);
         assert_eq!(log.segments().len(), 2);
+        assert_eq!(log.segments()[1].prev_zxid, z(2));
         drop(log);
         let (_, records) = read_all(dir.path()).unwrap();
         assert_eq!(records.len(), 3);
+    }
+
+    #[test]
+    fn start_after_makes_the_first_segment_continue_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        log.start_after(z(7));
+        assert_eq!(log.last_zxid(), z(7));
+        append(&mut log, 8..=8);
+        drop(log);
+        let (log, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(log.base(), Some(z(7)));
     }
 
     #[test]
@@ -547,9 +1047,8 @@ mod tests {
         append(&mut log, 2..=2);
         let path = log.segments()[1].path.clone();
         drop(log);
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(7).unwrap();
-        drop(file);
+        // A crash while writing the segment header.
+        set_len(&path, 7);
 
         let (log, records) = read_all(dir.path()).unwrap();
         assert_eq!(records.len(), 1);
@@ -558,7 +1057,47 @@ mod tests {
     }
 
     #[test]
-    fn bad_record_in_an_earlier_segment_is_corrupt() {
+    fn last_segment_whose_first_batch_is_torn_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=1);
+        log.roll();
+        append(&mut log, 2..=2);
+        let path = log.segments()[1].path.clone();
+        drop(log);
+        set_len(&path, (SEGMENT_HEADER_LEN + 10) as u64);
+
+        let (mut log, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(!path.exists());
+        assert_eq!(log.last_zxid(), z(1));
+        // The next append continues the chain from what survived.
+        append(&mut log, 2..=2);
+        drop(log);
+        let (_, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn removed_only_segment_still_tells_where_its_history_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        log.start_after(z(5));
+        append(&mut log, 6..=6);
+        let path = log.segments()[0].path.clone();
+        drop(log);
+        set_len(&path, SEGMENT_HEADER_LEN as u64 + 3);
+
+        let (log, records) = read_all(dir.path()).unwrap();
+        assert!(records.is_empty());
+        assert!(log.segments().is_empty());
+        assert!(!path.exists());
+        assert_eq!(log.base(), Some(z(5)));
+        assert_eq!(log.last_zxid(), z(5));
+    }
+
+    #[test]
+    fn bad_batch_in_an_earlier_segment_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = read_all(dir.path()).unwrap();
         append(&mut log, 1..=2);
@@ -566,31 +1105,145 @@ mod tests {
         append(&mut log, 3..=3);
         let path = log.segments()[0].path.clone();
         drop(log);
-        // Cut the earlier segment's last record short: that can't be a crash, it was synced
+        // Cut the earlier segment's last batch short: that can't be a crash, it was synced
         // before the next segment was written.
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 1)
-            .unwrap();
+        set_len(&path, len - 1);
 
         let err = read_all(dir.path()).unwrap_err();
         let LogError::Corrupt { file, offset, .. } = &err else {
             panic!("expected Corrupt, got {err}");
         };
         assert_eq!(file, &path);
-        assert_eq!(*offset, (RECORD_HEADER_LEN + 5) as u64);
+        assert_eq!(*offset, SEGMENT_HEADER_LEN as u64);
     }
 
     #[test]
-    fn garbage_length_is_bounded() {
-        let mut buf = Vec::new();
-        encode_record(&mut buf, z(1), b"abc");
-        buf[..4].copy_from_slice(&u32::MAX.to_be_bytes());
-        let err = decode_record(&buf).err().unwrap();
+    fn bad_segment_header_with_batches_after_it_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=2);
+        let path = log.segments()[0].path.clone();
+        drop(log);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[21] ^= 0x01; // inside prev zxid
+        fs::write(&path, &bytes).unwrap();
+
+        let err = read_all(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, LogError::Corrupt { offset: 0, reason, .. } if reason.contains("segment header")),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "a corrupt log is left untouched"
+        );
+    }
+
+    #[test]
+    fn unknown_segment_version_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=1);
+        let path = log.segments()[0].path.clone();
+        drop(log);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&(SEGMENT_VERSION + 1).to_be_bytes());
+        fs::write(&path, &bytes).unwrap();
+
+        let err = read_all(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, LogError::UnsupportedVersion { version, .. } if *version == SEGMENT_VERSION + 1),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lost_middle_segment_breaks_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=2);
+        log.roll();
+        append(&mut log, 3..=4);
+        log.roll();
+        append(&mut log, 5..=5);
+        let lost = log.segments()[1].path.clone();
+        let after = log.segments()[2].path.clone();
+        drop(log);
+        fs::remove_file(&lost).unwrap();
+
+        let err = read_all(dir.path()).unwrap_err();
+        let LogError::Gap {
+            file,
+            after: last,
+            recorded,
+            first,
+        } = &err
+        else {
+            panic!("expected Gap, got {err}");
+        };
+        assert_eq!((file, *last, *recorded, *first), (&after, z(2), z(4), z(5)));
+    }
+
+    #[test]
+    fn empty_middle_segment_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=1);
+        log.roll();
+        append(&mut log, 2..=2);
+        log.roll();
+        append(&mut log, 3..=3);
+        let middle = log.segments()[1].path.clone();
+        drop(log);
+        set_len(&middle, SEGMENT_HEADER_LEN as u64);
+        let err = read_all(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, LogError::Corrupt { file, .. } if file == &middle),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn forged_batch_inside_a_torn_payload_is_still_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=1);
+        // A client stores bytes that are a complete, well-formed batch with some other salt.
+        let forged = encode_batch(0x1234_5678_9abc_def0, &[(z(100), b"forged")], 12 + 6);
+        let mut big = b"/node\0".to_vec();
+        big.extend_from_slice(&forged);
+        big.extend_from_slice(&[b'p'; 100]);
+        log.append_batch(&[(z(2), big.as_slice())]).unwrap();
+        let path = log.segments()[0].path.clone();
+        drop(log);
+        let len = fs::metadata(&path).unwrap().len();
+        set_len(&path, len - 10);
+
+        let (_, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len() as usize,
+            SEGMENT_HEADER_LEN + batch_len(1..=1)
+        );
+    }
+
+    #[test]
+    fn checksummed_batch_with_bad_records_is_corrupt() {
+        let mut buf = encode_batch(7, &[(z(1), b"abc")], RECORD_HEADER_LEN + 3);
+        // Claim a payload longer than the body, then fix the body checksum: not a torn write.
+        let at = BATCH_HEADER_LEN;
+        buf[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let body_end = buf.len() - BATCH_TRAILER_LEN;
+        let crc = crc32c::crc32c(&buf[BATCH_HEADER_LEN..body_end]);
+        buf[body_end..].copy_from_slice(&crc.to_be_bytes());
+        let batch = decode_batch(&buf, 7).ok().unwrap();
+        let err = decode_records(&batch).unwrap_err();
         assert!(err.contains("exceeds the maximum"), "{err}");
+        // Another segment's salt does not pass.
+        let err = decode_batch(&buf, 8).err().unwrap();
+        assert!(err.contains("salt"), "{err}");
     }
 
     #[test]
@@ -601,5 +1254,12 @@ mod tests {
         assert_eq!(parse_segment_name(&name), Some(zxid));
         assert_eq!(parse_segment_name("log.12"), None);
         assert_eq!(parse_segment_name("log.000000ab00000012.tmp"), None);
+    }
+
+    #[test]
+    fn salts_differ() {
+        let salts: std::collections::HashSet<u64> = (0..100).map(|_| new_salt()).collect();
+        assert_eq!(salts.len(), 100);
+        assert!(!salts.contains(&0));
     }
 }

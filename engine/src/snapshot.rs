@@ -6,6 +6,11 @@
 //!
 //! A snapshot is written to a tmp file, fsynced, renamed into place and the directory fsynced, so
 //! a visible snapshot file is always complete; the checksum catches later damage.
+//!
+//! Restoring takes the newest snapshot that verifies, skipping damaged newer ones with a
+//! warning. A snapshot of another format version is not damage (it is an upgrade or downgrade
+//! gone wrong) and fails the restore, as does a dir whose snapshots are all damaged: starting
+//! from an empty state there would silently drop the history they held.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -15,7 +20,8 @@ use crate::fsutil::{sync_dir, tmp_path};
 use crate::{RestoreError, Snapshot, StateMachine, Zxid};
 
 const MAGIC: &[u8; 8] = b"COORDSNP";
-const VERSION: u32 = 1;
+/// The snapshot format version this build writes and reads.
+pub const VERSION: u32 = 1;
 const HEADER_LEN: u64 = 8 + 4 + 8;
 const TRAILER_LEN: u64 = 4;
 const SNAPSHOT_PREFIX: &str = "snapshot.";
@@ -38,6 +44,31 @@ pub enum SnapshotError {
         #[source]
         source: RestoreError,
     },
+    /// A snapshot written by another format version: refuse rather than fall back.
+    #[error(
+        "snapshot {} has format version {version}; this build reads version {VERSION}",
+        path.display()
+    )]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    /// Snapshot files exist but none verifies: the history they held is gone.
+    #[error(
+        "none of the snapshots in {} can be restored: {}",
+        dir.display(),
+        describe_failures(failures)
+    )]
+    NoneUsable {
+        dir: PathBuf,
+        /// Each snapshot file and why it is unusable, newest first.
+        failures: Vec<(PathBuf, String)>,
+    },
+}
+
+fn describe_failures(failures: &[(PathBuf, String)]) -> String {
+    failures
+        .iter()
+        .map(|(path, reason)| format!("{}: {reason}", path.display()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
@@ -139,12 +170,39 @@ fn write_tmp(tmp: &Path, zxid: Zxid, snapshot: &dyn Snapshot) -> io::Result<()> 
     file.sync_all()
 }
 
+/// Why a snapshot file cannot be restored.
+enum Unusable {
+    /// Damaged (or unreadable): an older snapshot may stand in.
+    Damaged(String),
+    /// Another format version.
+    Version(u32),
+}
+
+impl From<String> for Unusable {
+    fn from(reason: String) -> Self {
+        Unusable::Damaged(reason)
+    }
+}
+
 /// Checks a snapshot file's header and checksum; returns the length of the machine bytes.
-fn verify(file: &SnapshotFile) -> Result<u64, String> {
+fn verify(file: &SnapshotFile) -> Result<u64, Unusable> {
     let mut reader = File::open(&file.path).map_err(|err| err.to_string())?;
     let len = reader.metadata().map_err(|err| err.to_string())?.len();
     let Some(body_len) = len.checked_sub(HEADER_LEN + TRAILER_LEN) else {
-        return Err(format!("only {len} bytes long"));
+        if len >= 12 {
+            // Long enough to say its version: an unknown one is not damage.
+            let mut start = [0; 12];
+            reader
+                .read_exact(&mut start)
+                .map_err(|err| err.to_string())?;
+            if &start[..8] == MAGIC {
+                let version = u32::from_be_bytes([start[8], start[9], start[10], start[11]]);
+                if version != VERSION {
+                    return Err(Unusable::Version(version));
+                }
+            }
+        }
+        return Err(format!("only {len} bytes long").into());
     };
     let mut header = [0; HEADER_LEN as usize];
     reader
@@ -169,49 +227,61 @@ fn verify(file: &SnapshotFile) -> Result<u64, String> {
         .map_err(|err| err.to_string())?;
     let stored = u32::from_be_bytes(trailer);
     if stored != crc {
-        return Err(format!(
-            "checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
-        ));
+        return Err(
+            format!("checksum mismatch: stored {stored:#010x}, computed {crc:#010x}").into(),
+        );
     }
     Ok(body_len)
 }
 
-fn check_header(header: &[u8; HEADER_LEN as usize], name_zxid: Zxid) -> Result<(), String> {
+fn check_header(header: &[u8; HEADER_LEN as usize], name_zxid: Zxid) -> Result<(), Unusable> {
     if &header[..8] != MAGIC {
-        return Err("bad magic".to_string());
+        return Err("bad magic".to_string().into());
     }
     let mut version = [0; 4];
     version.copy_from_slice(&header[8..12]);
     let version = u32::from_be_bytes(version);
     if version != VERSION {
-        return Err(format!("unsupported version {version}"));
+        return Err(Unusable::Version(version));
     }
     let mut zxid = [0; 8];
     zxid.copy_from_slice(&header[12..20]);
     let zxid = Zxid::from_u64(u64::from_be_bytes(zxid));
     if zxid != name_zxid {
-        return Err(format!(
-            "header zxid {zxid} does not match the file name's {name_zxid}"
-        ));
+        return Err(
+            format!("header zxid {zxid} does not match the file name's {name_zxid}").into(),
+        );
     }
     Ok(())
 }
 
 /// Restores the newest snapshot in `dir` whose checksum verifies into `machine`, skipping (with
-/// a warning) damaged newer ones. Returns its zxid, or `None` if there is no usable snapshot.
+/// a warning) damaged newer ones. Returns its zxid, or `None` if there are no snapshot files.
+///
+/// Fails with [`SnapshotError::UnsupportedVersion`] at a snapshot of another format version,
+/// and with [`SnapshotError::NoneUsable`] if snapshot files exist but every one is damaged.
 pub fn restore_newest<M: StateMachine>(
     dir: &Path,
     machine: &mut M,
 ) -> Result<Option<Zxid>, SnapshotError> {
-    for file in list(dir)?.iter().rev() {
+    let files = list(dir)?;
+    let mut failures = Vec::new();
+    for file in files.iter().rev() {
         let body_len = match verify(file) {
             Ok(body_len) => body_len,
-            Err(reason) => {
+            Err(Unusable::Version(version)) => {
+                return Err(SnapshotError::UnsupportedVersion {
+                    path: file.path.clone(),
+                    version,
+                })
+            }
+            Err(Unusable::Damaged(reason)) => {
                 tracing::warn!(
                     file = %file.path.display(),
                     %reason,
                     "skipping unusable snapshot; falling back to an older one"
                 );
+                failures.push((file.path.clone(), reason));
                 continue;
             }
         };
@@ -231,7 +301,14 @@ pub fn restore_newest<M: StateMachine>(
         tracing::info!(file = %file.path.display(), zxid = %file.zxid, "restored snapshot");
         return Ok(Some(file.zxid));
     }
-    Ok(None)
+    if failures.is_empty() {
+        Ok(None)
+    } else {
+        Err(SnapshotError::NoneUsable {
+            dir: dir.to_path_buf(),
+            failures,
+        })
+    }
 }
 
 /// Deletes all but the newest `keep` snapshots; returns the zxid of the oldest one kept.
@@ -320,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn truncated_snapshot_is_rejected() {
+    fn truncated_only_snapshot_fails_the_restore() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), z(1), &Bytes(b"state".to_vec())).unwrap();
         let len = fs::metadata(&path).unwrap().len();
@@ -331,7 +408,36 @@ mod tests {
             .set_len(len - 1)
             .unwrap();
         let mut machine = Blob::default();
-        assert_eq!(restore_newest(dir.path(), &mut machine).unwrap(), None);
+        let err = restore_newest(dir.path(), &mut machine).unwrap_err();
+        let SnapshotError::NoneUsable { failures, .. } = &err else {
+            panic!("expected NoneUsable, got {err}");
+        };
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].0, path);
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn unknown_version_is_an_error_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), z(1), &Bytes(b"old".to_vec())).unwrap();
+        let newest = write(dir.path(), z(2), &Bytes(b"new".to_vec())).unwrap();
+        let mut bytes = fs::read(&newest).unwrap();
+        bytes[8..12].copy_from_slice(&(VERSION + 1).to_be_bytes());
+        fs::write(&newest, bytes).unwrap();
+
+        let mut machine = Blob::default();
+        let err = restore_newest(dir.path(), &mut machine).unwrap_err();
+        assert!(
+            matches!(&err, SnapshotError::UnsupportedVersion { path, version }
+                if path == &newest && *version == VERSION + 1),
+            "{err}"
+        );
+        assert!(machine.0.is_empty(), "no fallback to the older snapshot");
     }
 
     #[test]

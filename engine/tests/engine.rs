@@ -122,9 +122,16 @@ fn files_with_prefix(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     paths
 }
 
-/// The byte offset of record `index` in a segment holding txns `txn(0..)`.
-fn record_offset(index: usize) -> u64 {
-    (0..index).map(|i| 16 + txn(i).len() as u64).sum()
+/// The byte offset of batch `index` in a segment holding txns `txn(0..)`, one per batch (as
+/// `put` writes them: each waits for the one before).
+fn batch_offset(index: usize) -> u64 {
+    use coord_engine::log::{
+        BATCH_HEADER_LEN, BATCH_TRAILER_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    };
+    let batches: usize = (0..index)
+        .map(|i| BATCH_HEADER_LEN + RECORD_HEADER_LEN + txn(i).len() + BATCH_TRAILER_LEN)
+        .sum();
+    (SEGMENT_HEADER_LEN + batches) as u64
 }
 
 #[test]
@@ -185,8 +192,8 @@ fn torn_tail_is_truncated_and_the_good_prefix_kept() {
     assert_eq!(segments.len(), 1);
     let segment = &segments[0];
     let len = fs::metadata(segment).unwrap().len();
-    assert_eq!(len, record_offset(10));
-    // A crash mid-write: the last record is cut short and garbage follows.
+    assert_eq!(len, batch_offset(10));
+    // A crash mid-write: the last batch is cut short and garbage follows.
     let file = OpenOptions::new().write(true).open(segment).unwrap();
     file.set_len(len - 5).unwrap();
     drop(file);
@@ -197,7 +204,7 @@ fn torn_tail_is_truncated_and_the_good_prefix_kept() {
     let (engine, kv) = open(dir.path());
     assert_eq!(kv.len(), 9);
     assert!(!kv.map.lock().unwrap().contains_key("k9"));
-    assert_eq!(fs::metadata(segment).unwrap().len(), record_offset(9));
+    assert_eq!(fs::metadata(segment).unwrap().len(), batch_offset(9));
     // The engine carries on in a new epoch.
     let zxids = put(&engine, 10..11);
     assert_eq!(zxids, vec![Zxid::new(Epoch(2), 1)]);
@@ -209,16 +216,17 @@ fn torn_tail_is_truncated_and_the_good_prefix_kept() {
 }
 
 #[test]
-fn flipped_byte_in_a_middle_record_fails_open_naming_file_and_offset() {
+fn flipped_byte_in_a_middle_batch_fails_open_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, _) = open(dir.path());
     put(&engine, 0..10);
     close(engine);
 
     let segment = files_with_prefix(dir.path(), "log.").remove(0);
-    let offset = record_offset(5);
+    let offset = batch_offset(5);
     let mut bytes = fs::read(&segment).unwrap();
-    bytes[offset as usize + 16 + 1] ^= 0x01;
+    // A payload byte of the batch's only record.
+    bytes[offset as usize + coord_engine::log::BATCH_HEADER_LEN + 12 + 1] ^= 0x01;
     fs::write(&segment, bytes).unwrap();
 
     let err = Engine::open(config(dir.path()), Kv::default()).unwrap_err();

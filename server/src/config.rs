@@ -9,6 +9,11 @@ use serde::Deserialize;
 /// The four-letter words answered when the configuration does not list any.
 pub const FOUR_LETTER_WORDS_DEFAULT: [&str; 4] = ["srvr", "ruok", "isro", "mntr"];
 
+/// The largest `max_frame_bytes` allowed: a txn holds at most one request's data plus a little,
+/// and the engine refuses records above 64 MiB.
+pub const MAX_FRAME_BYTES_LIMIT: u64 = 32 << 20;
+const _: () = assert!(MAX_FRAME_BYTES_LIMIT * 2 <= coord_engine::log::RECORD_PAYLOAD_MAX as u64);
+
 /// Every four-letter word the server knows.
 pub const FOUR_LETTER_WORDS_KNOWN: [&str; 15] = [
     "ruok", "srvr", "stat", "mntr", "cons", "conf", "envi", "wchs", "wchc", "wchp", "dump", "isro",
@@ -194,12 +199,12 @@ impl Config {
             .max_frame_bytes
             .or(file.max_frame_bytes)
             .unwrap_or(1_048_575);
-        // A connect request alone needs about 50 bytes; the upper bound keeps a frame's length
-        // representable in jute's signed 32-bit prefix.
-        if !(64..=i32::MAX as u64).contains(&max_frame_bytes) {
+        // A connect request alone needs about 50 bytes; the upper bound keeps every txn a request
+        // can produce under the engine's record bound.
+        if !(64..=MAX_FRAME_BYTES_LIMIT).contains(&max_frame_bytes) {
             return Err(invalid(
                 "max_frame_bytes",
-                format!("{max_frame_bytes} is outside 64..=2147483647"),
+                format!("{max_frame_bytes} is outside 64..={MAX_FRAME_BYTES_LIMIT}"),
             ));
         }
 

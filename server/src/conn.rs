@@ -26,7 +26,7 @@ use coord_znode::{Applied, Write};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
 use crate::ops::{self, Reply};
@@ -38,15 +38,29 @@ const INFLIGHT_WRITES_MAX: usize = 1024;
 /// Identifies a client connection on this server (not a session: a session outlives sockets).
 pub type ConnId = u64;
 
-/// The queue of frames going out to one client, bounded in bytes: a client that does not read its
-/// replies is disconnected instead of growing the server's memory.
+/// The queue of frames going out to one client, bounded in bytes. Above `OUTBOX_PAUSE_BYTES` the
+/// connection stops taking requests until its client reads (as ZooKeeper throttles); above the
+/// hard bound, or when it makes no progress for `OUTBOX_STALL`, the client is disconnected
+/// instead of growing the server's memory.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
     queued_bytes_max: usize,
     closing: Arc<Closing>,
+    /// Signalled by the writer each time it has written a batch.
+    drained: Arc<Notify>,
 }
+
+/// Queued reply bytes above which a connection stops reading requests.
+const OUTBOX_PAUSE_BYTES: usize = 4 << 20;
+
+/// How long a paused connection may go without its client reading anything.
+const OUTBOX_STALL: Duration = Duration::from_secs(10);
+
+/// How long a new connection may take to send its ConnectRequest (or four-letter word), as
+/// ZooKeeper's sessionlessCnxnTimeout.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request, from anywhere on the server, to end a connection.
 #[derive(Default)]
@@ -67,10 +81,13 @@ impl Closing {
 }
 
 impl Outbox {
-    /// Queues `frame`; past the byte bound the connection is closed and the frame dropped.
+    /// Queues `frame`; past the hard bound the connection is closed and the frame dropped. A frame
+    /// into an empty queue always goes out, however large.
     pub fn send(&self, frame: Bytes) {
-        let queued = self.queued_bytes.fetch_add(frame.len(), Ordering::AcqRel) + frame.len();
-        if queued > self.queued_bytes_max {
+        let before = self.queued_bytes.fetch_add(frame.len(), Ordering::AcqRel);
+        let queued = before + frame.len();
+        if before > 0 && queued > self.queued_bytes_max {
+            self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
             if !self.closing.is_requested() {
                 warn!(
                     queued,
@@ -84,8 +101,8 @@ impl Outbox {
         let _ = self.tx.send(frame);
     }
 
-    pub fn close(&self) {
-        self.closing.request();
+    fn queued(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
     }
 
     #[cfg(test)]
@@ -96,6 +113,7 @@ impl Outbox {
             queued_bytes: Arc::new(AtomicUsize::new(0)),
             queued_bytes_max: usize::MAX,
             closing: Arc::new(Closing::default()),
+            drained: Arc::new(Notify::new()),
         };
         (outbox, rx)
     }
@@ -126,6 +144,8 @@ struct InFlight {
     /// The proposal's outcome, once it has been polled to completion.
     done: Option<Committed>,
     received: Instant,
+    /// This write's share of the server-wide budget, returned when it is answered.
+    _budget: OwnedSemaphorePermit,
 }
 
 type Committed = Result<(coord_engine::Zxid, Applied), coord_engine::EngineError>;
@@ -157,8 +177,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             .config
             .max_frame_bytes
             .saturating_mul(4)
-            .max(16 << 20),
+            .max(64 << 20),
         closing: closing.clone(),
+        drained: Arc::new(Notify::new()),
     };
     let info = Arc::new(ConnInfo {
         peer,
@@ -170,12 +191,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         closing: closing.clone(),
     });
     slot.register(conn_id, info.clone());
-    let writer = tokio::spawn(write_loop(
-        writer,
-        rx,
-        outbox.queued_bytes.clone(),
-        info.clone(),
-    ));
+    let writer = tokio::spawn(write_loop(writer, rx, outbox.clone(), info.clone()));
 
     let mut buf = BytesMut::with_capacity(4096);
     let mut conn = Conn {
@@ -210,9 +226,17 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 async fn write_loop(
     mut writer: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    outbox: Outbox,
     info: Arc<ConnInfo>,
 ) {
+    // Only the counters and the signal: holding the sender would keep `rx` open forever.
+    let Outbox {
+        tx,
+        queued_bytes,
+        drained,
+        ..
+    } = outbox;
+    drop(tx);
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     // Bounded so that one batch does not hold a large copy of the queue.
     const BATCH_BYTES_MAX: usize = 1 << 20;
@@ -235,6 +259,7 @@ async fn write_loop(
         }
         queued_bytes.fetch_sub(batch.len(), Ordering::AcqRel);
         info.sent.fetch_add(frames, Ordering::Relaxed);
+        drained.notify_one();
     }
     let _ = writer.shutdown().await;
 }
@@ -252,37 +277,55 @@ struct Conn {
 
 impl Conn {
     async fn run(&mut self, reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> End {
+        let request =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(reader, buf)).await {
+                Ok(Ok(request)) => request,
+                Ok(Err(end)) => return end,
+                Err(_) => {
+                    debug!(peer = %self.peer, "no handshake in time; closing");
+                    return End::Misbehaved;
+                }
+            };
+        let (request, read_only_sent) = request;
+        if !self.connect(request, read_only_sent).await {
+            return End::SessionClosed;
+        }
+        self.serve_requests(reader, buf).await
+    }
+
+    /// Reads a four-letter word (answering it) or the ConnectRequest.
+    async fn handshake(
+        &mut self,
+        reader: &mut OwnedReadHalf,
+        buf: &mut BytesMut,
+    ) -> Result<(ConnectRequest, bool), End> {
         // The first four bytes are either a four-letter word or the length of a ConnectRequest.
         while buf.len() < 4 {
-            match self.read_more(reader, buf).await {
-                Ok(true) => {}
-                Ok(false) => return End::PeerClosed,
-                Err(end) => return end,
+            if !self.read_more(reader, buf).await? {
+                return Err(End::PeerClosed);
             }
         }
         let first4 = [buf[0], buf[1], buf[2], buf[3]];
         if let Some(word) = four_letter_word(first4) {
             let text = crate::fourlw::answer(&self.shared, word.as_str());
             self.outbox.send(Bytes::from(text));
-            return End::PeerClosed;
+            return Err(End::PeerClosed);
         }
+        let frame = self.next_frame(reader, buf).await?;
+        ConnectRequest::decode_detailed(&frame).map_err(|e| {
+            warn!(peer = %self.peer, error = %e, "malformed connect request; closing");
+            End::Misbehaved
+        })
+    }
 
-        let frame = match self.next_frame(reader, buf).await {
-            Ok(frame) => frame,
-            Err(end) => return end,
-        };
-        let (request, read_only_sent) = match ConnectRequest::decode_detailed(&frame) {
-            Ok(decoded) => decoded,
-            Err(e) => {
-                warn!(peer = %self.peer, error = %e, "malformed connect request; closing");
-                return End::Misbehaved;
-            }
-        };
-        if !self.connect(request, read_only_sent).await {
-            return End::SessionClosed;
-        }
-
+    async fn serve_requests(&mut self, reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> End {
         loop {
+            if self.info.closing.is_requested() {
+                return End::Requested;
+            }
+            if let Err(end) = self.wait_for_reader().await {
+                return end;
+            }
             // Answer finished writes first, then take whatever the socket has.
             poll_front(&mut self.inflight).await;
             // Back-pressure: a client that pipelines writes faster than the disk takes them waits
@@ -331,6 +374,27 @@ impl Conn {
         read_more(&self.info.closing, self.peer, reader, buf).await
     }
 
+    /// Holds back new requests while the client has many replies unread; disconnects it if it
+    /// reads nothing for `OUTBOX_STALL`.
+    async fn wait_for_reader(&self) -> Result<(), End> {
+        while self.outbox.queued() > OUTBOX_PAUSE_BYTES {
+            tokio::select! {
+                () = self.outbox.drained.notified() => {}
+                () = self.info.closing.notify.notified() => return Err(End::Requested),
+                () = tokio::time::sleep(OUTBOX_STALL) => {
+                    warn!(
+                        peer = %self.peer,
+                        queued = self.outbox.queued(),
+                        "client is not reading its replies; closing the connection"
+                    );
+                    self.info.closing.request();
+                    return Err(End::Requested);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn next_frame(
         &self,
         reader: &mut OwnedReadHalf,
@@ -359,37 +423,47 @@ impl Conn {
         let shared = self.shared.clone();
         let timeout_ms = shared.negotiate_timeout(request.timeout_ms);
         let (session_id, passwd) = if request.session_id == 0 {
-            let (session_id, passwd) = shared.sessions.new_identity();
+            // Tracked before it exists, so that it expires even if this connection dies first.
+            let (session_id, passwd) = shared
+                .sessions
+                .create(timeout_ms, self.info.closing.clone());
             let write = Write::CreateSession {
                 session_id,
                 // Config bounds the timeout to 32 bits.
                 timeout_ms: timeout_ms as i32,
                 passwd: passwd.clone(),
             };
-            let proposal = match shared.propose(&self.caller_ids(), self.auth.is_super, 0, write) {
-                Ok(p) => p,
-                Err(_) => return false,
+            let committed = match shared.propose(&self.caller_ids(), self.auth.is_super, 0, write) {
+                Ok(proposal) => proposal.await.is_ok(),
+                Err(_) => false,
             };
-            if proposal.await.is_err() {
+            if !committed {
                 warn!(peer = %self.peer, "could not persist a new session; closing");
+                shared.sessions.detach_closing(session_id);
                 return false;
             }
             (session_id, passwd)
         } else {
             let known = shared.tree.read().session(request.session_id);
-            match known {
-                // A session being expired or closed is gone, though its txn may still be in flight.
-                Some(info)
-                    if info.passwd == request.passwd
-                        && shared.sessions.is_live(request.session_id) =>
-                {
-                    (request.session_id, request.passwd)
-                }
-                found => {
+            let password_ok = known
+                .as_ref()
+                .is_some_and(|info| info.passwd == request.passwd);
+            // A session being expired or closed is gone, though its txn may still be in flight:
+            // resume only one still tracked, in one step with the check.
+            let resumed = password_ok
+                && shared.sessions.resume(
+                    request.session_id,
+                    timeout_ms,
+                    self.info.closing.clone(),
+                );
+            match resumed {
+                true => (request.session_id, request.passwd),
+                false => {
                     debug!(
                         peer = %self.peer,
                         session = format_args!("0x{:x}", request.session_id),
-                        known = found.is_some(),
+                        known = known.is_some(),
+                        password_ok,
                         "session expired or wrong password"
                     );
                     // ZooKeeper answers an invalid session with a zero timeout and id, then closes.
@@ -409,9 +483,6 @@ impl Conn {
         };
         self.session_id = session_id;
         self.info.session_id.store(session_id, Ordering::Relaxed);
-        shared
-            .sessions
-            .attach(session_id, timeout_ms, self.info.closing.clone());
         shared
             .watches
             .lock()
@@ -476,6 +547,7 @@ impl Conn {
             }
         };
         let started = Instant::now();
+        let frame_len = frame.len();
         let mut proposed = false;
         match request {
             Request::Ping => {
@@ -487,6 +559,9 @@ impl Conn {
                 ));
             }
             Request::Auth(auth) => {
+                // Clients other than kazoo and Java's number auth like any request, so its reply
+                // must not overtake earlier ones.
+                self.drain_inflight().await?;
                 if !self.authenticate(header.xid, auth) {
                     return Err(End::Misbehaved);
                 }
@@ -511,6 +586,7 @@ impl Conn {
             }
             request => match ops::classify(request) {
                 ops::Classified::Write(write, shape) => {
+                    let budget = self.write_budget(frame_len).await?;
                     let proposal = self.shared.propose(
                         &self.auth.ids,
                         self.auth.is_super,
@@ -527,11 +603,13 @@ impl Conn {
                                 proposal,
                                 done: None,
                                 received: started,
+                                _budget: budget,
                             });
                         }
-                        Err(rejection) => {
+                        Err(refused) => {
                             self.drain_inflight().await?;
-                            let reply = ops::rejected(shape, rejection);
+                            self.shared.applied(refused.after).await;
+                            let reply = ops::rejected(shape, refused.rejection);
                             self.send_reply(header.xid, self.shared.last_zxid(), reply);
                         }
                     }
@@ -543,8 +621,15 @@ impl Conn {
                     } else {
                         header.xid
                     };
-                    let reply = ops::read(&self.shared, self.id, &self.auth, self.session_id, read);
-                    self.send_reply(xid, self.shared.last_zxid(), reply);
+                    ops::read_and_reply(
+                        &self.shared,
+                        self.id,
+                        &self.auth,
+                        self.session_id,
+                        xid,
+                        read,
+                        &self.outbox,
+                    );
                 }
                 ops::Classified::Unsupported => {
                     self.drain_inflight().await?;
@@ -597,6 +682,23 @@ impl Conn {
             Err(err) => ops::reply_frame(xid, zxid, err, None),
         };
         self.outbox.send(frame);
+    }
+
+    /// Takes a write's share of the server-wide budget of bytes proposed and not yet answered
+    /// (ZooKeeper's globalOutstandingLimit), waiting, and so reading no more requests, while the
+    /// disk is behind. This connection's own writes are answered first, so that it never waits on
+    /// budget it holds itself.
+    async fn write_budget(&mut self, frame_len: usize) -> Result<OwnedSemaphorePermit, End> {
+        let budget = self.shared.write_budget.clone();
+        let units = crate::server::write_budget_units(frame_len);
+        if let Ok(permit) = budget.clone().try_acquire_many_owned(units) {
+            return Ok(permit);
+        }
+        self.drain_inflight().await?;
+        budget
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| End::Requested)
     }
 
     /// Answers the oldest in-flight write once it is durable and applied.

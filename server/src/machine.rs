@@ -7,17 +7,28 @@ use std::sync::Arc;
 use coord_engine::{RestoreError, StateMachine, Zxid};
 use coord_znode::{Applied, Tree, TreeSnapshot};
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
 
 use crate::watch::WatchManager;
 
 pub struct ServerMachine {
     tree: Arc<RwLock<Tree>>,
     watches: Arc<Mutex<WatchManager>>,
+    /// Publishes each applied zxid, for replies that must wait for a state to be visible.
+    applied: watch::Sender<Zxid>,
 }
 
 impl ServerMachine {
-    pub fn new(tree: Arc<RwLock<Tree>>, watches: Arc<Mutex<WatchManager>>) -> Self {
-        ServerMachine { tree, watches }
+    pub fn new(
+        tree: Arc<RwLock<Tree>>,
+        watches: Arc<Mutex<WatchManager>>,
+        applied: watch::Sender<Zxid>,
+    ) -> Self {
+        ServerMachine {
+            tree,
+            watches,
+            applied,
+        }
     }
 }
 
@@ -33,6 +44,8 @@ impl StateMachine for ServerMachine {
         if !applied.events.is_empty() {
             self.watches.lock().trigger(&applied.events, zxid.as_i64());
         }
+        drop(tree);
+        self.applied.send_replace(zxid);
         applied
     }
 

@@ -6,9 +6,9 @@ use coord_proto::{
     AddWatchMode, ClientInfo, CreateRequest, ErrorCode, EventType, Id, KeeperState, MultiOp,
     MultiResult, OpCode, Record, ReplyHeader, Request, Response, WatcherEvent, WatcherType,
 };
-use coord_znode::{Applied, Caller, OpResult, Rejection, TxnResult, Write, ZPath};
+use coord_znode::{Applied, Caller, OpResult, Rejection, Tree, TxnResult, Write, ZPath};
 
-use crate::conn::{Auth, ConnId};
+use crate::conn::{Auth, ConnId, Outbox};
 use crate::server::Shared;
 use crate::watch::Kind;
 
@@ -214,15 +214,41 @@ fn valid_path(path: &str) -> Result<(), ErrorCode> {
     ZPath::parse(path).map(|_| ()).map_err(|e| e.code())
 }
 
-/// Runs a read against the committed tree, arming the watches it asks for while the tree cannot
-/// change (so no event between the read and the arming is lost).
-pub fn read(shared: &Shared, conn: ConnId, auth: &Auth, session_id: i64, read: Read) -> Reply {
+/// Runs a read against the committed tree and queues its reply, all under the tree's read lock:
+/// the watches it arms cannot miss a change, and no event they fire can overtake the reply (a
+/// client registers its watcher only when the reply arrives). The reply header carries the zxid
+/// of the state the read saw.
+pub fn read_and_reply(
+    shared: &Shared,
+    conn: ConnId,
+    auth: &Auth,
+    session_id: i64,
+    xid: i32,
+    read: Read,
+    outbox: &Outbox,
+) {
+    let tree = shared.tree.read();
+    let reply = execute(shared, &tree, conn, auth, session_id, read);
+    let zxid = tree.last_zxid().as_i64();
+    outbox.send(match reply {
+        Ok(body) => reply_frame(xid, zxid, ErrorCode::Ok, body.as_ref()),
+        Err(err) => reply_frame(xid, zxid, err, None),
+    });
+}
+
+fn execute(
+    shared: &Shared,
+    tree: &Tree,
+    conn: ConnId,
+    auth: &Auth,
+    session_id: i64,
+    read: Read,
+) -> Reply {
     let caller = Caller {
         session_id,
         ids: &auth.ids,
         is_super: auth.is_super,
     };
-    let tree = shared.tree.read();
     match read {
         Read::Exists { path, watch } => {
             let result = tree.exists(&path, &caller).map_err(|e| e.code());
@@ -324,7 +350,7 @@ pub fn read(shared: &Shared, conn: ConnId, auth: &Auth, session_id: i64, read: R
             persistent_recursive,
         } => {
             // As DataTree.setWatches: fire what changed since the client's last zxid, arm the rest.
-            let last = shared.last_zxid();
+            let last = tree.last_zxid().as_i64();
             let mut watches = shared.watches.lock();
             for path in data {
                 match tree.stat(&path) {

@@ -26,11 +26,15 @@ pub struct Shared {
     /// The committed znode tree; readers take the read lock, the apply thread the write lock.
     pub tree: Arc<RwLock<Tree>>,
     pub watches: Arc<Mutex<WatchManager>>,
-    /// The write path's view of txns proposed but not yet applied. Held while a txn is decided
-    /// and proposed, so that decision order is zxid order.
-    prep: Mutex<Prep>,
+    /// The write path. Held while a txn is decided and proposed, so that decision order is zxid
+    /// order.
+    write_path: Mutex<WritePath>,
+    /// The zxid of the last txn applied to the tree, as the apply thread publishes it.
+    applied: tokio::sync::watch::Receiver<Zxid>,
     pub engine: Engine<ServerMachine>,
     pub sessions: Sessions,
+    /// Bytes (in KiB units) of writes proposed and not yet answered, server-wide.
+    pub write_budget: Arc<tokio::sync::Semaphore>,
     pub stats: Stats,
     pub next_conn_id: AtomicU64,
     conns: Mutex<HashMap<ConnId, Arc<ConnInfo>>>,
@@ -75,6 +79,16 @@ impl StartError {
     }
 }
 
+/// The server-wide budget of writes proposed and not yet answered: 256 MiB, in KiB units.
+const WRITE_BUDGET_UNITS: u32 = 256 * 1024;
+
+/// A write request's cost against the budget: its size in KiB, at least 1, at most all of it.
+pub fn write_budget_units(frame_len: usize) -> u32 {
+    u32::try_from(frame_len / 1024 + 1)
+        .unwrap_or(u32::MAX)
+        .min(WRITE_BUDGET_UNITS)
+}
+
 /// Milliseconds since the Unix epoch: the clock of ctime, mtime and TTLs.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -97,15 +111,15 @@ impl Shared {
         )
     }
 
-    /// Decides `write` for the caller and proposes it; a rejected write is answered without
-    /// being logged.
+    /// Decides `write` for the caller and proposes it. A refused write is not logged; see
+    /// [`Refused`] for when it may be answered.
     pub fn propose(
         &self,
         ids: &[Id],
         is_super: bool,
         session_id: i64,
         write: Write,
-    ) -> Result<Proposal<Applied>, Rejection> {
+    ) -> Result<Proposal<Applied>, Refused> {
         let caller = Caller {
             session_id,
             ids,
@@ -113,13 +127,29 @@ impl Shared {
         };
         let now = now_ms();
         let applied = self.engine.last_applied();
-        let mut prep = self.prep.lock();
-        self.engine.propose(|zxid| {
+        let mut path = self.write_path.lock();
+        let WritePath {
+            prep,
+            last_proposed,
+        } = &mut *path;
+        let result = self.engine.propose(|zxid| {
             let tree = self.tree.read();
             prep.applied(applied);
-            prep.prepare(&tree, &caller, &write, zxid, now)
-                .map(|txn| txn.encode())
+            let txn = prep.prepare(&tree, &caller, &write, zxid, now)?;
+            *last_proposed = zxid;
+            Ok(txn.encode())
+        });
+        result.map_err(|rejection| Refused {
+            rejection,
+            after: *last_proposed,
         })
+    }
+
+    /// Resolves once every txn up to `zxid` is applied to the tree.
+    pub async fn applied(&self, zxid: Zxid) {
+        let mut applied = self.applied.clone();
+        // An error means the engine is gone; nothing more will be applied, so stop waiting.
+        let _ = applied.wait_for(|last| *last >= zxid).await;
     }
 
     /// Takes one of the connections an address may hold, or None past the limit.
@@ -144,6 +174,22 @@ impl Shared {
         infos.sort_by_key(|i| i.established);
         infos
     }
+}
+
+/// The write path's state: what is proposed but not yet applied.
+struct WritePath {
+    prep: Prep,
+    last_proposed: Zxid,
+}
+
+/// A write the write path refused, without logging it (ZooKeeper logs an error txn instead).
+#[derive(Debug)]
+pub struct Refused {
+    pub rejection: Rejection,
+    /// The last txn proposed when the write was decided. The refusal may rest on it (say,
+    /// NodeExists for a node whose create is still being fsynced), so the client is answered only
+    /// once it is applied: it then sees that state in every later read, as it would in ZooKeeper.
+    pub after: Zxid,
 }
 
 /// A connection's place in the per-address count and the registry; released on drop.
@@ -244,34 +290,44 @@ impl Sessions {
         }
     }
 
-    /// A fresh session id and password (the write path decides them once; they are replicated).
-    pub fn new_identity(&self) -> (i64, Vec<u8>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// Starts tracking a new session attached to the connection creating it, and returns its id
+    /// and password (the write path decides them once; they are replicated).
+    pub fn create(&self, timeout_ms: u64, conn: Arc<Closing>) -> (i64, Vec<u8>) {
         let mut passwd = vec![0u8; 16];
         rand::thread_rng().fill_bytes(&mut passwd);
+        let timeout = Duration::from_millis(timeout_ms);
+        let mut live = self.live.lock();
+        // Skips ids still tracked (possible only if the clock went back across a restart).
+        let id = loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 && !live.contains_key(&id) {
+                break id;
+            }
+        };
+        live.insert(
+            id,
+            Live {
+                timeout,
+                deadline: Instant::now() + timeout,
+                conn: Some(conn),
+            },
+        );
         (id, passwd)
     }
 
-    /// Attaches a connection to a session, starting its clock; an older connection of the same
-    /// session is closed, as ZooKeeper does when a client moves.
-    pub fn attach(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) {
-        let timeout = Duration::from_millis(timeout_ms);
+    /// Attaches a connection to a session that is still tracked (not expired, not closing),
+    /// restarting its clock; false if the session is gone.
+    pub fn resume(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) -> bool {
         let mut live = self.live.lock();
-        let entry = live.entry(id).or_insert(Live {
-            timeout,
-            deadline: Instant::now() + timeout,
-            conn: None,
-        });
-        entry.timeout = timeout;
-        entry.deadline = Instant::now() + timeout;
+        let Some(entry) = live.get_mut(&id) else {
+            return false;
+        };
+        entry.timeout = Duration::from_millis(timeout_ms);
+        entry.deadline = Instant::now() + entry.timeout;
         if let Some(old) = entry.conn.replace(conn) {
             old.request();
         }
-    }
-
-    /// Whether the session is alive here (not expired, not closing).
-    pub fn is_live(&self, id: i64) -> bool {
-        self.live.lock().contains_key(&id)
+        true
     }
 
     /// Any packet from the client keeps its session alive.
@@ -332,7 +388,8 @@ impl Server {
         check_data_dir(&config.data_dir)?;
         let tree = Arc::new(RwLock::new(Tree::new()));
         let watches = Arc::new(Mutex::new(WatchManager::default()));
-        let machine = ServerMachine::new(tree.clone(), watches.clone());
+        let (applied_tx, applied) = tokio::sync::watch::channel(Zxid::ZERO);
+        let machine = ServerMachine::new(tree.clone(), watches.clone(), applied_tx);
         let engine = Engine::open(
             EngineConfig {
                 data_dir: config.data_dir.clone(),
@@ -367,9 +424,14 @@ impl Server {
             config,
             tree,
             watches,
-            prep: Mutex::new(Prep::new()),
+            write_path: Mutex::new(WritePath {
+                prep: Prep::new(),
+                last_proposed: Zxid::ZERO,
+            }),
+            applied,
             engine,
             sessions,
+            write_budget: Arc::new(tokio::sync::Semaphore::new(WRITE_BUDGET_UNITS as usize)),
             stats: Stats::default(),
             next_conn_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
@@ -444,8 +506,8 @@ async fn expire_sessions(shared: Arc<Shared>) {
                         warn!(error = %e, "could not persist session expiry");
                     }
                 }
-                Err(rejection) => {
-                    debug!(?rejection, "session already closed");
+                Err(refused) => {
+                    debug!(rejection = ?refused.rejection, "session already closed");
                 }
             }
         }

@@ -377,3 +377,20 @@ def test_unknown_create_mode_is_bad_arguments(raw, base):
     with pytest.raises(zkraw.ZkError) as e:
         raw.create(f"{base}/x", b"", flags=77)
     assert e.value.code == zkraw.BAD_ARGUMENTS
+
+
+def test_node_exists_answer_implies_the_node_is_readable(zk_factory, base):
+    """A NodeExists answer that rests on another session's create still being made durable must
+    not reach the client before that create is visible: its next read has to see the node."""
+    a, b = zk_factory(), zk_factory()
+    for i in range(200):
+        path = f"{base}/race-{i}"
+        pending = a.create_async(path, b"a")
+        try:
+            b.create(path, b"b")
+        except NodeExistsError:
+            assert b.get(path)[0] == b"a"
+        try:
+            pending.get(timeout=10)
+        except NodeExistsError:
+            assert a.get(path)[0] == b"b"

@@ -46,6 +46,48 @@ fn log_segments(dir: &Path) -> Vec<PathBuf> {
     segments
 }
 
+/// coord's segment layout (documented at the top of engine/src/log.rs): a segment header, then
+/// batches of [header: salt u64, body length u32, record count u32, first zxid u64, crc u32]
+/// [records][body crc u32], all big-endian.
+const SEGMENT_HEADER_LEN: usize = 32;
+const BATCH_HEADER_LEN: usize = 28;
+const BATCH_TRAILER_LEN: usize = 4;
+
+/// A batch in a segment file.
+#[derive(Debug, Clone, Copy)]
+struct LogBatch {
+    offset: usize,
+    len: usize,
+    first_zxid: i64,
+}
+
+/// Walks a segment's batches by their length fields.
+fn log_batches(bytes: &[u8]) -> Vec<LogBatch> {
+    let mut batches = Vec::new();
+    let mut offset = SEGMENT_HEADER_LEN;
+    while offset + BATCH_HEADER_LEN <= bytes.len() {
+        let field = |at: usize, width: usize| {
+            bytes[offset + at..offset + at + width]
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        };
+        let body_len = field(8, 4) as usize;
+        let len = BATCH_HEADER_LEN + body_len + BATCH_TRAILER_LEN;
+        assert!(
+            offset + len <= bytes.len(),
+            "batch at {offset} fits the file"
+        );
+        batches.push(LogBatch {
+            offset,
+            len,
+            first_zxid: field(16, 8) as i64,
+        });
+        offset += len;
+    }
+    assert_eq!(offset, bytes.len(), "segment is whole batches");
+    batches
+}
+
 /// Creates `/n/0..count` with value `v<i>` one by one; returns each node's czxid.
 async fn write_nodes(client: &zk::Client, count: usize) -> Vec<i64> {
     client.create("/n", b"", &OPEN).await.expect("create /n");
@@ -260,7 +302,7 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
     out
 }
 
-/// coord-specific: a last record cut short (a crash mid-write) is dropped at start-up.
+/// coord-specific: a last batch cut short (a crash mid-write) is dropped at start-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_last_record_is_truncated_at_startup() {
     within_deadline(async move {
@@ -276,7 +318,10 @@ async fn torn_last_record_is_truncated_at_startup() {
         let segments = log_segments(server.data_dir());
         let last = segments.last().expect("a log segment exists");
         let len = fs::metadata(last).expect("metadata").len();
-        assert!(len > 8, "log segment has records");
+        assert!(
+            len > (SEGMENT_HEADER_LEN + BATCH_HEADER_LEN) as u64,
+            "log segment has batches"
+        );
         OpenOptions::new()
             .write(true)
             .open(last)
@@ -286,7 +331,7 @@ async fn torn_last_record_is_truncated_at_startup() {
 
         server.restart().expect("serves after a torn tail");
         let client = client_for(&server).await;
-        // Everything before the torn record is intact; the torn one (the last create) may be gone.
+        // Everything before the torn batch is intact; the torn one (the last create) may be gone.
         assert_nodes(&client, 0..99).await;
         drop(client);
         assert_writes_survive_another_crash(&mut server).await;
@@ -328,8 +373,8 @@ async fn garbage_after_the_last_record_is_dropped_at_startup() {
     .await;
 }
 
-/// coord-specific: a record that fails its checksum with valid records after it is corruption,
-/// not a torn write: start-up fails, naming the segment file and the record's byte offset.
+/// coord-specific: a batch that fails its checksum with valid batches after it is corruption,
+/// not a torn write: start-up fails, naming the segment file and the batch's byte offset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_middle_record_stops_startup_naming_file_and_offset() {
     within_deadline(async move {
@@ -343,28 +388,27 @@ async fn corrupt_middle_record_stops_startup_naming_file_and_offset() {
         drop(client);
         server.kill9();
 
-        // Find the record of an early create by its zxid (u64 BE after [len u32][crc32c u32]).
-        let target = czxids[5].to_be_bytes();
-        let next = czxids[6].to_be_bytes();
-        let (segment, zxid_at, bytes) = log_segments(server.data_dir())
+        // Find the batch holding an early create, by the batches' first zxids; a later batch
+        // in the same segment must follow it.
+        let target = czxids[5];
+        let (segment, batch, bytes) = log_segments(server.data_dir())
             .into_iter()
             .find_map(|path| {
                 let bytes = fs::read(&path).expect("read segment");
-                let at = bytes.windows(8).position(|w| w == target)?;
-                Some((path, at, bytes))
+                let batches = log_batches(&bytes);
+                let index = batches.iter().rposition(|b| b.first_zxid <= target)?;
+                let next = batches.get(index + 1)?;
+                assert!(next.first_zxid > target, "batches in zxid order");
+                Some((path, batches[index], bytes))
             })
-            .expect("the zxid of /n/5 appears in a log segment");
-        let next_at = bytes
-            .windows(8)
-            .position(|w| w == next)
-            .expect("the zxid of /n/6 follows in the same segment");
-        assert!(next_at > zxid_at + 8, "records in zxid order");
-        assert!(zxid_at >= 8, "record header precedes the zxid");
-        let record_start = zxid_at - 8;
-        // Flip a payload byte of that record: 12 bytes before the next record's zxid is the last
-        // payload byte of this one (the next record's len and crc sit between).
-        let flip_at = next_at - 8 - 1;
-        assert!(flip_at > zxid_at + 8, "record has a payload");
+            .expect("the batch holding /n/5 is followed by another in its segment");
+        // Flip the last byte of that batch's body (a payload byte of its last record).
+        let flip_at = batch.offset + batch.len - BATCH_TRAILER_LEN - 1;
+        assert!(
+            flip_at >= batch.offset + BATCH_HEADER_LEN,
+            "batch has a body"
+        );
+        let batch_start = batch.offset;
         let mut damaged = bytes.clone();
         damaged[flip_at] ^= 0x5A;
         fs::write(&segment, &damaged).expect("write damaged segment");
@@ -390,11 +434,11 @@ async fn corrupt_middle_record_stops_startup_naming_file_and_offset() {
             "stderr names the segment {file_name}:\n{}",
             exited.stderr
         );
-        let decimal = record_start.to_string();
-        let hex = format!("{record_start:#x}");
+        let decimal = batch_start.to_string();
+        let hex = format!("{batch_start:#x}");
         assert!(
             exited.stderr.contains(&decimal) || exited.stderr.contains(&hex),
-            "stderr names the corrupt record's offset {decimal} ({hex}):\n{}",
+            "stderr names the corrupt batch's offset {decimal} ({hex}):\n{}",
             exited.stderr
         );
         // It must not have "repaired" the log by cutting valid records off.

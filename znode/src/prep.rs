@@ -273,9 +273,15 @@ impl Prep {
         self.outstanding.push_back((zxid, path.to_string()));
     }
 
-    fn check_session(&self, caller: &Caller<'_>) -> Result<(), Error> {
-        if self.closing.contains_key(&caller.session_id) {
-            return Err(Error::SessionExpired(caller.session_id));
+    /// As `SessionTracker.checkSession`: a write from a session that is closing, or that is
+    /// neither in the tree nor being created, is refused. Session 0 is the server itself.
+    fn check_session(&self, tree: &Tree, caller: &Caller<'_>) -> Result<(), Error> {
+        let id = caller.session_id;
+        if self.closing.contains_key(&id) {
+            return Err(Error::SessionExpired(id));
+        }
+        if id != 0 && tree.session(id).is_none() && !self.created.contains_key(&id) {
+            return Err(Error::SessionExpired(id));
         }
         Ok(())
     }
@@ -299,7 +305,7 @@ impl Prep {
                 ttl,
                 container,
             } => {
-                self.check_session(caller)?;
+                self.check_session(tree, caller)?;
                 let mode = CreateMode::from_code(*mode)
                     .ok_or_else(|| Error::BadArguments(format!("invalid create flags {mode}")))?;
                 let container = *container || mode.is_container();
@@ -389,7 +395,7 @@ impl Prep {
                 })
             }
             Write::Delete { path, version } => {
-                self.check_session(caller)?;
+                self.check_session(tree, caller)?;
                 let parent_path = deletable(path)?;
                 let mut parent = self.record(tree, parent_path)?;
                 acl::check(&parent.acl, perms::DELETE, caller, path)?;
@@ -430,7 +436,7 @@ impl Prep {
                 data,
                 version,
             } => {
-                self.check_session(caller)?;
+                self.check_session(tree, caller)?;
                 ZPath::parse(path)?;
                 let mut node = self.record(tree, path)?;
                 acl::check(&node.acl, perms::WRITE, caller, path)?;
@@ -446,7 +452,7 @@ impl Prep {
                 })
             }
             Write::SetAcl { path, acl, version } => {
-                self.check_session(caller)?;
+                self.check_session(tree, caller)?;
                 ZPath::parse(path)?;
                 let acl = acl::fixup_acl(path, acl, caller)?;
                 let mut node = self.record(tree, path)?;
@@ -462,7 +468,7 @@ impl Prep {
                 })
             }
             Write::Check { path, version } => {
-                self.check_session(caller)?;
+                self.check_session(tree, caller)?;
                 ZPath::parse(path)?;
                 let node = self.record(tree, path)?;
                 acl::check(&node.acl, perms::READ, caller, path)?;

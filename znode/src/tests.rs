@@ -698,6 +698,16 @@ fn acl_checks_per_operation() {
         ids: &[],
         is_super: true,
     };
+    for session_id in 1..=3 {
+        h.ok(
+            &ANON,
+            &Write::CreateSession {
+                session_id,
+                timeout_ms: 30_000,
+                passwd: vec![1; 16],
+            },
+        );
+    }
     let auth_all = vec![Acl {
         perms: perms::ALL,
         id: Id::new("auth", ""),
@@ -1025,4 +1035,18 @@ fn node_memory_estimate() {
     let e = h.tree.entry("/bench/key0000000001").unwrap();
     let heap = e.raw().len() + 16; // + Arc counts
     assert!(heap <= 220, "{heap} bytes");
+}
+
+#[test]
+fn writes_from_an_unknown_session_are_refused_as_expired() {
+    let mut h = Harness::new();
+    let ghost = Caller {
+        session_id: 0x77,
+        ids: &[],
+        is_super: false,
+    };
+    assert_eq!(
+        h.reject(&ghost, &persistent("/ghost")),
+        ErrorCode::SessionExpired
+    );
 }

@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 
 pub use self::epoch::EpochError;
 use self::epoch::{ACCEPTED_EPOCH_FILE, CURRENT_EPOCH_FILE};
+use crate::fsutil::create_dir_all_durably;
 use crate::log::{Log, LogError, RECORD_PAYLOAD_MAX};
 use crate::snapshot::{self, SnapshotError};
 use crate::zab::{Action, Replica};
@@ -91,7 +92,9 @@ pub enum EngineError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Epoch(#[from] EpochError),
-    /// The txns after the restored snapshot do not follow on from it: history is missing.
+    /// The history is not complete: the log does not continue the restored snapshot (or, with
+    /// no snapshot, does not start at the first txn), or a segment does not continue the one
+    /// before it.
     #[error(
         "txn log in {} is missing txns: zxid {found} follows {after} (a deleted or lost segment?)",
         dir.display()
@@ -100,6 +103,17 @@ pub enum EngineError {
         dir: PathBuf,
         after: Zxid,
         found: Zxid,
+    },
+    /// The log has segments but ends before the restored snapshot: its tail is missing.
+    #[error(
+        "txn log in {} ends at zxid {log_last}, before the restored snapshot at {snapshot} \
+         (a deleted or lost segment?)",
+        dir.display()
+    )]
+    LogEndsBeforeSnapshot {
+        dir: PathBuf,
+        log_last: Zxid,
+        snapshot: Zxid,
     },
     #[error("no epoch above {0:?} is left")]
     EpochExhausted(Epoch),
@@ -368,17 +382,25 @@ impl<M: StateMachine> Engine<M> {
     /// dir fails with [`EngineError::Locked`]), restores the newest valid snapshot into
     /// `machine`, replays the log after it through [`StateMachine::apply`], starts a new epoch,
     /// and starts the commit threads.
+    ///
+    /// Start-up refuses an incomplete history: snapshot files none of which restores
+    /// ([`EngineError::Snapshot`]), a log that does not continue the restored snapshot (or,
+    /// without one, does not start at the first txn) or has a segment missing
+    /// ([`EngineError::LogGap`]), a log that ends before the snapshot
+    /// ([`EngineError::LogEndsBeforeSnapshot`]). A snapshot with no log segments at all is a
+    /// complete history (the log continues from it).
     pub fn open(config: EngineConfig, mut machine: M) -> Result<Self, EngineError> {
         let dir = config.data_dir;
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        create_dir_all_durably(&dir).map_err(io_err(&dir))?;
         let lock = lock_dir(&dir)?;
         remove_tmp_files(&dir)?;
 
-        let snapshot_zxid = snapshot::restore_newest(&dir, &mut machine)?.unwrap_or(Zxid::ZERO);
+        let restored = snapshot::restore_newest(&dir, &mut machine)?;
+        let snapshot_zxid = restored.unwrap_or(Zxid::ZERO);
         let mut last_applied = snapshot_zxid;
         let mut replayed: u64 = 0;
         let mut gap = None;
-        let log = Log::open(&dir, |zxid, txn| {
+        let opened = Log::open(&dir, |zxid, txn| {
             if zxid <= snapshot_zxid || gap.is_some() {
                 return;
             }
@@ -389,16 +411,21 @@ impl<M: StateMachine> Engine<M> {
             let _output = machine.apply(zxid, txn);
             last_applied = zxid;
             replayed += 1;
-        })?;
+        });
+        let mut log = match opened {
+            Ok(log) => log,
+            Err(LogError::Gap { after, first, .. }) => {
+                return Err(EngineError::LogGap {
+                    dir,
+                    after,
+                    found: first,
+                })
+            }
+            Err(err) => return Err(err.into()),
+        };
+        check_history(&dir, &mut log, restored)?;
         if let Some((after, found)) = gap {
             return Err(EngineError::LogGap { dir, after, found });
-        }
-        if log.last_zxid() < snapshot_zxid {
-            tracing::warn!(
-                log_last = %log.last_zxid(),
-                snapshot = %snapshot_zxid,
-                "the txn log ends before the newest snapshot; continuing from the snapshot"
-            );
         }
 
         // Zab: a new leader's epoch exceeds every epoch it accepted or saw in its history.
@@ -598,6 +625,42 @@ impl<M: StateMachine> Engine<M> {
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }
+}
+
+/// Checks that the snapshot restored (`None`: there were no snapshot files) and the log's
+/// chained segments form one complete history:
+/// - no snapshot: the log starts at the beginning (its first segment follows `Zxid::ZERO`);
+/// - a snapshot and segments: the snapshot's zxid lies within the log, or the log starts
+///   right after it;
+/// - a snapshot and no segments: the snapshot alone is the history, and the log is made to
+///   continue from it.
+fn check_history(dir: &Path, log: &mut Log, restored: Option<Zxid>) -> Result<(), EngineError> {
+    let snapshot_zxid = restored.unwrap_or(Zxid::ZERO);
+    let Some(base) = log.base() else {
+        if let Some(zxid) = restored {
+            log.start_after(zxid);
+        }
+        return Ok(());
+    };
+    if base > snapshot_zxid {
+        let found = log
+            .segments()
+            .first()
+            .map_or(base, |segment| segment.first_zxid);
+        return Err(EngineError::LogGap {
+            dir: dir.to_path_buf(),
+            after: snapshot_zxid,
+            found,
+        });
+    }
+    if log.last_zxid() < snapshot_zxid {
+        return Err(EngineError::LogEndsBeforeSnapshot {
+            dir: dir.to_path_buf(),
+            log_last: log.last_zxid(),
+            snapshot: snapshot_zxid,
+        });
+    }
+    Ok(())
 }
 
 /// Whether `next` may directly follow `prev` in a history: the next counter of the same epoch,
