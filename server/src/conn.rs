@@ -483,10 +483,12 @@ impl Conn {
         };
         self.session_id = session_id;
         self.info.session_id.store(session_id, Ordering::Relaxed);
-        shared
-            .watches
-            .lock()
-            .register_conn(self.id, session_id, self.outbox.clone());
+        shared.watches.lock().register_conn(
+            self.id,
+            session_id,
+            self.outbox.clone(),
+            self.auth.ids.clone(),
+        );
         let response = ConnectResponse {
             protocol_version: 0,
             timeout_ms: timeout_ms as i32,
@@ -657,6 +659,11 @@ impl Conn {
                 if !self.auth.ids.contains(&id) {
                     self.auth.ids.push(id);
                 }
+                self.shared.watches.lock().set_identity(
+                    self.id,
+                    &self.auth.ids,
+                    self.auth.is_super,
+                );
                 self.outbox
                     .send(ops::reply_frame(xid, 0, ErrorCode::Ok, None));
                 true

@@ -42,7 +42,9 @@ impl StateMachine for ServerMachine {
         // Queued before the lock is released: a reader that sees this change afterwards answers
         // its client behind the event (ZooKeeper's watch ordering guarantee).
         if !applied.events.is_empty() {
-            self.watches.lock().trigger(&applied.events, zxid.as_i64());
+            self.watches
+                .lock()
+                .trigger(&applied.events, &applied.event_acls, zxid.as_i64());
         }
         drop(tree);
         self.applied.send_replace(zxid);

@@ -2,9 +2,10 @@
 //! connection; a client that reconnects re-arms its watches with setWatches.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use coord_proto::{EventType, WatcherType};
-use coord_znode::ChangeEvent;
+use coord_proto::{perms, Acl, EventType, Id, WatcherType};
+use coord_znode::{is_allowed, Caller, ChangeEvent};
 
 use crate::conn::{ConnId, Outbox};
 
@@ -32,7 +33,21 @@ const KINDS: [Kind; 4] = [
 struct Watcher {
     outbox: Outbox,
     session_id: i64,
+    /// The connection's identity: persistent watches deliver only what it may read.
+    ids: Vec<Id>,
+    is_super: bool,
     watches: HashSet<(Kind, String)>,
+}
+
+impl Watcher {
+    fn may_read(&self, acl: &[Acl]) -> bool {
+        let caller = Caller {
+            session_id: self.session_id,
+            ids: &self.ids,
+            is_super: self.is_super,
+        };
+        is_allowed(acl, perms::READ, &caller)
+    }
 }
 
 /// Every watch of every connection on this server.
@@ -48,15 +63,25 @@ fn slot(kind: Kind) -> usize {
 
 impl WatchManager {
     /// Makes `conn` able to hold watches; its events go to `outbox`.
-    pub fn register_conn(&mut self, conn: ConnId, session_id: i64, outbox: Outbox) {
+    pub fn register_conn(&mut self, conn: ConnId, session_id: i64, outbox: Outbox, ids: Vec<Id>) {
         self.conns.insert(
             conn,
             Watcher {
                 outbox,
                 session_id,
+                ids,
+                is_super: false,
                 watches: HashSet::new(),
             },
         );
+    }
+
+    /// Records a connection's identity after it authenticated.
+    pub fn set_identity(&mut self, conn: ConnId, ids: &[Id], is_super: bool) {
+        if let Some(watcher) = self.conns.get_mut(&conn) {
+            watcher.ids = ids.to_vec();
+            watcher.is_super = is_super;
+        }
     }
 
     /// Drops every watch of a closed connection.
@@ -129,22 +154,33 @@ impl WatchManager {
         !removed.is_empty()
     }
 
-    /// Fires the watches that `events` (from one applied txn) trigger, in order. Each connection
-    /// gets at most one notification per event.
-    pub fn trigger(&mut self, events: &[ChangeEvent], zxid: i64) {
-        for event in events {
+    /// Fires the watches that `events` (from one applied txn, with the ACL of each event's node)
+    /// trigger, in order. Each connection gets at most one notification per event.
+    pub fn trigger(&mut self, events: &[ChangeEvent], acls: &[Arc<[Acl]>], zxid: i64) {
+        for (i, event) in events.iter().enumerate() {
             let (event_type, path) = match event {
                 ChangeEvent::Created(path) => (EventType::NodeCreated, path),
                 ChangeEvent::Deleted(path) => (EventType::NodeDeleted, path),
                 ChangeEvent::DataChanged(path) => (EventType::NodeDataChanged, path),
                 ChangeEvent::ChildrenChanged(path) => (EventType::NodeChildrenChanged, path),
             };
-            self.fire(event_type, path, zxid);
+            // An event without its ACL (not expected) reaches no persistent watch.
+            let acl = acls.get(i);
+            self.fire(event_type, path, zxid, |w| {
+                acl.is_some_and(|acl| w.may_read(acl))
+            });
         }
     }
 
-    /// Fires one event at `path` (also used by setWatches for changes the client missed).
-    pub fn fire(&mut self, event_type: EventType, path: &str, zxid: i64) {
+    /// Fires one event at `path`. One-shot watches were armed by a read that checked READ;
+    /// persistent ones were not, so they get the event only if `may_read` allows.
+    fn fire(
+        &mut self,
+        event_type: EventType,
+        path: &str,
+        zxid: i64,
+        may_read: impl Fn(&Watcher) -> bool,
+    ) {
         let mut targets: Vec<ConnId> = Vec::new();
         let one_shot: &[Kind] = match event_type {
             EventType::NodeCreated | EventType::NodeDataChanged => &[Kind::Data],
@@ -162,8 +198,9 @@ impl WatchManager {
                 }
             }
         }
+        let readable = |conn: &ConnId| self.conns.get(conn).is_some_and(&may_read);
         if let Some(conns) = self.by_path[slot(Kind::Persistent)].get(path) {
-            targets.extend(conns.iter().copied());
+            targets.extend(conns.iter().filter(|c| readable(c)));
         }
         // A recursive watch sees changes of nodes, not of child lists (ZooKeeper 3.6+).
         let recursive = &self.by_path[slot(Kind::PersistentRecursive)];
@@ -171,7 +208,7 @@ impl WatchManager {
             let mut ancestor = path;
             loop {
                 if let Some(conns) = recursive.get(ancestor) {
-                    targets.extend(conns.iter().copied());
+                    targets.extend(conns.iter().filter(|c| readable(c)));
                 }
                 if ancestor == "/" {
                     break;
@@ -273,10 +310,15 @@ mod tests {
         out
     }
 
+    fn trigger_open(m: &mut WatchManager, events: &[ChangeEvent], zxid: i64) {
+        let acls: Vec<Arc<[Acl]>> = events.iter().map(|_| Acl::open_unsafe().into()).collect();
+        m.trigger(events, &acls, zxid);
+    }
+
     fn manager_with_conn() -> (WatchManager, mpsc::UnboundedReceiver<bytes::Bytes>) {
         let (outbox, rx) = Outbox::for_test();
         let mut manager = WatchManager::default();
-        manager.register_conn(1, 0x10, outbox);
+        manager.register_conn(1, 0x10, outbox, vec![Id::new("ip", "127.0.0.1")]);
         (manager, rx)
     }
 
@@ -284,8 +326,8 @@ mod tests {
     fn one_shot_data_watch_fires_once() {
         let (mut m, mut rx) = manager_with_conn();
         m.add(Kind::Data, "/a", 1);
-        m.trigger(&[ChangeEvent::DataChanged("/a".into())], 5);
-        m.trigger(&[ChangeEvent::DataChanged("/a".into())], 6);
+        trigger_open(&mut m, &[ChangeEvent::DataChanged("/a".into())], 5);
+        trigger_open(&mut m, &[ChangeEvent::DataChanged("/a".into())], 6);
         assert_eq!(events(&mut rx), [(EventType::NodeDataChanged, "/a".into())]);
         assert_eq!(m.counts(), (0, 0, 0));
     }
@@ -296,7 +338,8 @@ mod tests {
         m.add(Kind::Data, "/a", 1);
         m.add(Kind::Child, "/a", 1);
         m.add(Kind::Child, "/", 1);
-        m.trigger(
+        trigger_open(
+            &mut m,
             &[
                 ChangeEvent::Deleted("/a".into()),
                 ChangeEvent::ChildrenChanged("/".into()),
@@ -318,7 +361,8 @@ mod tests {
         m.add(Kind::Persistent, "/p", 1);
         m.add(Kind::PersistentRecursive, "/r", 1);
         for zxid in 0..2 {
-            m.trigger(
+            trigger_open(
+                &mut m,
                 &[
                     ChangeEvent::DataChanged("/p".into()),
                     ChangeEvent::Created("/r/x/y".into()),
@@ -352,5 +396,42 @@ mod tests {
         m.add(Kind::Data, "/b", 1);
         m.remove_conn(1);
         assert_eq!(m.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn persistent_watches_deliver_only_what_the_connection_may_read() {
+        let (mut m, mut rx) = manager_with_conn();
+        m.add(Kind::PersistentRecursive, "/", 1);
+        m.add(Kind::Persistent, "/secret", 1);
+        m.add(Kind::Data, "/secret", 1);
+        let secret: Arc<[Acl]> = vec![Acl {
+            perms: perms::ALL,
+            id: Id::new("digest", "alice:hash"),
+        }]
+        .into();
+        let open: Arc<[Acl]> = Acl::open_unsafe().into();
+        m.trigger(
+            &[
+                ChangeEvent::DataChanged("/secret".into()),
+                ChangeEvent::Created("/public".into()),
+            ],
+            &[secret.clone(), open],
+            9,
+        );
+        // The one-shot watch was armed by a read that passed READ; the persistent ones were not.
+        assert_eq!(
+            events(&mut rx),
+            [
+                (EventType::NodeDataChanged, "/secret".to_owned()),
+                (EventType::NodeCreated, "/public".to_owned())
+            ]
+        );
+        m.set_identity(1, &[Id::new("digest", "alice:hash")], false);
+        m.trigger(&[ChangeEvent::DataChanged("/secret".into())], &[secret], 10);
+        assert_eq!(
+            events(&mut rx),
+            [(EventType::NodeDataChanged, "/secret".to_owned())]
+        );
+        assert!(m.contains("/secret", 1, WatcherType::Persistent));
     }
 }

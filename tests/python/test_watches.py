@@ -7,6 +7,8 @@ import threading
 import pytest
 
 import zkraw
+from conftest import is_zookeeper
+from kazoo.security import make_digest_acl
 from zkraw import wait_until
 
 
@@ -256,3 +258,21 @@ def test_add_watch_on_missing_node_sees_creation(raw, zk, base, mode):
     raw.add_watch(f"{base}/future", mode)
     zk.create(f"{base}/future")
     assert raw.wait_event(5)[::2] == (zkraw.EV_NODE_CREATED, f"{base}/future")
+
+
+def test_persistent_recursive_watch_hides_nodes_the_watcher_cannot_read(raw, zk_factory, base):
+    """ZooKeeper 3.9.2 (CVE-2024-23944): a persistent watch delivers an event only if its
+    connection may READ the changed node. The Debian reference is 3.8.0, from before the fix."""
+    if is_zookeeper():
+        pytest.skip("the 3.8.0 reference predates the CVE-2024-23944 fix")
+    owner = zk_factory()
+    owner.add_auth("digest", "owner:pw")
+    root = f"{base}/guarded"
+    owner.create(root)
+    raw.add_watch(root, zkraw.ADD_WATCH_PERSISTENT_RECURSIVE)
+    owner.create(f"{root}/secret", b"s", acl=[make_digest_acl("owner", "pw", all=True)])
+    owner.set(f"{root}/secret", b"t")
+    owner.create(f"{root}/public", b"p")
+    assert raw.wait_event(5)[::2] == (zkraw.EV_NODE_CREATED, f"{root}/public")
+    raw.sync(base)
+    assert raw.events.empty()

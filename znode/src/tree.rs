@@ -29,6 +29,24 @@ pub struct SessionInfo {
 pub struct Applied {
     pub result: Result<TxnResult, ErrorCode>,
     pub events: Vec<ChangeEvent>,
+    /// For each of `events`, at the same index, the ACL of the node it is about as it was at the
+    /// change: who may learn of it through a persistent watch (ZooKeeper's fix of
+    /// CVE-2024-23944).
+    pub event_acls: Vec<Arc<[Acl]>>,
+}
+
+/// The changes of one txn as `apply` collects them.
+#[derive(Default)]
+struct Changes {
+    events: Vec<ChangeEvent>,
+    acls: Vec<Arc<[Acl]>>,
+}
+
+impl Changes {
+    fn push(&mut self, event: ChangeEvent, acl: Arc<[Acl]>) {
+        self.events.push(event);
+        self.acls.push(acl);
+    }
 }
 
 /// The successful outcome of a txn.
@@ -316,7 +334,7 @@ impl Tree {
 
     /// Applies a decoded txn (what [`StateMachine::apply`] does after decoding).
     pub fn apply_txn(&mut self, zxid: Zxid, txn: &Txn) -> Applied {
-        let mut events = Vec::new();
+        let mut events = Changes::default();
         let result = match &txn.op {
             TxnOp::Multi(ops) => {
                 let results = ops
@@ -337,7 +355,11 @@ impl Tree {
         if zxid > self.last_zxid {
             self.last_zxid = zxid;
         }
-        Applied { result, events }
+        Applied {
+            result,
+            events: events.events,
+            event_acls: events.acls,
+        }
     }
 
     fn apply_op(
@@ -345,7 +367,7 @@ impl Tree {
         zxid: Zxid,
         time_ms: i64,
         op: &TxnOp,
-        events: &mut Vec<ChangeEvent>,
+        events: &mut Changes,
     ) -> Result<TxnResult, Error> {
         let z = zxid.as_i64();
         match op {
@@ -411,11 +433,12 @@ impl Tree {
                 meta.mtime = time_ms;
                 meta.mzxid = z;
                 let old_len = e.data().len() as u64;
+                let acl = self.acl_of(e);
                 let new = Entry::new(&meta, path, data);
                 let stat = new.stat();
                 self.data_size = self.data_size - old_len + data.len() as u64;
                 self.nodes.replace(new);
-                events.push(ChangeEvent::DataChanged(path.clone()));
+                events.push(ChangeEvent::DataChanged(path.clone()), acl);
                 Ok(TxnResult::SetData(stat))
             }
             TxnOp::SetAcl { path, acl, version } => {
@@ -453,7 +476,7 @@ impl Tree {
         parent_cversion: i32,
         zxid: i64,
         time_ms: i64,
-        events: &mut Vec<ChangeEvent>,
+        events: &mut Changes,
     ) -> Result<Stat, Error> {
         let parent_path = parent_of(path).ok_or_else(|| Error::NodeExists(path.to_string()))?;
         let parent = self
@@ -474,6 +497,7 @@ impl Tree {
             pmeta.pzxid = zxid;
         }
         pmeta.num_children += 1;
+        let parent_acl = self.acl_of(parent);
         let new_parent = parent.with_meta(&pmeta);
         self.nodes.replace(new_parent);
 
@@ -489,6 +513,7 @@ impl Tree {
         };
         let node = Entry::new(&meta, path, data);
         let stat = node.stat();
+        let node_acl = self.acl_of(&node);
         self.insert_entry(node);
         match ephemeral::kind(ephemeral_owner) {
             Kind::Container => {
@@ -505,17 +530,15 @@ impl Tree {
             }
             Kind::Void => {}
         }
-        events.push(ChangeEvent::Created(path.to_string()));
-        events.push(ChangeEvent::ChildrenChanged(parent_path.to_string()));
+        events.push(ChangeEvent::Created(path.to_string()), node_acl);
+        events.push(
+            ChangeEvent::ChildrenChanged(parent_path.to_string()),
+            parent_acl,
+        );
         Ok(stat)
     }
 
-    fn delete_node(
-        &mut self,
-        path: &str,
-        zxid: i64,
-        events: &mut Vec<ChangeEvent>,
-    ) -> Result<(), Error> {
+    fn delete_node(&mut self, path: &str, zxid: i64, events: &mut Changes) -> Result<(), Error> {
         let parent_path = parent_of(path).ok_or_else(|| Error::InvalidPath {
             path: path.to_string(),
             reason: "the root cannot be deleted",
@@ -536,6 +559,8 @@ impl Tree {
         if zxid > pmeta.pzxid {
             pmeta.pzxid = zxid;
         }
+        let parent_acl = self.acl_of(parent);
+        let node_acl = self.acl_of(&node);
         let new_parent = parent.with_meta(&pmeta);
         self.nodes.replace(new_parent);
         self.nodes.remove(&Probe::of(path) as &dyn Key);
@@ -559,8 +584,11 @@ impl Tree {
             }
             Kind::Void => {}
         }
-        events.push(ChangeEvent::Deleted(path.to_string()));
-        events.push(ChangeEvent::ChildrenChanged(parent_path.to_string()));
+        events.push(ChangeEvent::Deleted(path.to_string()), node_acl);
+        events.push(
+            ChangeEvent::ChildrenChanged(parent_path.to_string()),
+            parent_acl,
+        );
         Ok(())
     }
 }
@@ -698,6 +726,7 @@ impl StateMachine for Tree {
                 Applied {
                     result: Err(e.code()),
                     events: Vec::new(),
+                    event_acls: Vec::new(),
                 }
             }
         }
