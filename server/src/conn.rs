@@ -191,7 +191,13 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         closing: closing.clone(),
     });
     slot.register(conn_id, info.clone());
-    let writer = tokio::spawn(write_loop(writer, rx, outbox.clone(), info.clone()));
+    let writer = tokio::spawn(write_loop(
+        writer,
+        rx,
+        outbox.queued_bytes.clone(),
+        outbox.drained.clone(),
+        info.clone(),
+    ));
 
     let mut buf = BytesMut::with_capacity(4096);
     let mut conn = Conn {
@@ -223,20 +229,14 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// Writes queued frames in batches until every `Outbox` of the connection is dropped.
 async fn write_loop(
     mut writer: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
-    outbox: Outbox,
+    queued_bytes: Arc<AtomicUsize>,
+    drained: Arc<Notify>,
     info: Arc<ConnInfo>,
 ) {
-    // Only the counters and the signal: holding the sender would keep `rx` open forever.
-    let Outbox {
-        tx,
-        queued_bytes,
-        drained,
-        ..
-    } = outbox;
-    drop(tx);
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     // Bounded so that one batch does not hold a large copy of the queue.
     const BATCH_BYTES_MAX: usize = 1 << 20;
@@ -433,7 +433,7 @@ impl Conn {
                 timeout_ms: timeout_ms as i32,
                 passwd: passwd.clone(),
             };
-            let committed = match shared.propose(&self.caller_ids(), self.auth.is_super, 0, write) {
+            let committed = match shared.propose(&self.auth.ids, self.auth.is_super, 0, write) {
                 Ok(proposal) => proposal.await.is_ok(),
                 Err(_) => false,
             };
@@ -507,10 +507,6 @@ impl Conn {
             "session established"
         );
         true
-    }
-
-    fn caller_ids(&self) -> Vec<Id> {
-        self.auth.ids.clone()
     }
 
     async fn handle_frame(&mut self, frame: Bytes) -> Result<(), End> {

@@ -533,8 +533,3 @@ async fn reap(shared: Arc<Shared>) {
         }
     }
 }
-
-/// The last applied zxid as a `Zxid`, for the four-letter words.
-pub fn last_zxid(shared: &Shared) -> Zxid {
-    shared.engine.last_applied()
-}
