@@ -70,7 +70,8 @@ def four_letter(port, word, host="127.0.0.1", timeout=5.0):
 
 
 class Server:
-    def __init__(self, four_letter_words="*", extra_args=()):
+    def __init__(self, four_letter_words="*", extra_args=(), target=None):
+        self.target = target or TARGET
         self.host = "127.0.0.1"
         self.port = free_port()
         self.hosts = f"{self.host}:{self.port}"
@@ -79,15 +80,14 @@ class Server:
         self.max_session_timeout_ms = 20 * TICK_MS
         self.four_letter_words = four_letter_words
         self.extra_args = list(extra_args)
-        self.workdir = tempfile.mkdtemp(prefix=f"coord-py-{TARGET}-")
+        self.workdir = tempfile.mkdtemp(prefix=f"coord-py-{self.target}-")
         self.data_dir = os.path.join(self.workdir, "data")
         os.makedirs(self.data_dir)
         self.log_path = os.path.join(self.workdir, "server.log")
         self.proc = None
-        self.target = TARGET
 
     def command(self):
-        if is_zookeeper():
+        if self.target == "zookeeper":
             cfg = os.path.join(self.workdir, "zoo.cfg")
             whitelist = self.four_letter_words
             with open(cfg, "w") as f:
