@@ -70,8 +70,9 @@ def four_letter(port, word, host="127.0.0.1", timeout=5.0):
 
 
 class Server:
-    def __init__(self, four_letter_words="*", extra_args=(), target=None):
+    def __init__(self, four_letter_words="*", extra_args=(), target=None, reap_ms=REAP_MS):
         self.target = target or TARGET
+        self.reap_ms = reap_ms
         self.host = "127.0.0.1"
         self.port = free_port()
         self.hosts = f"{self.host}:{self.port}"
@@ -103,7 +104,7 @@ class Server:
             return [
                 os.environ.get("JAVA", "java"),
                 "-Dzookeeper.extendedTypesEnabled=true",
-                f"-Dznode.container.checkIntervalMs={REAP_MS}",
+                f"-Dznode.container.checkIntervalMs={self.reap_ms}",
                 f"-Dzookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
                 "-cp",
@@ -121,7 +122,7 @@ class Server:
             "--tick-ms",
             str(self.tick_ms),
             "--reap-interval-ms",
-            str(REAP_MS),
+            str(self.reap_ms),
             "--four-letter-words",
             self.four_letter_words,
             "--superuser-digest",
