@@ -1,7 +1,7 @@
 //! Server replies: the body after a [`ReplyHeader`], as `FinalRequestProcessor` builds it for
 //! each op, and the helpers that frame a whole reply.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::frame::write_frame;
 use crate::jute::{
@@ -24,8 +24,8 @@ pub enum MultiResult {
     Delete,
     /// No body.
     Check,
-    /// A multiRead getData: `GetDataResponse`.
-    GetData { data: Vec<u8>, stat: Stat },
+    /// A multiRead getData: `GetDataResponse`. The data is shared with the tree, not copied.
+    GetData { data: Bytes, stat: Stat },
     /// A multiRead getChildren: `GetChildrenResponse`.
     GetChildren { children: Vec<String> },
     /// A failed op: header `{-1, false, err}` then `ErrorResponse{err}`. In a failed multi every
@@ -104,7 +104,7 @@ impl MultiResult {
             OpCode::Delete => MultiResult::Delete,
             OpCode::Check => MultiResult::Check,
             OpCode::GetData => MultiResult::GetData {
-                data: r.read_buffer_or_empty()?,
+                data: Bytes::from(r.read_buffer_or_empty()?),
                 stat: Stat::read(r)?,
             },
             OpCode::GetChildren => MultiResult::GetChildren {
@@ -144,8 +144,8 @@ pub enum Response {
     Create2 { path: String, stat: Stat },
     /// `ExistsResponse`, `SetDataResponse` or `SetACLResponse`: a lone `Stat`.
     Stat(Stat),
-    /// `GetDataResponse`.
-    GetData { data: Vec<u8>, stat: Stat },
+    /// `GetDataResponse`. The data is shared with the tree, not copied.
+    GetData { data: Bytes, stat: Stat },
     /// `GetACLResponse`.
     GetAcl { acl: Vec<Acl>, stat: Stat },
     /// `GetChildrenResponse`.
@@ -229,7 +229,7 @@ impl Response {
             },
             OpCode::Exists | OpCode::SetData | OpCode::SetAcl => Response::Stat(Stat::read(r)?),
             OpCode::GetData => Response::GetData {
-                data: r.read_buffer_or_empty()?,
+                data: Bytes::from(r.read_buffer_or_empty()?),
                 stat: Stat::read(r)?,
             },
             OpCode::GetAcl => Response::GetAcl {
@@ -359,7 +359,7 @@ mod tests {
             },
             Response::Stat(stat(2)),
             Response::GetData {
-                data: b"hello".to_vec(),
+                data: Bytes::from_static(b"hello"),
                 stat: stat(3),
             },
             Response::GetAcl {
@@ -384,7 +384,7 @@ mod tests {
                 MultiResult::Delete,
                 MultiResult::Check,
                 MultiResult::GetData {
-                    data: vec![0],
+                    data: Bytes::from_static(&[0]),
                     stat: stat(8),
                 },
                 MultiResult::GetChildren {
@@ -521,7 +521,7 @@ mod tests {
                 err: 0,
             },
             &Response::GetData {
-                data: b"hi".to_vec(),
+                data: Bytes::from_static(b"hi"),
                 stat: Stat::default(),
             },
         );
@@ -626,7 +626,10 @@ mod tests {
             any_stat().prop_map(|stat| MultiResult::SetData { stat }),
             Just(MultiResult::Delete),
             Just(MultiResult::Check),
-            (bytes(), any_stat()).prop_map(|(data, stat)| MultiResult::GetData { data, stat }),
+            (bytes(), any_stat()).prop_map(|(data, stat)| MultiResult::GetData {
+                data: data.into(),
+                stat
+            }),
             texts().prop_map(|children| MultiResult::GetChildren { children }),
             any::<i32>().prop_map(MultiResult::Error),
         ]
@@ -639,7 +642,10 @@ mod tests {
             text().prop_map(|path| Response::Create { path }),
             (text(), any_stat()).prop_map(|(path, stat)| Response::Create2 { path, stat }),
             any_stat().prop_map(Response::Stat),
-            (bytes(), any_stat()).prop_map(|(data, stat)| Response::GetData { data, stat }),
+            (bytes(), any_stat()).prop_map(|(data, stat)| Response::GetData {
+                data: data.into(),
+                stat
+            }),
             (acl(), any_stat()).prop_map(|(acl, stat)| Response::GetAcl { acl, stat }),
             texts().prop_map(|children| Response::GetChildren { children }),
             (texts(), any_stat())

@@ -262,10 +262,7 @@ fn execute(
             if watch {
                 shared.watches.lock().add(Kind::Data, &path, conn);
             }
-            Ok(Some(Response::GetData {
-                data: data.to_vec(),
-                stat,
-            }))
+            Ok(Some(Response::GetData { data, stat }))
         }
         Read::GetAcl { path } => {
             let (acl, stat) = tree.get_acl(&path, &caller).map_err(|e| e.code())?;
@@ -313,10 +310,7 @@ fn execute(
                         Err(e) => MultiResult::Error(e.code().code()),
                     },
                     MultiOp::GetData { path } => match tree.get_data(&path, &caller) {
-                        Ok((data, stat)) => MultiResult::GetData {
-                            data: data.to_vec(),
-                            stat,
-                        },
+                        Ok((data, stat)) => MultiResult::GetData { data, stat },
                         Err(e) => MultiResult::Error(e.code().code()),
                     },
                     _ => MultiResult::Error(ErrorCode::BadArguments.code()),
