@@ -708,8 +708,15 @@ impl SnapReader<'_> {
         if n > max {
             return Err(malformed(format!("record of {n} bytes exceeds {max}")));
         }
-        let mut v = vec![0u8; n];
-        self.r.read_exact(&mut v)?;
+        // Grows with the bytes that arrive, so a lying length cannot allocate up front.
+        let mut v = Vec::new();
+        (&mut self.r).take(n as u64).read_to_end(&mut v)?;
+        if v.len() != n {
+            return Err(malformed(format!(
+                "record of {n} bytes ends after {}",
+                v.len()
+            )));
+        }
         Ok(v)
     }
 }
