@@ -52,7 +52,8 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     pub max_session_timeout_ms: Option<u64>,
 
-    /// Largest request frame accepted, as ZooKeeper's jute.maxbuffer [default: 1048575].
+    /// Largest request frame accepted, as ZooKeeper's jute.maxbuffer; at most 32 MiB
+    /// [default: 1048575].
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u64>,
 
