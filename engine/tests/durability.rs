@@ -5,71 +5,20 @@
 // Test helpers outside `#[test]` functions panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Kv;
 use coord_engine::log::{
     segment_name, Log, LogError, BATCH_HEADER_LEN, BATCH_TRAILER_LEN, RECORD_HEADER_LEN,
     SEGMENT_HEADER_LEN,
 };
 use coord_engine::snapshot::{snapshot_name, SnapshotError};
-use coord_engine::{
-    Engine, EngineConfig, EngineError, Epoch, RestoreError, Snapshot, StateMachine, Zxid,
-};
-
-/// A key-value map; a txn is `key=value`.
-#[derive(Clone, Default)]
-struct Kv(Arc<Mutex<BTreeMap<String, String>>>);
-
-struct KvSnapshot(BTreeMap<String, String>);
-
-impl Snapshot for KvSnapshot {
-    fn write_to(&self, writer: &mut dyn Write) -> io::Result<()> {
-        for (key, value) in &self.0 {
-            writeln!(writer, "{key}={value}")?;
-        }
-        Ok(())
-    }
-}
-
-impl StateMachine for Kv {
-    type Output = ();
-    type Snapshot = KvSnapshot;
-
-    fn apply(&mut self, _zxid: Zxid, txn: &[u8]) {
-        let txn = String::from_utf8_lossy(txn);
-        if let Some((key, value)) = txn.split_once('=') {
-            self.0.lock().unwrap().insert(key.into(), value.into());
-        }
-    }
-
-    fn snapshot(&self) -> KvSnapshot {
-        KvSnapshot(self.0.lock().unwrap().clone())
-    }
-
-    fn restore(&mut self, reader: &mut dyn Read) -> Result<(), RestoreError> {
-        let mut text = String::new();
-        reader.read_to_string(&mut text)?;
-        let mut map = self.0.lock().unwrap();
-        map.clear();
-        for line in text.lines() {
-            if let Some((key, value)) = line.split_once('=') {
-                map.insert(key.into(), value.into());
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Kv {
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-}
+use coord_engine::{Engine, EngineConfig, EngineError, Epoch, Zxid};
 
 fn try_open(dir: &Path) -> Result<(Engine<Kv>, Kv), EngineError> {
     let kv = Kv::default();

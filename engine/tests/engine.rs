@@ -5,77 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use coord_engine::{
-    Engine, EngineConfig, EngineError, Epoch, RestoreError, Snapshot, StateMachine, Zxid,
-};
+mod common;
 
-/// A key-value map; a txn is `key=value`, its output the key's previous value. The map and an
-/// apply counter are shared with the test so it can look inside after the engine owns the
-/// machine.
-#[derive(Clone, Default)]
-struct Kv {
-    map: Arc<Mutex<BTreeMap<String, String>>>,
-    applied: Arc<AtomicU64>,
-}
-
-struct KvSnapshot(BTreeMap<String, String>);
-
-impl Snapshot for KvSnapshot {
-    fn write_to(&self, writer: &mut dyn Write) -> io::Result<()> {
-        for (key, value) in &self.0 {
-            writeln!(writer, "{key}={value}")?;
-        }
-        Ok(())
-    }
-}
-
-impl StateMachine for Kv {
-    type Output = Option<String>;
-    type Snapshot = KvSnapshot;
-
-    fn apply(&mut self, _zxid: Zxid, txn: &[u8]) -> Option<String> {
-        self.applied.fetch_add(1, Ordering::SeqCst);
-        let txn = String::from_utf8_lossy(txn);
-        let (key, value) = txn.split_once('=')?;
-        self.map
-            .lock()
-            .unwrap()
-            .insert(key.to_string(), value.to_string())
-    }
-
-    fn snapshot(&self) -> KvSnapshot {
-        KvSnapshot(self.map.lock().unwrap().clone())
-    }
-
-    fn restore(&mut self, reader: &mut dyn Read) -> Result<(), RestoreError> {
-        let mut text = String::new();
-        reader.read_to_string(&mut text)?;
-        let mut map = BTreeMap::new();
-        for line in text.lines() {
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| RestoreError::Malformed(format!("line {line:?}")))?;
-            map.insert(key.to_string(), value.to_string());
-        }
-        *self.map.lock().unwrap() = map;
-        Ok(())
-    }
-}
-
-impl Kv {
-    fn len(&self) -> usize {
-        self.map.lock().unwrap().len()
-    }
-
-    fn applied(&self) -> u64 {
-        self.applied.load(Ordering::SeqCst)
-    }
-}
+use common::{Kv, KvSnapshot};
+use coord_engine::{Engine, EngineConfig, EngineError, Epoch, RestoreError, StateMachine, Zxid};
 
 fn config(dir: &Path) -> EngineConfig {
     EngineConfig {
