@@ -14,6 +14,25 @@ pub const FOUR_LETTER_WORDS_DEFAULT: [&str; 4] = ["srvr", "ruok", "isro", "mntr"
 pub const MAX_FRAME_BYTES_LIMIT: u64 = 32 << 20;
 const _: () = assert!(MAX_FRAME_BYTES_LIMIT * 2 <= coord_engine::log::RECORD_PAYLOAD_MAX as u64);
 
+/// The default `max_reply_bytes`.
+pub const MAX_REPLY_BYTES_DEFAULT: u64 = 16 << 20;
+/// The largest `max_reply_bytes` allowed.
+pub const MAX_REPLY_BYTES_LIMIT: u64 = 256 << 20;
+/// How far `max_reply_bytes` must exceed `max_frame_bytes`: a getData reply carries the node's
+/// data (at most one request frame) plus its Stat and the reply header.
+pub const REPLY_HEADROOM_BYTES: u64 = 64 << 10;
+const _: () = assert!(MAX_FRAME_BYTES_LIMIT + REPLY_HEADROOM_BYTES <= MAX_REPLY_BYTES_LIMIT);
+/// How far a txn may exceed the request it came from.
+pub const TXN_HEADROOM_BYTES: u64 = 64 << 10;
+const _: () = assert!(
+    MAX_FRAME_BYTES_LIMIT + TXN_HEADROOM_BYTES <= coord_engine::log::RECORD_PAYLOAD_MAX as u64
+);
+
+/// The default `max_pending_write_bytes`.
+pub const MAX_PENDING_WRITE_BYTES_DEFAULT: u64 = 256 << 20;
+/// The largest `max_pending_write_bytes` allowed (in KiB it fits a semaphore's u32 permits).
+pub const MAX_PENDING_WRITE_BYTES_LIMIT: u64 = 4 << 30;
+
 /// Every four-letter word the server knows.
 pub const FOUR_LETTER_WORDS_KNOWN: [&str; 15] = [
     "ruok", "srvr", "stat", "mntr", "cons", "conf", "envi", "wchs", "wchc", "wchp", "dump", "isro",
@@ -57,6 +76,18 @@ pub struct Flags {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u64>,
 
+    /// Largest reply sent; a read whose reply would be larger is answered with
+    /// MarshallingError instead. At least max_frame_bytes + 64 KiB, at most 256 MiB
+    /// [default: 16 MiB, or max_frame_bytes + 64 KiB if that is larger].
+    #[arg(long, value_name = "BYTES")]
+    pub max_reply_bytes: Option<u64>,
+
+    /// Bytes of writes proposed and not yet committed, server-wide, as ZooKeeper's
+    /// globalOutstandingLimit: past it, connections stop reading requests until the disk
+    /// catches up. At least max_frame_bytes [default: 256 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_pending_write_bytes: Option<u64>,
+
     /// Most concurrent connections from one IP address; 0 = no limit [default: 60].
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<u64>,
@@ -94,6 +125,8 @@ struct File {
     min_session_timeout_ms: Option<u64>,
     max_session_timeout_ms: Option<u64>,
     max_frame_bytes: Option<u64>,
+    max_reply_bytes: Option<u64>,
+    max_pending_write_bytes: Option<u64>,
     max_connections_per_ip: Option<u64>,
     four_letter_words: Option<Vec<String>>,
     reap_interval_ms: Option<u64>,
@@ -111,6 +144,10 @@ pub struct Config {
     pub min_session_timeout_ms: u64,
     pub max_session_timeout_ms: u64,
     pub max_frame_bytes: usize,
+    /// The bound on any one reply frame: a node's data always fits, with room for its Stat.
+    pub max_reply_bytes: usize,
+    /// The budget of writes proposed and not yet resolved; one request always fits.
+    pub max_pending_write_bytes: u64,
     /// 0 = no limit.
     pub max_connections_per_ip: usize,
     /// Lower-case words; contains every known word when "*" was given.
@@ -209,6 +246,35 @@ impl Config {
             ));
         }
 
+        let reply_bytes_min = max_frame_bytes + REPLY_HEADROOM_BYTES;
+        let max_reply_bytes = flags
+            .max_reply_bytes
+            .or(file.max_reply_bytes)
+            .unwrap_or(MAX_REPLY_BYTES_DEFAULT.max(reply_bytes_min));
+        if !(reply_bytes_min..=MAX_REPLY_BYTES_LIMIT).contains(&max_reply_bytes) {
+            return Err(invalid(
+                "max_reply_bytes",
+                format!(
+                    "{max_reply_bytes} is outside {reply_bytes_min}..={MAX_REPLY_BYTES_LIMIT} \
+                     (max_frame_bytes + 64 KiB, so that any node's data can be read)"
+                ),
+            ));
+        }
+
+        let max_pending_write_bytes = flags
+            .max_pending_write_bytes
+            .or(file.max_pending_write_bytes)
+            .unwrap_or(MAX_PENDING_WRITE_BYTES_DEFAULT);
+        if !(max_frame_bytes..=MAX_PENDING_WRITE_BYTES_LIMIT).contains(&max_pending_write_bytes) {
+            return Err(invalid(
+                "max_pending_write_bytes",
+                format!(
+                    "{max_pending_write_bytes} is outside \
+                     {max_frame_bytes}..={MAX_PENDING_WRITE_BYTES_LIMIT} (at least max_frame_bytes)"
+                ),
+            ));
+        }
+
         let max_connections_per_ip = flags
             .max_connections_per_ip
             .or(file.max_connections_per_ip)
@@ -266,6 +332,8 @@ impl Config {
             min_session_timeout_ms,
             max_session_timeout_ms,
             max_frame_bytes: max_frame_bytes as usize,
+            max_reply_bytes: max_reply_bytes as usize,
+            max_pending_write_bytes,
             max_connections_per_ip: max_connections_per_ip as usize,
             four_letter_words,
             reap_interval_ms,
@@ -273,6 +341,24 @@ impl Config {
             superuser_digest,
             log_level,
         })
+    }
+
+    /// The bound on bytes queued for one client: one more reply of the largest size fits above
+    /// the level at which the connection stops reading requests, so replies are never dropped
+    /// for a client that reads; only events for a client that stopped reading can cross it.
+    pub fn outbox_bytes_max(&self) -> usize {
+        (crate::conn::OUTBOX_PAUSE_BYTES + 2 * self.max_reply_bytes).max(64 << 20)
+    }
+
+    /// The largest txn one request may produce: its own size plus what the server adds (the
+    /// `auth` ACL entries expanded into the caller's ids, sequence suffixes, txn framing).
+    pub fn txn_bytes_max(&self) -> usize {
+        self.max_frame_bytes + TXN_HEADROOM_BYTES as usize
+    }
+
+    /// `max_pending_write_bytes` in the KiB units of the write budget.
+    pub fn write_budget_units(&self) -> u32 {
+        u32::try_from(self.max_pending_write_bytes / 1024).unwrap_or(u32::MAX)
     }
 
     /// Whether `word` may be answered on the client port.

@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::ops::{self, Reply};
 use crate::server::Shared;
@@ -48,12 +48,14 @@ pub struct Outbox {
     queued_bytes: Arc<AtomicUsize>,
     queued_bytes_max: usize,
     closing: Arc<Closing>,
+    /// Set when a frame was dropped; from then on nothing more is queued.
+    dropped: Arc<AtomicBool>,
     /// Signalled by the writer each time it has written a batch.
     drained: Arc<Notify>,
 }
 
 /// Queued reply bytes above which a connection stops reading requests.
-const OUTBOX_PAUSE_BYTES: usize = 4 << 20;
+pub const OUTBOX_PAUSE_BYTES: usize = 4 << 20;
 
 /// How long a paused connection may go without its client reading anything.
 const OUTBOX_STALL: Duration = Duration::from_secs(10);
@@ -82,13 +84,19 @@ impl Closing {
 
 impl Outbox {
     /// Queues `frame`; past the hard bound the connection is closed and the frame dropped. A frame
-    /// into an empty queue always goes out, however large.
+    /// into an empty queue always goes out (every frame is bounded by the reply bound).
+    ///
+    /// Once one frame was dropped no later frame is queued: the client would otherwise read a
+    /// reply that reflects a change whose watch event it never got, and could not tell.
     pub fn send(&self, frame: Bytes) {
+        if self.dropped.load(Ordering::Acquire) {
+            return;
+        }
         let before = self.queued_bytes.fetch_add(frame.len(), Ordering::AcqRel);
         let queued = before + frame.len();
         if before > 0 && queued > self.queued_bytes_max {
             self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
-            if !self.closing.is_requested() {
+            if !self.dropped.swap(true, Ordering::AcqRel) {
                 warn!(
                     queued,
                     "client is not reading its replies; closing the connection"
@@ -101,21 +109,39 @@ impl Outbox {
         let _ = self.tx.send(frame);
     }
 
+    /// Whether a frame was dropped: the connection sends nothing more.
+    pub fn has_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Acquire)
+    }
+
     fn queued(&self) -> usize {
         self.queued_bytes.load(Ordering::Acquire)
     }
 
-    #[cfg(test)]
-    pub fn for_test() -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let outbox = Outbox {
+    fn new(
+        tx: mpsc::UnboundedSender<Bytes>,
+        queued_bytes_max: usize,
+        closing: Arc<Closing>,
+    ) -> Outbox {
+        Outbox {
             tx,
             queued_bytes: Arc::new(AtomicUsize::new(0)),
-            queued_bytes_max: usize::MAX,
-            closing: Arc::new(Closing::default()),
+            queued_bytes_max,
+            closing,
+            dropped: Arc::new(AtomicBool::new(false)),
             drained: Arc::new(Notify::new()),
-        };
-        (outbox, rx)
+        }
+    }
+
+    #[cfg(test)]
+    pub fn for_test() -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
+        Self::for_test_bounded(usize::MAX)
+    }
+
+    #[cfg(test)]
+    pub fn for_test_bounded(max: usize) -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Outbox::new(tx, max, Arc::new(Closing::default())), rx)
     }
 }
 
@@ -132,9 +158,16 @@ pub struct ConnInfo {
 
 /// The authenticated identity of a connection.
 pub struct Auth {
-    pub ids: Vec<Id>,
+    /// Its address (`ip`) and every id it proved, at most [`AUTH_IDS_MAX`]. Shared with the
+    /// watch manager, which checks READ for the connection's events.
+    pub ids: Arc<[Id]>,
     pub is_super: bool,
 }
+
+/// The most identities one connection may hold (its `ip` id included). ZooKeeper has no bound;
+/// every ACL check and every `auth` ACL expansion is linear in it. One more `addauth` is
+/// answered AuthFailed and the connection closed, as a failed one is.
+pub const AUTH_IDS_MAX: usize = 16;
 
 struct InFlight {
     xid: i32,
@@ -144,8 +177,18 @@ struct InFlight {
     /// The proposal's outcome, once it has been polled to completion.
     done: Option<Committed>,
     received: Instant,
-    /// This write's share of the server-wide budget, returned when it is answered.
-    _budget: OwnedSemaphorePermit,
+    /// This write's share of the server-wide budget of writes proposed and not yet resolved;
+    /// returned as soon as the proposal resolves, not when its reply is sent, so that a client
+    /// that does not read its replies holds none of it.
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    /// Records the proposal's outcome and returns the write's budget.
+    fn resolve(&mut self, done: Committed) {
+        self.done = Some(done);
+        self.budget = None;
+    }
 }
 
 type Committed = Result<(coord_engine::Zxid, Applied), coord_engine::EngineError>;
@@ -170,17 +213,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let closing = Arc::new(Closing::default());
-    let outbox = Outbox {
-        tx,
-        queued_bytes: Arc::new(AtomicUsize::new(0)),
-        queued_bytes_max: shared
-            .config
-            .max_frame_bytes
-            .saturating_mul(4)
-            .max(64 << 20),
-        closing: closing.clone(),
-        drained: Arc::new(Notify::new()),
-    };
+    let outbox = Outbox::new(tx, shared.config.outbox_bytes_max(), closing.clone());
     let info = Arc::new(ConnInfo {
         peer,
         session_id: AtomicI64::new(0),
@@ -191,13 +224,13 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         closing: closing.clone(),
     });
     slot.register(conn_id, info.clone());
-    let writer = tokio::spawn(write_loop(
+    let mut writer = WriterTask(Some(tokio::spawn(write_loop(
         writer,
         rx,
         outbox.queued_bytes.clone(),
         outbox.drained.clone(),
         info.clone(),
-    ));
+    ))));
 
     let mut buf = BytesMut::with_capacity(4096);
     let mut conn = Conn {
@@ -208,24 +241,38 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         info: info.clone(),
         session_id: 0,
         auth: Auth {
-            ids: vec![Id::new("ip", peer.ip().to_string())],
+            ids: Arc::from([Id::new("ip", peer.ip().to_string())]),
             is_super: false,
         },
         inflight: VecDeque::new(),
+        session_closed: false,
     };
     let end = conn.run(&mut reader, &mut buf).await;
     debug!(%peer, conn_id, session = format_args!("0x{:x}", conn.session_id), "connection closed");
-    conn.finish(end);
+    conn.session_closed = matches!(end, End::SessionClosed);
     drop(conn);
     // The writer drains what is queued (say, the reply to closeSession) and then ends, unless the
     // client stopped reading, in which case it is cut off.
-    let mut writer = writer;
-    let drained = !closing.is_requested()
-        && tokio::time::timeout(Duration::from_secs(2), &mut writer)
-            .await
-            .is_ok();
-    if !drained {
-        writer.abort();
+    if let Some(mut handle) = writer.0.take() {
+        let drained = !closing.is_requested()
+            && tokio::time::timeout(Duration::from_secs(2), &mut handle)
+                .await
+                .is_ok();
+        if !drained {
+            handle.abort();
+        }
+    }
+}
+
+/// The writer task of a connection, aborted if the connection task ends without draining it
+/// (it panicked): the socket then closes instead of staying open for a dead connection.
+struct WriterTask(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
     }
 }
 
@@ -273,6 +320,22 @@ struct Conn {
     session_id: i64,
     auth: Auth,
     inflight: VecDeque<InFlight>,
+    /// The client closed its session (closeSession): there is nothing to detach on the way out.
+    session_closed: bool,
+}
+
+/// Clean-up runs on every way out of a connection task, a panic included: its watches (which
+/// hold its outbox, and so keep its writer and socket alive) go, and its session is detached so
+/// that it expires unless the client comes back.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shared.watches.lock().remove_conn(self.id);
+        if !self.session_closed {
+            self.shared
+                .sessions
+                .detach(self.session_id, &self.info.closing);
+        }
+    }
 }
 
 impl Conn {
@@ -375,13 +438,19 @@ impl Conn {
     }
 
     /// Holds back new requests while the client has many replies unread; disconnects it if it
-    /// reads nothing for `OUTBOX_STALL`.
-    async fn wait_for_reader(&self) -> Result<(), End> {
+    /// reads nothing for `OUTBOX_STALL`. Writes in flight keep resolving meanwhile, so their
+    /// budget goes back to other writers.
+    async fn wait_for_reader(&mut self) -> Result<(), End> {
+        let stall = tokio::time::sleep(OUTBOX_STALL);
+        tokio::pin!(stall);
         while self.outbox.queued() > OUTBOX_PAUSE_BYTES {
             tokio::select! {
-                () = self.outbox.drained.notified() => {}
+                () = self.outbox.drained.notified() => {
+                    stall.as_mut().reset(tokio::time::Instant::now() + OUTBOX_STALL);
+                }
                 () = self.info.closing.notify.notified() => return Err(End::Requested),
-                () = tokio::time::sleep(OUTBOX_STALL) => {
+                () = resolve_next(&mut self.inflight) => {}
+                () = &mut stall => {
                     warn!(
                         peer = %self.peer,
                         queued = self.outbox.queued(),
@@ -421,6 +490,18 @@ impl Conn {
     /// connection must close (a session that is gone or a wrong password).
     async fn connect(&mut self, request: ConnectRequest, read_only_sent: bool) -> bool {
         let shared = self.shared.clone();
+        // ZooKeeperServer.processConnectRequest: a server behind what the client has seen would
+        // answer it from the past; it closes without a response, and the client tries another.
+        let last_zxid = shared.last_zxid();
+        if request.last_zxid_seen > last_zxid {
+            info!(
+                peer = %self.peer,
+                client_zxid = format_args!("0x{:x}", request.last_zxid_seen),
+                last_zxid = format_args!("0x{last_zxid:x}"),
+                "refusing a client that has seen a newer zxid than this server; it must try another"
+            );
+            return false;
+        }
         let timeout_ms = shared.negotiate_timeout(request.timeout_ms);
         let (session_id, passwd) = if request.session_id == 0 {
             // Tracked before it exists, so that it expires even if this connection dies first.
@@ -433,7 +514,8 @@ impl Conn {
                 timeout_ms: timeout_ms as i32,
                 passwd: passwd.clone(),
             };
-            let committed = match shared.propose(&self.auth.ids, self.auth.is_super, 0, write) {
+            let committed = match shared.propose(&self.auth.ids, self.auth.is_super, 0, None, write)
+            {
                 Ok(proposal) => proposal.await.is_ok(),
                 Err(_) => false,
             };
@@ -450,15 +532,20 @@ impl Conn {
                 .is_some_and(|info| info.passwd == request.passwd);
             // A session being expired or closed is gone, though its txn may still be in flight:
             // resume only one still tracked, in one step with the check.
-            let resumed = password_ok
-                && shared.sessions.resume(
-                    request.session_id,
-                    timeout_ms,
-                    self.info.closing.clone(),
-                );
+            let resumed = match password_ok {
+                true => {
+                    shared.resume_session(request.session_id, timeout_ms, self.info.closing.clone())
+                }
+                false => None,
+            };
             match resumed {
-                true => (request.session_id, request.passwd),
-                false => {
+                Some(last_proposed) => {
+                    // Read-your-writes across connections: what the session's earlier
+                    // connection proposed is visible before this one answers anything.
+                    shared.applied(last_proposed).await;
+                    (request.session_id, request.passwd)
+                }
+                None => {
                     debug!(
                         peer = %self.peer,
                         session = format_args!("0x{:x}", request.session_id),
@@ -510,6 +597,8 @@ impl Conn {
     }
 
     async fn handle_frame(&mut self, frame: Bytes) -> Result<(), End> {
+        // Lets a test make a connection task panic (only with the `failpoints` feature of fail).
+        fail::fail_point!("conn::handle_frame");
         self.info.received.fetch_add(1, Ordering::Relaxed);
         self.shared.stats.received.fetch_add(1, Ordering::Relaxed);
         self.shared.sessions.touch(self.session_id);
@@ -521,19 +610,27 @@ impl Conn {
             }
         };
         let Some(op) = OpCode::from_code(header.op) else {
-            // As ZooKeeper's UnimplementedRequestProcessor: answer, then close.
             warn!(peer = %self.peer, op = header.op, "unknown opcode; closing");
-            self.drain_inflight().await?;
-            self.reply_error(header.xid, ErrorCode::Unimplemented);
-            return Err(End::Misbehaved);
+            return self.unimplemented(header.xid).await;
         };
+        // ZooKeeper 3.9.3+ serves check only inside a multi (ZOOKEEPER-2623): a lone one is
+        // an unknown request.
+        if op == OpCode::Check {
+            debug!(peer = %self.peer, "check outside a multi; closing");
+            return self.unimplemented(header.xid).await;
+        }
         let request = match Request::decode(header.op, body) {
             Ok(request) => request,
+            Err(DecodeError::Unsupported(OpCode::Reconfig)) => {
+                // PrepRequestProcessor refuses reconfig first when it is disabled, whatever
+                // the body; the session goes on. (coord has no dynamic reconfiguration.)
+                self.drain_inflight().await?;
+                self.reply_error(header.xid, ErrorCode::ReconfigDisabled);
+                return Ok(());
+            }
             Err(e @ (DecodeError::UnknownOpCode(_) | DecodeError::Unsupported(_))) => {
                 warn!(peer = %self.peer, ?op, error = %e, "unsupported request; closing");
-                self.drain_inflight().await?;
-                self.reply_error(header.xid, ErrorCode::Unimplemented);
-                return Err(End::Misbehaved);
+                return self.unimplemented(header.xid).await;
             }
             Err(e) => {
                 warn!(peer = %self.peer, ?op, error = %e, "malformed request");
@@ -569,7 +666,13 @@ impl Conn {
                 let write = Write::CloseSession {
                     session_id: self.session_id,
                 };
-                let proposal = match self.shared.propose(&[], true, self.session_id, write) {
+                let proposal = match self.shared.propose(
+                    &[],
+                    true,
+                    self.session_id,
+                    Some(&self.info.closing),
+                    write,
+                ) {
                     Ok(p) => p,
                     Err(_) => return Err(End::Misbehaved),
                 };
@@ -589,6 +692,7 @@ impl Conn {
                         &self.auth.ids,
                         self.auth.is_super,
                         self.session_id,
+                        Some(&self.info.closing),
                         write,
                     );
                     match proposal {
@@ -601,7 +705,7 @@ impl Conn {
                                 proposal,
                                 done: None,
                                 received: started,
-                                _budget: budget,
+                                budget: Some(budget),
                             });
                         }
                         Err(refused) => {
@@ -614,17 +718,12 @@ impl Conn {
                 }
                 ops::Classified::Read(read) => {
                     self.drain_inflight().await?;
-                    let xid = if matches!(read, ops::Read::SetWatches { .. }) {
-                        coord_proto::xid::SET_WATCHES
-                    } else {
-                        header.xid
-                    };
                     ops::read_and_reply(
                         &self.shared,
                         self.id,
                         &self.auth,
                         self.session_id,
-                        xid,
+                        header.xid,
                         read,
                         &self.outbox,
                     );
@@ -643,35 +742,59 @@ impl Conn {
     }
 
     /// Adds the identity an auth packet proves; the reply echoes the request's xid (the Java
-    /// client and kazoo send -4, others their next xid).
+    /// client and kazoo send -4, others their next xid). False if the connection must close.
     fn authenticate(&mut self, xid: i32, auth: coord_proto::AuthPacket) -> bool {
-        match ops::authenticate(&auth) {
-            Some(id) => {
-                if let Some(super_digest) = &self.shared.config.superuser_digest {
-                    if id.scheme == "digest" && &id.id == super_digest {
-                        self.auth.is_super = true;
-                    }
-                }
-                if !self.auth.ids.contains(&id) {
-                    self.auth.ids.push(id);
-                }
-                self.shared.watches.lock().set_identity(
-                    self.id,
-                    &self.auth.ids,
-                    self.auth.is_super,
+        if auth.scheme == "ip" {
+            // IPAuthenticationProvider: the connection's address, which it already holds.
+            self.outbox
+                .send(ops::reply_frame(xid, 0, ErrorCode::Ok, None));
+            return true;
+        }
+        let Some(id) = ops::authenticate(&auth) else {
+            warn!(peer = %self.peer, scheme = %auth.scheme, "authentication failed; closing");
+            // As ZooKeeper: AuthFailed, then the connection is closed.
+            self.outbox
+                .send(ops::reply_frame(xid, 0, ErrorCode::AuthFailed, None));
+            return false;
+        };
+        if !self.auth.ids.contains(&id) {
+            if self.auth.ids.len() >= AUTH_IDS_MAX {
+                warn!(
+                    peer = %self.peer,
+                    max = AUTH_IDS_MAX,
+                    "too many identities on one connection; closing"
                 );
                 self.outbox
-                    .send(ops::reply_frame(xid, 0, ErrorCode::Ok, None));
-                true
-            }
-            None => {
-                warn!(peer = %self.peer, scheme = %auth.scheme, "authentication failed; closing");
-                // As ZooKeeper: AuthFailed, then the connection is closed.
-                self.outbox
                     .send(ops::reply_frame(xid, 0, ErrorCode::AuthFailed, None));
-                false
+                return false;
             }
+            if let Some(super_digest) = &self.shared.config.superuser_digest {
+                if id.scheme == "digest" && &id.id == super_digest {
+                    self.auth.is_super = true;
+                }
+            }
+            let mut ids = self.auth.ids.to_vec();
+            ids.push(id);
+            self.auth.ids = ids.into();
+            // The new list is built outside the watch lock; only the pointer moves under it.
+            self.shared.watches.lock().set_identity(
+                self.id,
+                self.auth.ids.clone(),
+                self.auth.is_super,
+            );
         }
+        self.outbox
+            .send(ops::reply_frame(xid, 0, ErrorCode::Ok, None));
+        true
+    }
+
+    /// As ZooKeeper's UnimplementedRequestProcessor: Unimplemented with zxid -1 (the request
+    /// never got one), after the replies owed before it, then the connection closes.
+    async fn unimplemented(&mut self, xid: i32) -> Result<(), End> {
+        self.drain_inflight().await?;
+        self.outbox
+            .send(ops::reply_frame(xid, -1, ErrorCode::Unimplemented, None));
+        Err(End::Misbehaved)
     }
 
     fn reply_error(&self, xid: i32, err: ErrorCode) {
@@ -693,7 +816,8 @@ impl Conn {
     /// budget it holds itself.
     async fn write_budget(&mut self, frame_len: usize) -> Result<OwnedSemaphorePermit, End> {
         let budget = self.shared.write_budget.clone();
-        let units = crate::server::write_budget_units(frame_len);
+        let units =
+            crate::server::write_budget_units(frame_len, self.shared.config.write_budget_units());
         if let Ok(permit) = budget.clone().try_acquire_many_owned(units) {
             return Ok(permit);
         }
@@ -733,19 +857,6 @@ impl Conn {
         }
         Ok(())
     }
-
-    fn finish(&mut self, end: End) {
-        self.shared.watches.lock().remove_conn(self.id);
-        match end {
-            End::SessionClosed => {}
-            End::PeerClosed | End::Requested | End::Misbehaved => {
-                // The session lives on until it expires or the client comes back.
-                self.shared
-                    .sessions
-                    .detach(self.session_id, &self.info.closing);
-            }
-        }
-    }
 }
 
 /// Reads more bytes into `buf`; false at end of stream.
@@ -778,7 +889,7 @@ async fn wait_ready(inflight: &mut VecDeque<InFlight>) {
         Some(front) if front.done.is_some() => Poll::Ready(()),
         Some(front) => match Pin::new(&mut front.proposal).poll(cx) {
             Poll::Ready(done) => {
-                front.done = Some(done);
+                front.resolve(done);
                 Poll::Ready(())
             }
             Poll::Pending => Poll::Pending,
@@ -796,11 +907,28 @@ async fn poll_front(inflight: &mut VecDeque<InFlight>) {
                 continue;
             }
             match Pin::new(&mut front.proposal).poll(cx) {
-                Poll::Ready(done) => front.done = Some(done),
+                Poll::Ready(done) => front.resolve(done),
                 Poll::Pending => break,
             }
         }
         Poll::Ready(())
+    })
+    .await
+}
+
+/// Resolves once one more in-flight write has resolved (recording it and returning its budget);
+/// never, if every write has. Proposals resolve in zxid order, so only the oldest unresolved one
+/// needs polling.
+async fn resolve_next(inflight: &mut VecDeque<InFlight>) {
+    poll_fn(|cx| match inflight.iter_mut().find(|f| f.done.is_none()) {
+        Some(next) => match Pin::new(&mut next.proposal).poll(cx) {
+            Poll::Ready(done) => {
+                next.resolve(done);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        },
+        None => Poll::Pending,
     })
     .await
 }

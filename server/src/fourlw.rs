@@ -69,6 +69,12 @@ pub fn answer(shared: &Shared, word: &str) -> String {
     }
 }
 
+/// The node count as ZooKeeper shows it (`DataTree.getNodeCount`): its node map holds the root
+/// twice, as "" and as "/", so a fresh server shows 5.
+fn zookeeper_node_count(nodes: usize) -> usize {
+    nodes + 1
+}
+
 fn sent_total(shared: &Shared) -> u64 {
     shared
         .conn_infos()
@@ -105,20 +111,22 @@ fn server_stats(shared: &Shared, with_clients: bool) -> String {
     let _ = writeln!(out, "Outstanding: 0");
     let _ = writeln!(out, "Zxid: 0x{:x}", shared.last_zxid());
     let _ = writeln!(out, "Mode: standalone");
-    let _ = writeln!(out, "Node count: {}", shared.tree.read().node_count());
+    let node_count = zookeeper_node_count(shared.tree.read().node_count());
+    let _ = writeln!(out, "Node count: {node_count}");
     out
 }
 
 fn monitor(shared: &Shared) -> String {
     let (min, avg, max) = shared.stats.latency_ms();
+    // Counters only: mntr is scraped often, and must not walk the tree or the watches under
+    // the locks the apply thread needs.
     let (node_count, ephemerals, data_size) = {
         let tree = shared.tree.read();
-        let ephemerals: usize = tree
-            .ephemerals_by_session()
-            .iter()
-            .map(|(_, paths)| paths.len())
-            .sum();
-        (tree.node_count(), ephemerals, tree.approximate_data_size())
+        (
+            zookeeper_node_count(tree.node_count()),
+            tree.ephemeral_count(),
+            tree.approximate_data_size(),
+        )
     };
     let (_, _, watch_count) = shared.watches.lock().counts();
     let engine = shared.engine.stats();

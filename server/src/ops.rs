@@ -6,7 +6,7 @@ use coord_proto::{
     AddWatchMode, ClientInfo, CreateRequest, ErrorCode, EventType, Id, KeeperState, MultiOp,
     MultiResult, OpCode, Record, ReplyHeader, Request, Response, WatcherEvent, WatcherType,
 };
-use coord_znode::{Applied, Caller, OpResult, Rejection, Tree, TxnResult, Write, ZPath};
+use coord_znode::{Applied, Caller, OpResult, Rejection, Tree, TxnResult, Write};
 
 use crate::conn::{Auth, ConnId, Outbox};
 use crate::server::Shared;
@@ -47,10 +47,6 @@ pub enum Read {
     },
     GetEphemerals {
         prefix: String,
-    },
-    Check {
-        path: String,
-        version: i32,
     },
     Sync {
         path: String,
@@ -151,8 +147,6 @@ pub fn classify(request: Request) -> Classified {
                 None => Classified::Unsupported,
             }
         }
-        // ZooKeeper 3.9 answers a lone check from the committed tree (FinalRequestProcessor).
-        Request::Check { path, version } => R(Read::Check { path, version }),
         Request::Exists { path, watch } => R(Read::Exists { path, watch }),
         Request::GetData { path, watch } => R(Read::GetData { path, watch }),
         Request::GetAcl { path } => R(Read::GetAcl { path }),
@@ -210,10 +204,6 @@ pub fn classify(request: Request) -> Classified {
     }
 }
 
-fn valid_path(path: &str) -> Result<(), ErrorCode> {
-    ZPath::parse(path).map(|_| ()).map_err(|e| e.code())
-}
-
 /// Runs a read against the committed tree and queues its reply, all under the tree's read lock:
 /// the watches it arms cannot miss a change, and no event they fire can overtake the reply (a
 /// client registers its watcher only when the reply arrives). The reply header carries the zxid
@@ -230,10 +220,76 @@ pub fn read_and_reply(
     let tree = shared.tree.read();
     let reply = execute(shared, &tree, conn, auth, session_id, read);
     let zxid = tree.last_zxid().as_i64();
-    outbox.send(match reply {
+    let mut frame = match reply {
         Ok(body) => reply_frame(xid, zxid, ErrorCode::Ok, body.as_ref()),
         Err(err) => reply_frame(xid, zxid, err, None),
-    });
+    };
+    // The reads whose replies can grow without bound are bounded while they are built; this
+    // catches the rest (a node's data and ACL are bounded by the request that wrote them).
+    if frame.len() > shared.config.max_reply_bytes {
+        frame = reply_frame(xid, zxid, ErrorCode::MarshallingError, None);
+    }
+    outbox.send(frame);
+}
+
+/// The bytes of a reply frame around its body: the length prefix and the `ReplyHeader`.
+const REPLY_FRAME_OVERHEAD: usize = 4 + 16;
+/// The encoded `Stat`.
+const STAT_BYTES: usize = 68;
+/// A `MultiHeader` (type, done, err).
+const MULTI_HEADER_BYTES: usize = 9;
+/// A multiRead result that failed: its header and the `ErrorResponse`.
+const MULTI_ERROR_BYTES: usize = MULTI_HEADER_BYTES + 4;
+
+/// The results of a multiRead, built within `bytes_max` bytes of reply body: the op whose
+/// result would cross the bound, and every op after it, are answered with MarshallingError
+/// (ZooKeeper sends any size, and a client whose jute.maxbuffer it exceeds drops the
+/// connection). Room for an error result of every op is kept, and always exists: an op in the
+/// request takes more bytes than its error result, and the reply bound exceeds the request
+/// bound.
+fn multi_read(tree: &Tree, caller: &Caller<'_>, ops: Vec<MultiOp>, bytes_max: usize) -> Response {
+    let mut results = Vec::with_capacity(ops.len());
+    // The closing MultiHeader, and an error result for every op.
+    let mut used = MULTI_HEADER_BYTES + MULTI_ERROR_BYTES * ops.len();
+    let mut exhausted = false;
+    let too_large = MultiResult::Error(ErrorCode::MarshallingError.code());
+    for op in ops {
+        if exhausted {
+            results.push(too_large.clone());
+            continue;
+        }
+        // What this op may add beyond the error result already counted.
+        let room = bytes_max.saturating_sub(used) + MULTI_ERROR_BYTES;
+        let result = match op {
+            MultiOp::GetChildren { path } => {
+                match tree.get_children_bounded(&path, caller, room - MULTI_HEADER_BYTES) {
+                    Ok((children, _)) => MultiResult::GetChildren { children },
+                    Err(e) => MultiResult::Error(e.code().code()),
+                }
+            }
+            MultiOp::GetData { path } => match tree.get_data(&path, caller) {
+                Ok((data, stat)) => MultiResult::GetData { data, stat },
+                Err(e) => MultiResult::Error(e.code().code()),
+            },
+            _ => MultiResult::Error(ErrorCode::BadArguments.code()),
+        };
+        let bytes = MULTI_HEADER_BYTES
+            + match &result {
+                MultiResult::GetChildren { children } => {
+                    4 + children.iter().map(|c| 4 + c.len()).sum::<usize>()
+                }
+                MultiResult::GetData { data, .. } => 4 + data.len() + STAT_BYTES,
+                _ => 4,
+            };
+        if bytes > room || result == too_large {
+            exhausted = true;
+            results.push(too_large.clone());
+            continue;
+        }
+        used += bytes - MULTI_ERROR_BYTES;
+        results.push(result);
+    }
+    Response::Multi(results)
 }
 
 fn execute(
@@ -249,6 +305,10 @@ fn execute(
         ids: &auth.ids,
         is_super: auth.is_super,
     };
+    let body_bytes_max = shared
+        .config
+        .max_reply_bytes
+        .saturating_sub(REPLY_FRAME_OVERHEAD);
     match read {
         Read::Exists { path, watch } => {
             let result = tree.exists(&path, &caller).map_err(|e| e.code());
@@ -273,7 +333,10 @@ fn execute(
             watch,
             with_stat,
         } => {
-            let (children, stat) = tree.get_children(&path, &caller).map_err(|e| e.code())?;
+            let names_max = body_bytes_max - if with_stat { STAT_BYTES } else { 0 };
+            let (children, stat) = tree
+                .get_children_bounded(&path, &caller, names_max)
+                .map_err(|e| e.code())?;
             if watch {
                 shared.watches.lock().add(Kind::Child, &path, conn);
             }
@@ -290,37 +353,16 @@ fn execute(
             Ok(Some(Response::GetAllChildrenNumber { total }))
         }
         Read::GetEphemerals { prefix } => {
-            let paths = tree.get_ephemerals(session_id, &prefix);
+            let paths = tree
+                .get_ephemerals_bounded(session_id, &prefix, body_bytes_max)
+                .map_err(|e| e.code())?;
             Ok(Some(Response::GetEphemerals { paths }))
         }
-        Read::Check { path, version } => {
-            let (_, stat) = tree.get_data(&path, &caller).map_err(|e| e.code())?;
-            if version != -1 && version != stat.version {
-                return Err(ErrorCode::BadVersion);
-            }
-            Ok(None)
-        }
         Read::Sync { path } => Ok(Some(Response::Sync { path })),
-        Read::MultiRead(ops) => {
-            let mut results = Vec::with_capacity(ops.len());
-            for op in ops {
-                let result = match op {
-                    MultiOp::GetChildren { path } => match tree.get_children(&path, &caller) {
-                        Ok((children, _)) => MultiResult::GetChildren { children },
-                        Err(e) => MultiResult::Error(e.code().code()),
-                    },
-                    MultiOp::GetData { path } => match tree.get_data(&path, &caller) {
-                        Ok((data, stat)) => MultiResult::GetData { data, stat },
-                        Err(e) => MultiResult::Error(e.code().code()),
-                    },
-                    _ => MultiResult::Error(ErrorCode::BadArguments.code()),
-                };
-                results.push(result);
-            }
-            Ok(Some(Response::Multi(results)))
-        }
+        Read::MultiRead(ops) => Ok(Some(multi_read(tree, &caller, ops, body_bytes_max))),
+        // checkWatches, removeWatches and addWatch take any string as ZooKeeper's
+        // FinalRequestProcessor does: a watch on a path that cannot exist never fires.
         Read::CheckWatches { path, watcher_type } => {
-            valid_path(&path)?;
             if shared.watches.lock().contains(&path, conn, watcher_type) {
                 Ok(None)
             } else {
@@ -328,7 +370,6 @@ fn execute(
             }
         }
         Read::RemoveWatches { path, watcher_type } => {
-            valid_path(&path)?;
             if shared.watches.lock().remove(&path, conn, watcher_type) {
                 Ok(None)
             } else {
@@ -343,29 +384,31 @@ fn execute(
             persistent,
             persistent_recursive,
         } => {
-            // As DataTree.setWatches: fire what changed since the client's last zxid, arm the rest.
-            let last = tree.last_zxid().as_i64();
+            // As DataTree.setWatches: fire what changed since the client's last zxid, arm the
+            // rest. Paths are not validated (a watch on a path that cannot exist never fires).
             let mut watches = shared.watches.lock();
             for path in data {
-                match tree.stat(&path) {
-                    None => watches.fire_one(conn, EventType::NodeDeleted, &path, last),
-                    Some(stat) if stat.mzxid > relative_zxid => {
-                        watches.fire_one(conn, EventType::NodeDataChanged, &path, last)
+                match tree.stat_and_acl(&path) {
+                    None => watches.fire_one(conn, EventType::NodeDeleted, &path, None),
+                    Some((stat, acl)) if stat.mzxid > relative_zxid => {
+                        watches.fire_one(conn, EventType::NodeDataChanged, &path, Some(&acl))
                     }
                     Some(_) => watches.add(Kind::Data, &path, conn),
                 }
             }
             for path in exist {
-                match tree.stat(&path) {
-                    Some(_) => watches.fire_one(conn, EventType::NodeCreated, &path, last),
+                match tree.stat_and_acl(&path) {
+                    Some((_, acl)) => {
+                        watches.fire_one(conn, EventType::NodeCreated, &path, Some(&acl))
+                    }
                     None => watches.add(Kind::Data, &path, conn),
                 }
             }
             for path in child {
-                match tree.stat(&path) {
-                    None => watches.fire_one(conn, EventType::NodeDeleted, &path, last),
-                    Some(stat) if stat.pzxid > relative_zxid => {
-                        watches.fire_one(conn, EventType::NodeChildrenChanged, &path, last)
+                match tree.stat_and_acl(&path) {
+                    None => watches.fire_one(conn, EventType::NodeDeleted, &path, None),
+                    Some((stat, acl)) if stat.pzxid > relative_zxid => {
+                        watches.fire_one(conn, EventType::NodeChildrenChanged, &path, Some(&acl))
                     }
                     Some(_) => watches.add(Kind::Child, &path, conn),
                 }
@@ -379,7 +422,6 @@ fn execute(
             Ok(None)
         }
         Read::AddWatch { path, mode } => {
-            valid_path(&path)?;
             let kind = match mode {
                 AddWatchMode::Persistent => Kind::Persistent,
                 AddWatchMode::PersistentRecursive => Kind::PersistentRecursive,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coord_engine::{Engine, EngineConfig, Proposal, Zxid};
-use coord_proto::Id;
-use coord_znode::{Applied, Caller, Prep, Rejection, Tree, Write};
+use coord_proto::{ErrorCode, Id};
+use coord_znode::{Applied, Caller, Checked, Prep, Rejection, Tree, Write};
 use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -33,7 +33,7 @@ pub struct Shared {
     applied: tokio::sync::watch::Receiver<Zxid>,
     pub engine: Engine<ServerMachine>,
     pub sessions: Sessions,
-    /// Bytes (in KiB units) of writes proposed and not yet answered, server-wide.
+    /// Bytes (in KiB units) of writes proposed and not yet resolved, server-wide.
     pub write_budget: Arc<tokio::sync::Semaphore>,
     pub stats: Stats,
     pub next_conn_id: AtomicU64,
@@ -79,14 +79,12 @@ impl StartError {
     }
 }
 
-/// The server-wide budget of writes proposed and not yet answered: 256 MiB, in KiB units.
-const WRITE_BUDGET_UNITS: u32 = 256 * 1024;
-
-/// A write request's cost against the budget: its size in KiB, at least 1, at most all of it.
-pub fn write_budget_units(frame_len: usize) -> u32 {
+/// A write request's cost against the server-wide budget of writes proposed and not yet
+/// resolved (`max_pending_write_bytes`): its size in KiB, at least 1, at most all of it.
+pub fn write_budget_units(frame_len: usize, budget_units: u32) -> u32 {
     u32::try_from(frame_len / 1024 + 1)
         .unwrap_or(u32::MAX)
-        .min(WRITE_BUDGET_UNITS)
+        .min(budget_units)
 }
 
 /// Milliseconds since the Unix epoch: the clock of ctime, mtime and TTLs.
@@ -113,11 +111,18 @@ impl Shared {
 
     /// Decides `write` for the caller and proposes it. A refused write is not logged; see
     /// [`Refused`] for when it may be answered.
+    ///
+    /// `owner` is the connection the write came from, if a client sent it: a connection that no
+    /// longer owns its session (the client moved to another connection) is refused with
+    /// SessionMoved, in one step with the proposal, so that a write either is proposed before
+    /// the session moves (and the new connection waits for it, see [`Shared::resume_session`])
+    /// or not at all.
     pub fn propose(
         &self,
         ids: &[Id],
         is_super: bool,
         session_id: i64,
+        owner: Option<&Arc<Closing>>,
         write: Write,
     ) -> Result<Proposal<Applied>, Refused> {
         let caller = Caller {
@@ -125,6 +130,14 @@ impl Shared {
             ids,
             is_super,
         };
+        // ACL fix-up and the size bound need no lock: done before the write path's is taken.
+        let checked =
+            Checked::new(write, &caller, self.config.txn_bytes_max()).map_err(|rejection| {
+                Refused {
+                    rejection,
+                    after: Zxid::ZERO,
+                }
+            })?;
         let now = now_ms();
         let applied = self.engine.last_applied();
         let mut path = self.write_path.lock();
@@ -132,17 +145,41 @@ impl Shared {
             prep,
             last_proposed,
         } = &mut *path;
+        if let Some(owner) = owner {
+            if self.sessions.is_moved(session_id, owner) {
+                return Err(Refused {
+                    rejection: Rejection::Error(ErrorCode::SessionMoved),
+                    after: Zxid::ZERO,
+                });
+            }
+        }
+        let mut proposed = None;
         let result = self.engine.propose(|zxid| {
             let tree = self.tree.read();
             prep.applied(applied);
-            let txn = prep.prepare(&tree, &caller, &write, zxid, now)?;
-            *last_proposed = zxid;
+            let txn = prep.prepare_checked(&tree, &caller, &checked, zxid, now)?;
+            proposed = Some(zxid);
             Ok(txn.encode())
         });
+        if let Some(zxid) = proposed {
+            *last_proposed = zxid;
+            if owner.is_some() {
+                self.sessions.record_proposed(session_id, zxid);
+            }
+        }
         result.map_err(|rejection| Refused {
             rejection,
             after: *last_proposed,
         })
+    }
+
+    /// Attaches `conn` to a live session (see [`Sessions::resume`]) and returns the last txn
+    /// the session's earlier connections proposed: the new connection must not answer a read
+    /// before it is applied, or a client could miss its own write. Taken under the write path's
+    /// lock, so that no write of an earlier connection is proposed after this point.
+    pub fn resume_session(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) -> Option<Zxid> {
+        let _path = self.write_path.lock();
+        self.sessions.resume(id, timeout_ms, conn)
     }
 
     /// Resolves once every txn up to `zxid` is applied to the tree.
@@ -277,6 +314,8 @@ struct Live {
     timeout: Duration,
     deadline: Instant,
     conn: Option<Arc<Closing>>,
+    /// The last txn proposed for this session by a client connection.
+    last_proposed: Zxid,
 }
 
 impl Sessions {
@@ -310,24 +349,38 @@ impl Sessions {
                 timeout,
                 deadline: Instant::now() + timeout,
                 conn: Some(conn),
+                last_proposed: Zxid::ZERO,
             },
         );
         (id, passwd)
     }
 
     /// Attaches a connection to a session that is still tracked (not expired, not closing),
-    /// restarting its clock; false if the session is gone.
-    pub fn resume(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) -> bool {
+    /// restarting its clock, and returns the last txn proposed for the session; None if the
+    /// session is gone. Use [`Shared::resume_session`], which orders this with proposals.
+    fn resume(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) -> Option<Zxid> {
         let mut live = self.live.lock();
-        let Some(entry) = live.get_mut(&id) else {
-            return false;
-        };
+        let entry = live.get_mut(&id)?;
         entry.timeout = Duration::from_millis(timeout_ms);
         entry.deadline = Instant::now() + entry.timeout;
         if let Some(old) = entry.conn.replace(conn) {
             old.request();
         }
-        true
+        Some(entry.last_proposed)
+    }
+
+    /// Whether the session is live and attached to a connection other than `conn`.
+    fn is_moved(&self, id: i64, conn: &Arc<Closing>) -> bool {
+        self.live
+            .lock()
+            .get(&id)
+            .is_some_and(|l| !l.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)))
+    }
+
+    fn record_proposed(&self, id: i64, zxid: Zxid) {
+        if let Some(live) = self.live.lock().get_mut(&id) {
+            live.last_proposed = zxid;
+        }
     }
 
     /// Any packet from the client keeps its session alive.
@@ -416,10 +469,12 @@ impl Server {
                         timeout,
                         deadline: Instant::now() + timeout,
                         conn: None,
+                        last_proposed: Zxid::ZERO,
                     },
                 );
             }
         }
+        let write_budget_units = config.write_budget_units();
         let shared = Arc::new(Shared {
             config,
             tree,
@@ -431,7 +486,7 @@ impl Server {
             applied,
             engine,
             sessions,
-            write_budget: Arc::new(tokio::sync::Semaphore::new(WRITE_BUDGET_UNITS as usize)),
+            write_budget: Arc::new(tokio::sync::Semaphore::new(write_budget_units as usize)),
             stats: Stats::default(),
             next_conn_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
@@ -497,18 +552,21 @@ async fn expire_sessions(shared: Arc<Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        // Every expiry is proposed before any is awaited, so they share one group commit.
+        let mut proposals = Vec::new();
         for id in shared.sessions.take_expired(Instant::now()) {
             info!(session = format_args!("0x{id:x}"), "session expired");
             let write = Write::CloseSession { session_id: id };
-            match shared.propose(&[], true, id, write) {
-                Ok(proposal) => {
-                    if let Err(e) = proposal.await {
-                        warn!(error = %e, "could not persist session expiry");
-                    }
-                }
+            match shared.propose(&[], true, id, None, write) {
+                Ok(proposal) => proposals.push(proposal),
                 Err(refused) => {
                     debug!(rejection = ?refused.rejection, "session already closed");
                 }
+            }
+        }
+        for proposal in proposals {
+            if let Err(e) = proposal.await {
+                warn!(error = %e, "could not persist session expiry");
             }
         }
     }
@@ -524,7 +582,7 @@ async fn reap(shared: Arc<Shared>) {
             let write = Write::Reap { path: path.clone() };
             // A rejection means something changed since the candidate was chosen: it no longer
             // qualifies.
-            if let Ok(proposal) = shared.propose(&[], true, 0, write) {
+            if let Ok(proposal) = shared.propose(&[], true, 0, None, write) {
                 match proposal.await {
                     Ok(_) => debug!(%path, "reaped"),
                     Err(e) => warn!(error = %e, "could not persist a reap"),

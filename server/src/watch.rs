@@ -33,8 +33,8 @@ const KINDS: [Kind; 4] = [
 struct Watcher {
     outbox: Outbox,
     session_id: i64,
-    /// The connection's identity: persistent watches deliver only what it may read.
-    ids: Vec<Id>,
+    /// The connection's identity: watches deliver only what it may read.
+    ids: Arc<[Id]>,
     is_super: bool,
     watches: HashSet<(Kind, String)>,
 }
@@ -55,6 +55,13 @@ impl Watcher {
 pub struct WatchManager {
     by_path: [HashMap<String, HashSet<ConnId>>; 4],
     conns: HashMap<ConnId, Watcher>,
+    /// Kept as watches come and go, so that monitoring (`mntr`, `wchs`) is O(1) under the lock
+    /// the apply thread needs. Invariants: `watch_count` is the sum of every watcher's
+    /// `watches`, `watching_conns` the number of watchers with any, `watched_paths` the number
+    /// of distinct paths over `by_path`.
+    watch_count: usize,
+    watching_conns: usize,
+    watched_paths: usize,
 }
 
 fn slot(kind: Kind) -> usize {
@@ -63,7 +70,7 @@ fn slot(kind: Kind) -> usize {
 
 impl WatchManager {
     /// Makes `conn` able to hold watches; its events go to `outbox`.
-    pub fn register_conn(&mut self, conn: ConnId, session_id: i64, outbox: Outbox, ids: Vec<Id>) {
+    pub fn register_conn(&mut self, conn: ConnId, session_id: i64, outbox: Outbox, ids: Arc<[Id]>) {
         self.conns.insert(
             conn,
             Watcher {
@@ -77,9 +84,9 @@ impl WatchManager {
     }
 
     /// Records a connection's identity after it authenticated.
-    pub fn set_identity(&mut self, conn: ConnId, ids: &[Id], is_super: bool) {
+    pub fn set_identity(&mut self, conn: ConnId, ids: Arc<[Id]>, is_super: bool) {
         if let Some(watcher) = self.conns.get_mut(&conn) {
-            watcher.ids = ids.to_vec();
+            watcher.ids = ids;
             watcher.is_super = is_super;
         }
     }
@@ -89,19 +96,46 @@ impl WatchManager {
         let Some(watcher) = self.conns.remove(&conn) else {
             return;
         };
+        if !watcher.watches.is_empty() {
+            self.watching_conns -= 1;
+        }
+        self.watch_count -= watcher.watches.len();
         for (kind, path) in watcher.watches {
             self.unlink(kind, &path, conn);
         }
     }
 
+    fn is_watched(&self, path: &str) -> bool {
+        self.by_path.iter().any(|m| m.contains_key(path))
+    }
+
+    /// Takes `conn` off the watchers of `kind` on `path` (its own set is the caller's business).
     fn unlink(&mut self, kind: Kind, path: &str, conn: ConnId) {
         let map = &mut self.by_path[slot(kind)];
         if let Some(set) = map.get_mut(path) {
             set.remove(&conn);
             if set.is_empty() {
                 map.remove(path);
+                if !self.is_watched(path) {
+                    self.watched_paths -= 1;
+                }
             }
         }
+    }
+
+    /// Removes (kind, path) from `conn`'s own set; false if it was not there.
+    fn forget(&mut self, conn: ConnId, kind: Kind, path: &str) -> bool {
+        let Some(watcher) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if !watcher.watches.remove(&(kind, path.to_owned())) {
+            return false;
+        }
+        self.watch_count -= 1;
+        if watcher.watches.is_empty() {
+            self.watching_conns -= 1;
+        }
+        true
     }
 
     /// Arms a watch of `kind` for `conn` on `path`.
@@ -109,12 +143,20 @@ impl WatchManager {
         let Some(watcher) = self.conns.get_mut(&conn) else {
             return;
         };
-        if watcher.watches.insert((kind, path.to_owned())) {
-            self.by_path[slot(kind)]
-                .entry(path.to_owned())
-                .or_default()
-                .insert(conn);
+        if !watcher.watches.insert((kind, path.to_owned())) {
+            return;
         }
+        self.watch_count += 1;
+        if watcher.watches.len() == 1 {
+            self.watching_conns += 1;
+        }
+        if !self.is_watched(path) {
+            self.watched_paths += 1;
+        }
+        self.by_path[slot(kind)]
+            .entry(path.to_owned())
+            .or_default()
+            .insert(conn);
     }
 
     fn kinds_of(watcher_type: WatcherType) -> &'static [Kind] {
@@ -139,23 +181,20 @@ impl WatchManager {
 
     /// Removes `conn`'s watches of `watcher_type` on `path` (removeWatches); false if none.
     pub fn remove(&mut self, path: &str, conn: ConnId, watcher_type: WatcherType) -> bool {
-        let Some(watcher) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        let mut removed = Vec::new();
+        let mut removed = false;
         for kind in Self::kinds_of(watcher_type) {
-            if watcher.watches.remove(&(*kind, path.to_owned())) {
-                removed.push(*kind);
+            if self.forget(conn, *kind, path) {
+                self.unlink(*kind, path, conn);
+                removed = true;
             }
         }
-        for kind in &removed {
-            self.unlink(*kind, path, conn);
-        }
-        !removed.is_empty()
+        removed
     }
 
     /// Fires the watches that `events` (from one applied txn, with the ACL of each event's node)
-    /// trigger, in order. Each connection gets at most one notification per event.
+    /// trigger, in order. Each connection gets at most one notification per event, and only if
+    /// it may read the node (ZooKeeper 3.9.2+, `ServerCnxn.process` with the node's ACL); a
+    /// one-shot watch is used up either way, as in ZooKeeper.
     pub fn trigger(&mut self, events: &[ChangeEvent], acls: &[Arc<[Acl]>], zxid: i64) {
         for (i, event) in events.iter().enumerate() {
             let (event_type, path) = match event {
@@ -164,7 +203,7 @@ impl WatchManager {
                 ChangeEvent::DataChanged(path) => (EventType::NodeDataChanged, path),
                 ChangeEvent::ChildrenChanged(path) => (EventType::NodeChildrenChanged, path),
             };
-            // An event without its ACL (not expected) reaches no persistent watch.
+            // An event without its ACL (not expected) reaches nobody.
             let acl = acls.get(i);
             self.fire(event_type, path, zxid, |w| {
                 acl.is_some_and(|acl| w.may_read(acl))
@@ -172,8 +211,8 @@ impl WatchManager {
         }
     }
 
-    /// Fires one event at `path`. One-shot watches were armed by a read that checked READ;
-    /// persistent ones were not, so they get the event only if `may_read` allows.
+    /// Fires one event at `path` for the watchers `may_read` allows, using up the one-shot
+    /// watches on it.
     fn fire(
         &mut self,
         event_type: EventType,
@@ -190,15 +229,17 @@ impl WatchManager {
         };
         for kind in one_shot {
             if let Some(conns) = self.by_path[slot(*kind)].remove(path) {
+                if !self.is_watched(path) {
+                    self.watched_paths -= 1;
+                }
                 for conn in conns {
-                    if let Some(watcher) = self.conns.get_mut(&conn) {
-                        watcher.watches.remove(&(*kind, path.to_owned()));
-                    }
+                    self.forget(conn, *kind, path);
                     targets.push(conn);
                 }
             }
         }
         let readable = |conn: &ConnId| self.conns.get(conn).is_some_and(&may_read);
+        targets.retain(|c| readable(c));
         if let Some(conns) = self.by_path[slot(Kind::Persistent)].get(path) {
             targets.extend(conns.iter().filter(|c| readable(c)));
         }
@@ -233,25 +274,24 @@ impl WatchManager {
         }
     }
 
-    /// Sends one event to one connection (setWatches reporting a change the client missed).
-    pub fn fire_one(&self, conn: ConnId, event_type: EventType, path: &str, zxid: i64) {
+    /// Sends one event to one connection: setWatches reporting a change the client missed.
+    /// Its zxid is -1, as ZooKeeper's (a `WatchedEvent` made without one). ZooKeeper sends
+    /// these without a READ check; coord checks READ on the node when it still exists
+    /// (`acl`), so a client learns nothing through setWatches that a read would not tell it.
+    pub fn fire_one(&self, conn: ConnId, event_type: EventType, path: &str, acl: Option<&[Acl]>) {
         if let Some(watcher) = self.conns.get(&conn) {
+            if acl.is_some_and(|acl| !watcher.may_read(acl)) {
+                return;
+            }
             watcher
                 .outbox
-                .send(crate::ops::notification(event_type, path, zxid));
+                .send(crate::ops::notification(event_type, path, -1));
         }
     }
 
-    /// (connections watching, paths watched, total watches), for `wchs` and `mntr`.
+    /// (connections watching, paths watched, total watches), for `wchs` and `mntr`: O(1).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let conns = self
-            .conns
-            .values()
-            .filter(|w| !w.watches.is_empty())
-            .count();
-        let paths: HashSet<&String> = self.by_path.iter().flat_map(|m| m.keys()).collect();
-        let total = self.conns.values().map(|w| w.watches.len()).sum();
-        (conns, paths.len(), total)
+        (self.watching_conns, self.watched_paths, self.watch_count)
     }
 
     /// Watched paths per session, for `wchc`.
@@ -318,7 +358,7 @@ mod tests {
     fn manager_with_conn() -> (WatchManager, mpsc::UnboundedReceiver<bytes::Bytes>) {
         let (outbox, rx) = Outbox::for_test();
         let mut manager = WatchManager::default();
-        manager.register_conn(1, 0x10, outbox, vec![Id::new("ip", "127.0.0.1")]);
+        manager.register_conn(1, 0x10, outbox, Arc::from([Id::new("ip", "127.0.0.1")]));
         (manager, rx)
     }
 
@@ -399,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn persistent_watches_deliver_only_what_the_connection_may_read() {
+    fn watches_deliver_only_what_the_connection_may_read() {
         let (mut m, mut rx) = manager_with_conn();
         m.add(Kind::PersistentRecursive, "/", 1);
         m.add(Kind::Persistent, "/secret", 1);
@@ -418,20 +458,55 @@ mod tests {
             &[secret.clone(), open],
             9,
         );
-        // The one-shot watch was armed by a read that passed READ; the persistent ones were not.
+        // READ is checked on delivery for every kind of watch; the one-shot watch is used up.
         assert_eq!(
             events(&mut rx),
-            [
-                (EventType::NodeDataChanged, "/secret".to_owned()),
-                (EventType::NodeCreated, "/public".to_owned())
-            ]
+            [(EventType::NodeCreated, "/public".to_owned())]
         );
-        m.set_identity(1, &[Id::new("digest", "alice:hash")], false);
+        assert!(!m.contains("/secret", 1, WatcherType::Data));
+        assert_eq!(m.counts(), (1, 2, 2));
+        m.set_identity(1, Arc::from([Id::new("digest", "alice:hash")]), false);
         m.trigger(&[ChangeEvent::DataChanged("/secret".into())], &[secret], 10);
         assert_eq!(
             events(&mut rx),
             [(EventType::NodeDataChanged, "/secret".to_owned())]
         );
         assert!(m.contains("/secret", 1, WatcherType::Persistent));
+    }
+
+    #[test]
+    fn counts_follow_every_change() {
+        let (mut m, _rx) = manager_with_conn();
+        let (outbox, _rx2) = Outbox::for_test();
+        m.register_conn(2, 0x20, outbox, Arc::from([]));
+        m.add(Kind::Data, "/a", 1);
+        m.add(Kind::Child, "/a", 1);
+        m.add(Kind::Data, "/a", 2);
+        m.add(Kind::Data, "/a", 2);
+        m.add(Kind::PersistentRecursive, "/b", 2);
+        assert_eq!(m.counts(), (2, 2, 4));
+        trigger_open(&mut m, &[ChangeEvent::DataChanged("/a".into())], 3);
+        assert_eq!(m.counts(), (2, 2, 2));
+        assert!(m.remove("/a", 1, WatcherType::Any));
+        assert_eq!(m.counts(), (1, 1, 1));
+        m.remove_conn(2);
+        assert_eq!(m.counts(), (0, 0, 0));
+        assert!(m.by_path.iter().all(HashMap::is_empty));
+    }
+
+    #[test]
+    fn outbox_sends_nothing_after_a_dropped_frame() {
+        let (outbox, mut rx) = Outbox::for_test_bounded(100);
+        outbox.send(bytes::Bytes::from(vec![0u8; 60]));
+        // Over the bound with something queued: dropped, and the connection is closing.
+        outbox.send(bytes::Bytes::from(vec![1u8; 60]));
+        assert!(outbox.has_dropped());
+        // Fits again, but must not go out: it could show a change whose event was dropped.
+        outbox.send(bytes::Bytes::from(vec![2u8; 10]));
+        let mut got = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            got.push(frame[0]);
+        }
+        assert_eq!(got, [0]);
     }
 }

@@ -245,6 +245,8 @@ class RawClient:
         self._lock = threading.Lock()
         self._pending = {}
         self.events = queue.Queue()
+        # Every event with the zxid of the txn that fired it, in arrival order.
+        self.event_zxids = []
         # Every frame in arrival order: ("event", type, path) or ("reply", xid).
         self.frames = []
         self._closed = threading.Event()
@@ -267,6 +269,7 @@ class RawClient:
                     state = r.int()
                     path = r.string()
                     self.frames.append(("event", etype, path))
+                    self.event_zxids.append((zxid, etype, path))
                     self.events.put((etype, state, path))
                     continue
                 if xid == XID_PING:

@@ -323,6 +323,21 @@ impl RawConn {
         Ok(RawConn { stream })
     }
 
+    /// Opens a TCP connection whose receive buffer is `bytes` (no handshake): a client that stops
+    /// reading then holds little in the kernel, and the server's queue for it grows sooner.
+    pub async fn connect_with_recv_buffer(addr: SocketAddr, bytes: u32) -> io::Result<RawConn> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_recv_buffer_size(bytes)?;
+        let stream = timeout(Duration::from_secs(5), socket.connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        Ok(RawConn { stream })
+    }
+
     /// Opens a connection and establishes a new session.
     pub async fn connect_session(addr: SocketAddr) -> io::Result<(RawConn, ConnectResponse)> {
         let mut conn = RawConn::connect(addr).await?;

@@ -2,7 +2,7 @@
 //! as ZooKeeper's `ZooKeeperServer.checkACL`, `PrepRequestProcessor.fixupACL`,
 //! `DigestAuthenticationProvider` and `IPAuthenticationProvider` define them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -81,21 +81,26 @@ pub(crate) fn check(acl: &[Acl], perm: i32, caller: &Caller<'_>, path: &str) -> 
     }
 }
 
-/// `PrepRequestProcessor.fixupACL`: drops duplicates, expands `auth` to the caller's
-/// authenticated (non-ip) ids, and rejects empty lists, unknown schemes and malformed ids.
+/// The most entries one ACL list may hold, as the request gives it and again after `auth`
+/// entries are expanded into one entry per authenticated id. ZooKeeper has no such bound (only
+/// jute.maxbuffer); it keeps the work and the stored list of one request small.
+pub const ACL_ENTRIES_MAX: usize = 1024;
+
+/// `PrepRequestProcessor.fixupACL`: drops duplicates (the first of equal entries stays, as
+/// `removeDuplicates`), expands `auth` to the caller's authenticated (non-ip) ids, and rejects
+/// empty lists, unknown schemes and malformed ids. Lists longer than [`ACL_ENTRIES_MAX`], before
+/// or after the expansion, are invalid too. Linear in the list times the caller's ids.
 pub fn fixup_acl(path: &str, acl: &[Acl], caller: &Caller<'_>) -> Result<Vec<Acl>, Error> {
     let invalid = || Error::InvalidAcl(path.to_string());
-    let mut unique: Vec<&Acl> = Vec::with_capacity(acl.len());
-    for a in acl {
-        if !unique.contains(&a) {
-            unique.push(a);
-        }
-    }
-    if unique.is_empty() {
+    if acl.is_empty() || acl.len() > ACL_ENTRIES_MAX {
         return Err(invalid());
     }
-    let mut out = Vec::with_capacity(unique.len());
-    for a in unique {
+    let mut seen: HashSet<&Acl> = HashSet::with_capacity(acl.len());
+    let mut out = Vec::with_capacity(acl.len());
+    for a in acl {
+        if !seen.insert(a) {
+            continue;
+        }
         match a.id.scheme.as_str() {
             "world" if a.id.id == "anyone" => out.push(a.clone()),
             "auth" => {
@@ -103,6 +108,9 @@ pub fn fixup_acl(path: &str, acl: &[Acl], caller: &Caller<'_>) -> Result<Vec<Acl
                 let mut any = false;
                 for id in caller.ids.iter().filter(|id| id.scheme == "digest") {
                     any = true;
+                    if out.len() >= ACL_ENTRIES_MAX {
+                        return Err(invalid());
+                    }
                     out.push(Acl {
                         perms: a.perms,
                         id: id.clone(),
@@ -115,6 +123,9 @@ pub fn fixup_acl(path: &str, acl: &[Acl], caller: &Caller<'_>) -> Result<Vec<Acl
             "digest" if is_valid_digest_id(&a.id.id) => out.push(a.clone()),
             "ip" if is_valid_ip_id(&a.id.id) => out.push(a.clone()),
             _ => return Err(invalid()),
+        }
+        if out.len() > ACL_ENTRIES_MAX {
+            return Err(invalid());
         }
     }
     Ok(out)

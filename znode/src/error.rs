@@ -32,6 +32,9 @@ pub enum Error {
     NoChildrenForEphemerals(String),
     #[error("session 0x{0:x} expired or closing")]
     SessionExpired(i64),
+    /// The reply to a read would exceed the server's reply bound.
+    #[error("reply for {path} exceeds {max} bytes")]
+    ReplyTooLarge { path: String, max: usize },
     /// Bytes that should be one of our records (a txn, a snapshot) are not.
     #[error("malformed: {0}")]
     Malformed(String),
@@ -50,7 +53,7 @@ impl Error {
             Error::InvalidAcl(_) => ErrorCode::InvalidAcl,
             Error::NoChildrenForEphemerals(_) => ErrorCode::NoChildrenForEphemerals,
             Error::SessionExpired(_) => ErrorCode::SessionExpired,
-            Error::Malformed(_) => ErrorCode::MarshallingError,
+            Error::ReplyTooLarge { .. } | Error::Malformed(_) => ErrorCode::MarshallingError,
         }
     }
 }
@@ -89,6 +92,10 @@ mod tests {
                 ErrorCode::NoChildrenForEphemerals,
             ),
             (Error::SessionExpired(7), ErrorCode::SessionExpired),
+            (
+                Error::ReplyTooLarge { path: p(), max: 1 },
+                ErrorCode::MarshallingError,
+            ),
             (Error::Malformed(p()), ErrorCode::MarshallingError),
         ];
         for (err, code) in cases {

@@ -41,11 +41,11 @@ mod prep;
 mod tree;
 mod txn;
 
-pub use acl::{digest_id, fixup_acl, is_allowed, Caller};
+pub use acl::{digest_id, fixup_acl, is_allowed, Caller, ACL_ENTRIES_MAX};
 pub use error::Error;
 pub use node::ephemeral;
 pub use path::ZPath;
-pub use prep::{Prep, Rejection, Write};
+pub use prep::{Checked, Prep, Rejection, Write, TXN_BYTES_MAX_DEFAULT};
 pub use tree::{
     Applied, ChangeEvent, OpResult, SessionInfo, Tree, TreeSnapshot, TxnResult, SYSTEM_PATHS,
 };

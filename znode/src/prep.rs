@@ -1,6 +1,25 @@
 //! The leader's write path (ZooKeeper's `PrepRequestProcessor` with its `outstandingChanges`):
 //! decides each client write against the committed tree *plus* the changes of txns proposed
 //! but not yet applied, and turns it into a deterministic [`Txn`].
+//!
+//! # Design note: a refused write uses no zxid
+//!
+//! ZooKeeper logs an error txn for a write its PrepRequestProcessor refuses (NoNode, BadVersion,
+//! a failed multi, ...), and so spends a zxid and an fsync on it. coord answers a refused write
+//! without proposing anything ([`Rejection`]). What the error txn does for ZooKeeper, coord does
+//! otherwise, and the replicated write path keeps it so:
+//!
+//! - **Order for the client.** The error txn makes the reply leave after the session's earlier
+//!   writes and after the state the refusal rests on. The server answers a refusal after the
+//!   connection's writes in flight, and only once the txn it was decided against is applied
+//!   (the server's `Refused::after`), so a client that is told NodeExists can read the node.
+//! - **Followers.** In an ensemble the leader decides every write; a follower that forwarded one
+//!   learns a refusal from the leader's reply to it (error code, multi results, and the zxid the
+//!   refusal rests on), not from the log, and answers its client once it has applied that zxid.
+//!   That is all a follower needs: an error txn changes no replicated state.
+//! - **What is lost.** Nothing replicated: ZooKeeper's error txns change neither the tree nor
+//!   the sessions. Their zxids are not visible to clients as state (a refused write's reply
+//!   carries the last applied zxid, as a read's does).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -73,6 +92,121 @@ pub enum Rejection {
     Multi(Vec<OpResult>),
 }
 
+/// The largest txn [`Prep::prepare`] proposes: far above any request a default server accepts.
+pub const TXN_BYTES_MAX_DEFAULT: usize = 32 << 20;
+
+/// The most bytes a sequential create's suffix adds to its path: `%010d` of an i32.
+const SEQUENCE_SUFFIX_BYTES_MAX: usize = 11;
+
+/// A write with the work that needs neither the tree nor the pending changes done, so that the
+/// server does it before it takes the write path's lock: every ACL fixed up for the caller
+/// (`fixupACL`; an error is kept and reported where ZooKeeper's order puts it), and the size of
+/// the txn it can produce bounded.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    write: Write,
+    /// For each Create and SetAcl op of `write`, in order: its ACL fixed up for the caller.
+    acls: Vec<Result<Vec<Acl>, Error>>,
+}
+
+impl Checked {
+    /// Fixes up the ACLs of `write` for `caller` and bounds its txn by `txn_bytes_max`: a write
+    /// whose txn could exceed it is refused with MarshallingError (for a multi, on the op that
+    /// crosses it), the bound a ZooKeeper txn log record has in jute.maxbuffer. Work and memory
+    /// stop at the op that crosses the bound.
+    pub fn new(
+        write: Write,
+        caller: &Caller<'_>,
+        txn_bytes_max: usize,
+    ) -> Result<Checked, Rejection> {
+        let mut acls = Vec::new();
+        let mut bytes = TXN_HEADER_BYTES;
+        let too_large = Rejection::Error(ErrorCode::MarshallingError);
+        match &write {
+            Write::Multi(ops) => {
+                bytes += 1 + 4;
+                for (i, op) in ops.iter().enumerate() {
+                    bytes = bytes.saturating_add(op_bytes_max(op, caller, &mut acls));
+                    if bytes > txn_bytes_max {
+                        return Err(Rejection::Multi(failed_multi(
+                            ops.len(),
+                            i,
+                            ErrorCode::MarshallingError,
+                        )));
+                    }
+                }
+            }
+            op => {
+                bytes = bytes.saturating_add(op_bytes_max(op, caller, &mut acls));
+                if bytes > txn_bytes_max {
+                    return Err(too_large);
+                }
+            }
+        }
+        Ok(Checked { write, acls })
+    }
+
+    pub fn write(&self) -> &Write {
+        &self.write
+    }
+}
+
+/// The format byte and the time of a txn.
+const TXN_HEADER_BYTES: usize = 1 + 8;
+
+/// An upper bound of the bytes `op` adds to a txn, fixing up its ACL (pushed onto `acls`).
+fn op_bytes_max(op: &Write, caller: &Caller<'_>, acls: &mut Vec<Result<Vec<Acl>, Error>>) -> usize {
+    let bytes = |b: &[u8]| 4 + b.len();
+    let mut fixed = |path: &str, acl: &[Acl]| {
+        let fixed = acl::fixup_acl(path, acl, caller);
+        let len = match &fixed {
+            Ok(acl) => {
+                4 + acl
+                    .iter()
+                    .map(|a| 4 + bytes(a.id.scheme.as_bytes()) + bytes(a.id.id.as_bytes()))
+                    .sum::<usize>()
+            }
+            Err(_) => 0,
+        };
+        acls.push(fixed);
+        len
+    };
+    1 + match op {
+        Write::Create {
+            path, data, acl, ..
+        } => {
+            bytes(path.as_bytes())
+                + SEQUENCE_SUFFIX_BYTES_MAX
+                + bytes(data)
+                + fixed(path, acl)
+                + 8
+                + 4
+        }
+        Write::SetAcl { path, acl, .. } => bytes(path.as_bytes()) + fixed(path, acl) + 4,
+        Write::Delete { path, .. } | Write::Reap { path } => bytes(path.as_bytes()),
+        Write::SetData { path, data, .. } => bytes(path.as_bytes()) + bytes(data) + 4,
+        Write::Check { path, .. } => bytes(path.as_bytes()) + 4,
+        Write::CreateSession { passwd, .. } => 8 + 4 + bytes(passwd),
+        Write::CloseSession { .. } => 8,
+        // Not allowed inside a multi: prepare refuses it without a txn.
+        Write::Multi(_) => 0,
+    }
+}
+
+/// ZooKeeper's results of a multi whose op `failed` failed with `code`: `Ok` for the ops before
+/// it (rolled back), its code, then `RuntimeInconsistency` for the ops after it.
+fn failed_multi(len: usize, failed: usize, code: ErrorCode) -> Vec<OpResult> {
+    (0..len)
+        .map(|j| {
+            OpResult::Error(match j.cmp(&failed) {
+                std::cmp::Ordering::Less => ErrorCode::Ok,
+                std::cmp::Ordering::Equal => code,
+                std::cmp::Ordering::Greater => ErrorCode::RuntimeInconsistency,
+            })
+        })
+        .collect()
+}
+
 /// A node as the pending txns leave it (ZooKeeper's `ChangeRecord`).
 #[derive(Debug, Clone)]
 struct PendingNode {
@@ -110,7 +244,8 @@ impl Prep {
     }
 
     /// Decides a client write. `Ok(txn)`: propose it at `zxid`. `Err(rejection)`: answer the
-    /// client without logging anything; no pending state remains from it.
+    /// client without logging anything; no pending state remains from it. The txn is at most
+    /// [`TXN_BYTES_MAX_DEFAULT`] bytes; see [`Prep::prepare_checked`] for another bound.
     pub fn prepare(
         &mut self,
         tree: &Tree,
@@ -119,8 +254,22 @@ impl Prep {
         zxid: Zxid,
         now_ms: i64,
     ) -> Result<Txn, Rejection> {
-        let op = match write {
-            Write::Multi(ops) => self.prepare_multi(tree, caller, ops, zxid, now_ms)?,
+        let checked = Checked::new(write.clone(), caller, TXN_BYTES_MAX_DEFAULT)?;
+        self.prepare_checked(tree, caller, &checked, zxid, now_ms)
+    }
+
+    /// [`Prep::prepare`] for a write checked (with the same `caller`) before the lock.
+    pub fn prepare_checked(
+        &mut self,
+        tree: &Tree,
+        caller: &Caller<'_>,
+        checked: &Checked,
+        zxid: Zxid,
+        now_ms: i64,
+    ) -> Result<Txn, Rejection> {
+        let mut acls = checked.acls.iter();
+        let op = match &checked.write {
+            Write::Multi(ops) => self.prepare_multi(tree, caller, ops, &mut acls, zxid, now_ms)?,
             Write::CreateSession {
                 session_id,
                 timeout_ms,
@@ -135,15 +284,31 @@ impl Prep {
             }
             Write::CloseSession { session_id } => self.prepare_close(tree, *session_id, zxid),
             single => {
+                let mark = self.outstanding.len();
                 let mut undo = Undo::new();
-                self.prepare_op(tree, caller, single, zxid, now_ms, &mut undo)
-                    .map_err(|e| Rejection::Error(e.code()))?
+                let result =
+                    self.prepare_op(tree, caller, single, &mut acls, zxid, now_ms, &mut undo);
+                result.map_err(|e| {
+                    self.roll_back(mark, undo);
+                    Rejection::Error(e.code())
+                })?
             }
         };
         Ok(Txn {
             time_ms: now_ms,
             op,
         })
+    }
+
+    /// Forgets the records added since `outstanding` was `mark` long, restoring what they hid.
+    fn roll_back(&mut self, mark: usize, undo: Undo) {
+        self.outstanding.truncate(mark);
+        for (path, prev) in undo.into_iter().rev() {
+            match prev {
+                Some(r) => self.by_path.insert(path, r),
+                None => self.by_path.remove(&path),
+            };
+        }
     }
 
     /// Forgets pending records of txns up to and including `zxid` (call right after applying it).
@@ -168,11 +333,12 @@ impl Prep {
         self.by_path.len()
     }
 
-    fn prepare_multi(
+    fn prepare_multi<'a>(
         &mut self,
         tree: &Tree,
         caller: &Caller<'_>,
         ops: &[Write],
+        acls: &mut impl Iterator<Item = &'a Result<Vec<Acl>, Error>>,
         zxid: Zxid,
         now_ms: i64,
     ) -> Result<TxnOp, Rejection> {
@@ -193,26 +359,11 @@ impl Prep {
         let mut undo = Undo::new();
         let mut txns = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            match self.prepare_op(tree, caller, op, zxid, now_ms, &mut undo) {
+            match self.prepare_op(tree, caller, op, acls, zxid, now_ms, &mut undo) {
                 Ok(t) => txns.push(t),
                 Err(e) => {
-                    self.outstanding.truncate(mark);
-                    for (path, prev) in undo.into_iter().rev() {
-                        match prev {
-                            Some(r) => self.by_path.insert(path, r),
-                            None => self.by_path.remove(&path),
-                        };
-                    }
-                    let results = (0..ops.len())
-                        .map(|j| {
-                            OpResult::Error(match j.cmp(&i) {
-                                std::cmp::Ordering::Less => ErrorCode::Ok,
-                                std::cmp::Ordering::Equal => e.code(),
-                                std::cmp::Ordering::Greater => ErrorCode::RuntimeInconsistency,
-                            })
-                        })
-                        .collect();
-                    return Err(Rejection::Multi(results));
+                    self.roll_back(mark, undo);
+                    return Err(Rejection::Multi(failed_multi(ops.len(), i, e.code())));
                 }
             }
         }
@@ -286,26 +437,37 @@ impl Prep {
         Ok(())
     }
 
-    fn prepare_op(
+    /// Decides one op. `acls` yields the fixed-up ACL of each Create and SetAcl op, in order.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_op<'a>(
         &mut self,
         tree: &Tree,
         caller: &Caller<'_>,
         write: &Write,
+        acls: &mut impl Iterator<Item = &'a Result<Vec<Acl>, Error>>,
         zxid: Zxid,
         now_ms: i64,
         undo: &mut Undo,
     ) -> Result<TxnOp, Error> {
         let z = zxid.as_i64();
+        let mut fixed_acl = |path: &str| {
+            acls.next()
+                .cloned()
+                .unwrap_or_else(|| Err(Error::Malformed(format!("no checked ACL for {path}"))))
+        };
         match write {
+            // The order of checks is pRequest2TxnCreate's, so that a request failing several
+            // of them gets ZooKeeper's answer: flags, TTL, session, the path's shape, ACL,
+            // parent, CREATE on the parent, the full path, NodeExists, an ephemeral parent.
             Write::Create {
                 path,
                 data,
-                acl,
+                acl: _,
                 mode,
                 ttl,
                 container,
             } => {
-                self.check_session(tree, caller)?;
+                let acl = fixed_acl(path);
                 let mode = CreateMode::from_code(*mode)
                     .ok_or_else(|| Error::BadArguments(format!("invalid create flags {mode}")))?;
                 let container = *container || mode.is_container();
@@ -323,24 +485,32 @@ impl Prep {
                     }
                     None
                 };
+                self.check_session(tree, caller)?;
                 if mode.is_ephemeral()
                     && !(tree.has_session(caller.session_id)
                         || self.created.contains_key(&caller.session_id))
                 {
                     return Err(Error::SessionExpired(caller.session_id));
                 }
-                if mode.is_sequential() {
-                    ZPath::parse_sequential_prefix(path)?;
-                } else {
-                    ZPath::parse(path)?;
-                }
-                // A valid path (or sequential prefix) has a '/' and, unless it is "/", a parent.
+                // validatePathForCreate: only a '/' and no NUL; the rest is checked on the
+                // final name, after the parent.
                 let parent_path = match path.rfind('/') {
+                    Some(_) if path.contains('\0') => {
+                        return Err(Error::InvalidPath {
+                            path: path.clone(),
+                            reason: "null character",
+                        })
+                    }
                     Some(0) => "/",
                     Some(i) => &path[..i],
-                    None => return Err(Error::BadArguments(path.clone())),
+                    None => {
+                        return Err(Error::InvalidPath {
+                            path: path.clone(),
+                            reason: "no '/'",
+                        })
+                    }
                 };
-                let acl = acl::fixup_acl(path, acl, caller)?;
+                let acl = acl?;
                 let mut parent = self.record(tree, parent_path)?;
                 acl::check(&parent.acl, perms::CREATE, caller, path)?;
                 let final_path = if mode.is_sequential() {
@@ -451,10 +621,15 @@ impl Prep {
                     version: new_version,
                 })
             }
-            Write::SetAcl { path, acl, version } => {
+            Write::SetAcl {
+                path,
+                acl: _,
+                version,
+            } => {
+                let acl = fixed_acl(path);
                 self.check_session(tree, caller)?;
                 ZPath::parse(path)?;
-                let acl = acl::fixup_acl(path, acl, caller)?;
+                let acl = acl?;
                 let mut node = self.record(tree, path)?;
                 acl::check(&node.acl, perms::ADMIN, caller, path)?;
                 let new_version = check_version(path, node.meta.aversion, *version)?;
@@ -485,17 +660,25 @@ impl Prep {
     }
 }
 
-/// `getParentPathAndValidate`: a valid path that is not a system node; returns its parent.
+/// `getParentPathAndValidate`: a path with a '/', no NUL, that is not a system node; returns
+/// its parent. Nothing else of the path is checked: `delete /a/` looks for "/a/" and answers
+/// NoNode, as ZooKeeper does.
 fn deletable(path: &str) -> Result<&str, Error> {
-    let zpath = ZPath::parse(path)?;
-    if SYSTEM_PATHS.contains(&path) {
-        return Err(Error::InvalidPath {
-            path: path.to_string(),
-            reason: "system node",
-        });
+    let invalid = |reason| Error::InvalidPath {
+        path: path.to_string(),
+        reason,
+    };
+    if path.contains('\0') {
+        return Err(invalid("null character"));
     }
-    drop(zpath);
-    parent_of(path).ok_or_else(|| Error::BadArguments(path.to_string()))
+    if SYSTEM_PATHS.contains(&path) {
+        return Err(invalid("system node"));
+    }
+    match path.rfind('/') {
+        Some(0) => Ok("/"),
+        Some(i) => Ok(&path[..i]),
+        None => Err(invalid("no '/'")),
+    }
 }
 
 /// `checkAndIncVersion`: -1 matches any version; the next version skips -1 (ZOOKEEPER-4743).

@@ -854,25 +854,30 @@ fn acl_checks_per_operation() {
 #[test]
 fn write_path_validation() {
     let mut h = Harness::new();
-    for p in ["", "a", "/a/", "//a", "/a/./b", "/a/../b", "/a\0"] {
-        assert_eq!(
-            h.reject(&ANON, &persistent(p)),
-            ErrorCode::BadArguments,
-            "{p:?}"
-        );
-        for w in [
-            Write::Delete {
-                path: p.into(),
-                version: -1,
-            },
-            Write::SetData {
-                path: p.into(),
-                data: Bytes::new(),
-                version: -1,
-            },
-        ] {
-            assert_eq!(h.reject(&ANON, &w), ErrorCode::BadArguments, "{p:?}");
-        }
+    // As PrepRequestProcessor: create and delete check only the '/' and NUL before looking up
+    // the parent (NoNode wins over the rest of validation); setData validates the whole path.
+    let (bad, no) = (ErrorCode::BadArguments, ErrorCode::NoNode);
+    for (p, create_code, delete_code) in [
+        ("", bad, bad),
+        ("a", bad, bad),
+        ("/a/", no, no),
+        ("//a", bad, no),
+        ("/a/./b", no, no),
+        ("/a/../b", no, no),
+        ("/a\0", bad, bad),
+    ] {
+        assert_eq!(h.reject(&ANON, &persistent(p)), create_code, "create {p:?}");
+        let delete = Write::Delete {
+            path: p.into(),
+            version: -1,
+        };
+        assert_eq!(h.reject(&ANON, &delete), delete_code, "delete {p:?}");
+        let set = Write::SetData {
+            path: p.into(),
+            data: Bytes::new(),
+            version: -1,
+        };
+        assert_eq!(h.reject(&ANON, &set), bad, "setData {p:?}");
     }
     h.ok(&ANON, &create("/", "", CreateMode::PersistentSequential));
     assert_eq!(h.reject(&ANON, &persistent("/")), ErrorCode::NodeExists);

@@ -86,6 +86,10 @@ pub enum ChangeEvent {
     ChildrenChanged(String),
 }
 
+/// The jute count of a vector, and the length of a string.
+const STRING_VEC_HEADER_BYTES: usize = 4;
+const STRING_HEADER_BYTES: usize = 4;
+
 /// The paths of ZooKeeper's system nodes, which may not be deleted.
 pub const SYSTEM_PATHS: [&str; 4] = ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"];
 
@@ -99,6 +103,8 @@ pub struct Tree {
     sessions: BTreeMap<i64, SessionInfo>,
     /// Session id -> paths of its ephemeral nodes. Invariant: no empty sets.
     ephemerals: BTreeMap<i64, BTreeSet<Box<str>>>,
+    /// The number of paths in `ephemerals`, kept as they change so that monitoring is O(1).
+    ephemeral_count: usize,
     containers: BTreeSet<Box<str>>,
     ttls: BTreeSet<Box<str>>,
     /// Sum over nodes of path length + data length (ZooKeeper's `approximateDataSize`).
@@ -122,6 +128,7 @@ impl Tree {
             acls: AclCache::default(),
             sessions: BTreeMap::new(),
             ephemerals: BTreeMap::new(),
+            ephemeral_count: 0,
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
             data_size: 0,
@@ -197,6 +204,11 @@ impl Tree {
         Ok(self.node_for_read(path, perms::READ, caller)?.stat())
     }
 
+    /// The node's stat and ACL without any check (for the server's own use: watches).
+    pub fn stat_and_acl(&self, path: &str) -> Option<(Stat, Arc<[Acl]>)> {
+        self.entry(path).map(|e| (e.stat(), self.acl_of(e)))
+    }
+
     /// The node's stat without any ACL check (for the server's own use, e.g. watches).
     pub fn stat(&self, path: &str) -> Option<Stat> {
         self.entry(path).map(Entry::stat)
@@ -209,12 +221,33 @@ impl Tree {
         path: &str,
         caller: &Caller<'_>,
     ) -> Result<(Vec<String>, Stat), Error> {
+        self.get_children_bounded(path, caller, usize::MAX)
+    }
+
+    /// [`Tree::get_children`], refused with [`Error::ReplyTooLarge`] as soon as the names, as
+    /// a jute vector of strings, would take more than `bytes_max`: the work and memory of one
+    /// read stay within the reply bound, however many children the node has.
+    pub fn get_children_bounded(
+        &self,
+        path: &str,
+        caller: &Caller<'_>,
+        bytes_max: usize,
+    ) -> Result<(Vec<String>, Stat), Error> {
         let e = self.node_for_read(path, perms::READ, caller)?;
         let prefix_len = if path == "/" { 1 } else { path.len() + 1 };
-        let names = self
-            .children_of(e)
-            .map(|c| c.path()[prefix_len..].to_string())
-            .collect();
+        let mut bytes = STRING_VEC_HEADER_BYTES;
+        let mut names = Vec::new();
+        for child in self.children_of(e) {
+            let name = &child.path()[prefix_len..];
+            bytes += STRING_HEADER_BYTES + name.len();
+            if bytes > bytes_max {
+                return Err(Error::ReplyTooLarge {
+                    path: path.to_string(),
+                    max: bytes_max,
+                });
+            }
+            names.push(name.to_string());
+        }
         Ok((names, e.stat()))
     }
 
@@ -273,11 +306,35 @@ impl Tree {
     /// getEphemerals: the session's ephemeral paths starting with `prefix` (all of them for an
     /// empty or "/" prefix), in path order.
     pub fn get_ephemerals(&self, session_id: i64, prefix: &str) -> Vec<String> {
+        self.get_ephemerals_bounded(session_id, prefix, usize::MAX)
+            .unwrap_or_default()
+    }
+
+    /// [`Tree::get_ephemerals`], refused with [`Error::ReplyTooLarge`] as soon as the paths, as
+    /// a jute vector of strings, would take more than `bytes_max`.
+    pub fn get_ephemerals_bounded(
+        &self,
+        session_id: i64,
+        prefix: &str,
+        bytes_max: usize,
+    ) -> Result<Vec<String>, Error> {
         let all = prefix.trim().is_empty() || prefix.trim() == "/";
-        self.ephemeral_paths(session_id)
+        let mut bytes = STRING_VEC_HEADER_BYTES;
+        let mut paths = Vec::new();
+        for path in self
+            .ephemeral_paths(session_id)
             .filter(|p| all || p.starts_with(prefix))
-            .map(str::to_string)
-            .collect()
+        {
+            bytes += STRING_HEADER_BYTES + path.len();
+            if bytes > bytes_max {
+                return Err(Error::ReplyTooLarge {
+                    path: prefix.to_string(),
+                    max: bytes_max,
+                });
+            }
+            paths.push(path.to_string());
+        }
+        Ok(paths)
     }
 
     pub fn session(&self, session_id: i64) -> Option<SessionInfo> {
@@ -291,6 +348,11 @@ impl Tree {
 
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The number of ephemeral nodes (of sessions, not containers or TTL nodes).
+    pub fn ephemeral_count(&self) -> usize {
+        self.ephemeral_count
     }
 
     /// Sum of path and data lengths over all nodes.
@@ -388,6 +450,7 @@ impl Tree {
             TxnOp::CloseSession { session_id } => {
                 self.sessions.remove(session_id);
                 let paths = self.ephemerals.remove(session_id).unwrap_or_default();
+                self.ephemeral_count -= paths.len();
                 for path in paths {
                     // A path already gone is skipped, as DataTree.deleteNodes does.
                     let _ = self.delete_node(&path, z, events);
@@ -523,10 +586,12 @@ impl Tree {
                 self.ttls.insert(path.into());
             }
             Kind::Normal => {
-                self.ephemerals
+                let inserted = self
+                    .ephemerals
                     .entry(ephemeral_owner)
                     .or_default()
                     .insert(path.into());
+                self.ephemeral_count += usize::from(inserted);
             }
             Kind::Void => {}
         }
@@ -576,7 +641,7 @@ impl Tree {
             }
             Kind::Normal => {
                 if let Some(set) = self.ephemerals.get_mut(&owner) {
-                    set.remove(path);
+                    self.ephemeral_count -= usize::from(set.remove(path));
                     if set.is_empty() {
                         self.ephemerals.remove(&owner);
                     }
@@ -805,6 +870,7 @@ impl StateMachine for Tree {
             acls: AclCache::from_parts(lists, &usage, acl_next),
             sessions,
             ephemerals: BTreeMap::new(),
+            ephemeral_count: 0,
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
             data_size: 0,
@@ -835,10 +901,12 @@ impl StateMachine for Tree {
                     tree.ttls.insert(path.into());
                 }
                 Kind::Normal => {
-                    tree.ephemerals
+                    let inserted = tree
+                        .ephemerals
                         .entry(owner)
                         .or_default()
                         .insert(path.into());
+                    tree.ephemeral_count += usize::from(inserted);
                 }
                 Kind::Void => {}
             }

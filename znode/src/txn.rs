@@ -85,6 +85,11 @@ impl Txn {
         out
     }
 
+    /// The length of [`Txn::encode`]'s output, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        TXN_HEADER_LEN + self.op.encoded_len()
+    }
+
     /// Decodes [`Txn::encode`]'s output; any malformed or truncated input is an error.
     pub fn decode(bytes: &[u8]) -> Result<Txn, Error> {
         let mut r = Reader { buf: bytes, pos: 0 };
@@ -117,6 +122,34 @@ pub(crate) fn put_acl(out: &mut Vec<u8>, acl: &[Acl]) {
         out.extend_from_slice(&a.perms.to_be_bytes());
         put_bytes(out, a.id.scheme.as_bytes());
         put_bytes(out, a.id.id.as_bytes());
+    }
+}
+
+/// The format byte and the time.
+const TXN_HEADER_LEN: usize = 1 + 8;
+
+impl TxnOp {
+    /// The length of this op as [`Txn::encode`] writes it.
+    pub fn encoded_len(&self) -> usize {
+        let bytes = |b: &[u8]| 4 + b.len();
+        let acl_len = |acl: &[Acl]| {
+            4 + acl
+                .iter()
+                .map(|a| 4 + bytes(a.id.scheme.as_bytes()) + bytes(a.id.id.as_bytes()))
+                .sum::<usize>()
+        };
+        1 + match self {
+            TxnOp::CreateSession { passwd, .. } => 8 + 4 + bytes(passwd),
+            TxnOp::CloseSession { .. } => 8,
+            TxnOp::Create {
+                path, data, acl, ..
+            } => bytes(path.as_bytes()) + bytes(data) + acl_len(acl) + 8 + 4,
+            TxnOp::Delete { path } => bytes(path.as_bytes()),
+            TxnOp::SetData { path, data, .. } => bytes(path.as_bytes()) + bytes(data) + 4,
+            TxnOp::SetAcl { path, acl, .. } => bytes(path.as_bytes()) + acl_len(acl) + 4,
+            TxnOp::Check { path, .. } => bytes(path.as_bytes()) + 4,
+            TxnOp::Multi(ops) => 4 + ops.iter().map(TxnOp::encoded_len).sum::<usize>(),
+        }
     }
 }
 
