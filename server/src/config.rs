@@ -422,6 +422,17 @@ mod tests {
     }
 
     #[test]
+    fn reply_bound_follows_a_larger_frame_bound() {
+        let config = parse(&["--max-frame-bytes", &(32u32 << 20).to_string()]).unwrap();
+        assert_eq!(config.max_reply_bytes, (32 << 20) + (64 << 10));
+        assert!(config.txn_bytes_max() <= coord_engine::log::RECORD_PAYLOAD_MAX);
+        assert!(
+            config.outbox_bytes_max()
+                >= crate::conn::OUTBOX_PAUSE_BYTES + 2 * config.max_reply_bytes
+        );
+    }
+
+    #[test]
     fn defaults_are_a_standalone_server_on_2181() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.client_addr.to_string(), "127.0.0.1:2181");
@@ -430,6 +441,8 @@ mod tests {
         assert_eq!(config.min_session_timeout_ms, 4000);
         assert_eq!(config.max_session_timeout_ms, 40000);
         assert_eq!(config.max_frame_bytes, 1_048_575);
+        assert_eq!(config.max_reply_bytes, 16 << 20);
+        assert_eq!(config.max_pending_write_bytes, 256 << 20);
         assert_eq!(config.max_connections_per_ip, 60);
         assert_eq!(config.four_letter_words, ["srvr", "ruok", "isro", "mntr"]);
         assert_eq!(config.reap_interval_ms, 60_000);
@@ -496,6 +509,15 @@ mod tests {
                 "max_session_timeout_ms",
             ),
             (&["--max-frame-bytes", "3"][..], "max_frame_bytes"),
+            (&["--max-reply-bytes", "1048575"][..], "max_reply_bytes"),
+            (
+                &["--max-frame-bytes", "4096", "--max-reply-bytes", "69631"][..],
+                "max_reply_bytes",
+            ),
+            (
+                &["--max-pending-write-bytes", "1000"][..],
+                "max_pending_write_bytes",
+            ),
             (
                 &["--four-letter-words", "ruok,nope"][..],
                 "four_letter_words",

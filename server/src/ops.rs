@@ -547,3 +547,37 @@ pub fn authenticate(auth: &coord_proto::AuthPacket) -> Option<Id> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coord_proto::Stat;
+
+    /// The sizes multiRead bounds its reply with are the sizes the encoder writes.
+    #[test]
+    fn reply_size_constants_match_the_encoding() {
+        let mut buf = BytesMut::new();
+        Stat::default().write(&mut buf);
+        assert_eq!(buf.len(), STAT_BYTES);
+        let data = Bytes::from_static(b"abc");
+        let results = vec![
+            MultiResult::GetData {
+                data: data.clone(),
+                stat: Stat::default(),
+            },
+            MultiResult::GetChildren {
+                children: vec!["x".into(), "yz".into()],
+            },
+            MultiResult::Error(ErrorCode::NoNode.code()),
+        ];
+        let mut buf = BytesMut::new();
+        Response::Multi(results).encode(&mut buf);
+        let expected = (MULTI_HEADER_BYTES + 4 + data.len() + STAT_BYTES)
+            + (MULTI_HEADER_BYTES + 4 + (4 + 1) + (4 + 2))
+            + MULTI_ERROR_BYTES
+            + MULTI_HEADER_BYTES;
+        assert_eq!(buf.len(), expected);
+        let frame = reply_frame(1, 2, ErrorCode::Ok, None);
+        assert_eq!(frame.len(), REPLY_FRAME_OVERHEAD);
+    }
+}

@@ -38,6 +38,8 @@ fn help_documents_every_key() {
         "--min-session-timeout-ms",
         "--max-session-timeout-ms",
         "--max-frame-bytes",
+        "--max-reply-bytes",
+        "--max-pending-write-bytes",
         "--max-connections-per-ip",
         "--four-letter-words",
         "--reap-interval-ms",

@@ -548,6 +548,113 @@ async fn stalled_client_does_not_hold_the_write_budget() {
     .await;
 }
 
+fn mntr_value(server: &CoordServer, key: &str) -> u64 {
+    let mntr = four_letter_word(server.addr(), "mntr").expect("mntr");
+    mntr.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('\t')?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} missing from mntr: {mntr}"))
+}
+
+/// Item 7: sessions that expire together are closed by txns that share group commits, not one
+/// awaited txn (and fsync) at a time. coord-specific (`zk_fsync_count`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expiring_together_share_a_group_commit() {
+    if !is_coord() {
+        return;
+    }
+    within_deadline(async {
+        let server = CoordServer::start().expect("server");
+        let mut conns = Vec::new();
+        for _ in 0..40 {
+            let mut conn = RawConn::connect(server.addr()).await.expect("connect");
+            // Clamped to the smallest timeout: 2 ticks.
+            conn.handshake(1, 0, &[0u8; 16]).await.expect("session");
+            conns.push(conn);
+        }
+        let before = mntr_value(&server, "zk_fsync_count");
+        assert_eq!(mntr_value(&server, "zk_global_sessions"), 40);
+        drop(conns);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while mntr_value(&server, "zk_global_sessions") > 0 {
+            assert!(Instant::now() < deadline, "sessions never expired");
+            sleep(Duration::from_millis(100)).await;
+        }
+        // Let the last close txns reach the disk.
+        sleep(Duration::from_millis(300)).await;
+        let fsyncs = mntr_value(&server, "zk_fsync_count") - before;
+        assert!(fsyncs <= 10, "40 expiries took {fsyncs} fsyncs");
+    })
+    .await;
+}
+
+/// Item 4: mntr's counts are kept as the tree and the watches change (it no longer walks them,
+/// which `scripts/bench-mntr.py` shows); they stay right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mntr_counts_follow_changes() {
+    within_deadline(async {
+        let server = CoordServer::start().expect("server");
+        let (mut owner, _) = RawConn::connect_session(server.addr())
+            .await
+            .expect("session");
+        let mut watcher = session(&server).await;
+        assert_eq!(mntr_value(&server, "zk_znode_count"), 5);
+        for i in 0..3 {
+            let path = format!("/e{i}");
+            assert_eq!(
+                call(
+                    &mut owner,
+                    i,
+                    op::CREATE,
+                    &raw::create_body(&path, b"", OPEN_ACL, 1)
+                )
+                .await
+                .err,
+                0
+            );
+            let reply = call(
+                &mut watcher,
+                i,
+                op::GET_DATA,
+                &raw::path_watch_body(&path, true),
+            )
+            .await;
+            assert_eq!(reply.err, 0);
+            let reply = call(
+                &mut watcher,
+                10 + i,
+                op::EXISTS,
+                &raw::path_watch_body("/none", true),
+            )
+            .await;
+            assert_eq!(reply.err, err::NO_NODE);
+        }
+        assert_eq!(mntr_value(&server, "zk_znode_count"), 8);
+        assert_eq!(mntr_value(&server, "zk_ephemerals_count"), 3);
+        assert_eq!(mntr_value(&server, "zk_watch_count"), 4);
+        let wchs = four_letter_word(server.addr(), "wchs").expect("wchs");
+        assert!(wchs.starts_with("1 connections watching 4 paths"), "{wchs}");
+        // The owner's session closes: its ephemerals go, and the watches on them fire.
+        assert_eq!(call(&mut owner, 99, op::CLOSE_SESSION, &[]).await.err, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mntr_value(&server, "zk_ephemerals_count") > 0 {
+            assert!(Instant::now() < deadline, "ephemerals never went");
+            sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(mntr_value(&server, "zk_znode_count"), 5);
+        assert_eq!(mntr_value(&server, "zk_watch_count"), 1);
+        drop(watcher);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mntr_value(&server, "zk_watch_count") > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "watches of a closed connection stayed"
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 // ---- Watches and sessions must leak nothing and lose nothing ---------------------------------
 
 /// Item 8: a one-shot watch checks READ when it fires, and is used up either way. Both a watch

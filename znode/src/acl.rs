@@ -425,6 +425,30 @@ mod tests {
             fixup_acl("/p", &[acl(5, "auth", "")], &caller).unwrap(),
             vec![acl(5, "digest", "bob:hash")]
         );
+        let long: Vec<Acl> = (0..=ACL_ENTRIES_MAX)
+            .map(|i| acl(1, "ip", &format!("10.0.{}.{}", i / 256, i % 256)))
+            .collect();
+        assert_eq!(code(&long, &caller), InvalidAcl);
+        assert!(fixup_acl("/p", &long[..ACL_ENTRIES_MAX], &caller).is_ok());
+        // `auth` expands per id: 600 entries times 2 digest ids is over the bound.
+        let two = [Id::new("digest", "a:x"), Id::new("digest", "b:y")];
+        let two_caller = Caller {
+            ids: &two,
+            ..Caller::ANONYMOUS
+        };
+        let auths: Vec<Acl> = (1..=600).map(|p| acl(p, "auth", "")).collect();
+        assert_eq!(code(&auths, &two_caller), InvalidAcl);
+        assert_eq!(
+            fixup_acl("/p", &auths[..512], &two_caller).unwrap().len(),
+            1024
+        );
+        // Duplicates: the first stays, order kept.
+        let dups = [
+            acl(1, "ip", "1.1.1.1"),
+            acl(2, "ip", "1.1.1.1"),
+            acl(1, "ip", "1.1.1.1"),
+        ];
+        assert_eq!(fixup_acl("/p", &dups, &caller).unwrap(), dups[..2].to_vec());
         let dup = [acl(1, "ip", "1.2.3.0/24"), acl(1, "ip", "1.2.3.0/24")];
         assert_eq!(fixup_acl("/p", &dup, &caller).unwrap().len(), 1);
         assert!(fixup_acl("/p", &[acl(1, "digest", "a:b:")], &caller).is_ok());

@@ -522,6 +522,7 @@ fn close_session_removes_its_ephemerals_with_events() {
     );
     assert_eq!(h.tree.get_ephemerals(0x55, "/").len(), 3);
     assert_eq!(h.tree.ephemerals_by_session()[0].1.len(), 3);
+    assert_eq!(h.tree.ephemeral_count(), 3);
     assert_eq!(
         h.reject(&s, &create("/e/a/c", "", CreateMode::Persistent)),
         ErrorCode::NoChildrenForEphemerals
@@ -566,6 +567,7 @@ fn close_session_removes_its_ephemerals_with_events() {
     assert!(h.tree.session(0x55).is_none());
     assert!(h.tree.get_ephemerals(0x55, "").is_empty());
     assert!(h.tree.ephemerals_by_session().is_empty());
+    assert_eq!(h.tree.ephemeral_count(), 0);
     assert_eq!(h.tree.node_count(), 4);
 }
 
@@ -1054,4 +1056,90 @@ fn writes_from_an_unknown_session_are_refused_as_expired() {
         h.reject(&ghost, &persistent("/ghost")),
         ErrorCode::SessionExpired
     );
+}
+
+#[test]
+fn oversized_write_is_refused_before_anything_is_recorded() {
+    let mut h = Harness::new();
+    h.ok(&ANON, &persistent("/s"));
+    let ids = [Id::new("digest", "u:0123456789012345678901234567")];
+    let alice = Caller {
+        session_id: 0,
+        ids: &ids,
+        is_super: false,
+    };
+    let seq = |i: usize| Write::Create {
+        path: "/s/n-".into(),
+        data: Bytes::from(vec![0u8; i % 3]),
+        acl: vec![Acl {
+            perms: perms::ALL,
+            id: Id::new("auth", ""),
+        }],
+        mode: CreateMode::PersistentSequential.code(),
+        ttl: None,
+        container: false,
+    };
+    let multi = Write::Multi((0..100).map(seq).collect());
+    let checked = Checked::new(multi.clone(), &alice, TXN_BYTES_MAX_DEFAULT).expect("fits");
+    // The bound is an upper bound of the txn's real size.
+    let zxid = Zxid::from_u64(h.next + 1);
+    let txn = h
+        .prep
+        .prepare_checked(&h.tree, &alice, &checked, zxid, h.now)
+        .expect("decided");
+    let bound = {
+        let mut lo = 0;
+        let mut hi = TXN_BYTES_MAX_DEFAULT;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match Checked::new(multi.clone(), &alice, mid) {
+                Ok(_) => hi = mid,
+                Err(_) => lo = mid + 1,
+            }
+        }
+        lo
+    };
+    assert!(
+        txn.encoded_len() <= bound,
+        "{} > {bound}",
+        txn.encoded_len()
+    );
+    assert_eq!(txn.encoded_len(), txn.encode().len());
+    assert!(bound - txn.encoded_len() <= 100 * 11, "the bound is tight");
+    h.next += 1;
+    h.commit(zxid, &txn);
+
+    // Just under the txn the multi would make: refused on the op that crosses, nothing kept.
+    let refused = Checked::new(multi, &alice, bound - 1).unwrap_err();
+    let Rejection::Multi(results) = refused else {
+        panic!("a multi is refused op by op: {refused:?}");
+    };
+    assert_eq!(results[99], OpResult::Error(ErrorCode::MarshallingError));
+    assert!(results[..99]
+        .iter()
+        .all(|r| *r == OpResult::Error(ErrorCode::Ok)));
+    assert_eq!(
+        Checked::new(seq(0), &alice, 10).unwrap_err(),
+        Rejection::Error(ErrorCode::MarshallingError)
+    );
+    let created = h.ok(
+        &ANON,
+        &create("/s/n-", "", CreateMode::PersistentSequential),
+    );
+    assert!(
+        matches!(&created.result, Ok(TxnResult::Created { path, .. }) if path == "/s/n-0000000100")
+    );
+}
+
+#[test]
+fn a_refused_single_write_leaves_no_pending_change() {
+    let mut h = Harness::new();
+    h.ok(&ANON, &persistent("/p"));
+    // Refused after the parent was recorded: NodeExists for the final name.
+    h.ok(&ANON, &persistent("/p/a"));
+    assert_eq!(h.reject(&ANON, &persistent("/p/a")), ErrorCode::NodeExists);
+    assert_eq!(h.prep.pending_len(), 0);
+    let (zxid, txn) = h.prepare(&ANON, &persistent("/p/b")).expect("decided");
+    h.commit(zxid, &txn);
+    assert_eq!(h.stat("/p").cversion, 2);
 }
