@@ -1,7 +1,7 @@
 //! The standalone server: the engine with the znode tree as its machine, the client port, session
 //! expiry and the reaper of containers and TTL nodes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -306,25 +306,120 @@ impl Stats {
 /// Session liveness on this server: deadlines and the connection each session is attached to.
 /// The sessions themselves (id, timeout, password, ephemerals) are replicated state in the tree.
 pub struct Sessions {
-    live: Mutex<HashMap<i64, Live>>,
+    table: Mutex<SessionTable>,
     next_id: AtomicI64,
 }
 
 struct Live {
     timeout: Duration,
-    deadline: Instant,
+    /// The expiry bucket of the session's deadline (see [`SessionTable`]).
+    bucket: u64,
     conn: Option<Arc<Closing>>,
     /// The last txn proposed for this session by a client connection.
     last_proposed: Zxid,
 }
 
+/// The live sessions, and the same sessions by deadline in buckets of `width` (as ZooKeeper's
+/// ExpiryQueue): a deadline is rounded up to the end of its bucket, a packet moves its session
+/// to another bucket only when the rounded deadline changes, and an expiry pass takes the due
+/// buckets whole. So the pass is proportional to what expires, not to every session, under the
+/// lock every packet takes. Invariant: each session of `live` is in the bucket it names, and
+/// no bucket is empty.
+struct SessionTable {
+    live: HashMap<i64, Live>,
+    buckets: BTreeMap<u64, HashSet<i64>>,
+    origin: Instant,
+    width: Duration,
+}
+
+impl SessionTable {
+    /// The bucket whose end is the first at or after `deadline`.
+    fn bucket_of(&self, deadline: Instant) -> u64 {
+        let since = deadline.saturating_duration_since(self.origin).as_nanos();
+        let width = self.width.as_nanos().max(1);
+        u64::try_from(since.div_ceil(width)).unwrap_or(u64::MAX)
+    }
+
+    fn insert(&mut self, id: i64, timeout: Duration, conn: Option<Arc<Closing>>) {
+        let bucket = self.bucket_of(Instant::now() + timeout);
+        self.buckets.entry(bucket).or_default().insert(id);
+        let old = self.live.insert(
+            id,
+            Live {
+                timeout,
+                bucket,
+                conn,
+                last_proposed: Zxid::ZERO,
+            },
+        );
+        if let Some(old) = old {
+            self.unbucket(id, old.bucket);
+        }
+    }
+
+    fn unbucket(&mut self, id: i64, bucket: u64) {
+        if let Some(set) = self.buckets.get_mut(&bucket) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.buckets.remove(&bucket);
+            }
+        }
+    }
+
+    /// Restarts the session's clock: its deadline is its timeout from now.
+    fn touch(&mut self, id: i64) {
+        let Some(live) = self.live.get(&id) else {
+            return;
+        };
+        let (old, bucket) = (live.bucket, self.bucket_of(Instant::now() + live.timeout));
+        if bucket == old {
+            return;
+        }
+        self.unbucket(id, old);
+        self.buckets.entry(bucket).or_default().insert(id);
+        if let Some(live) = self.live.get_mut(&id) {
+            live.bucket = bucket;
+        }
+    }
+
+    fn remove(&mut self, id: i64) -> Option<Live> {
+        let live = self.live.remove(&id)?;
+        self.unbucket(id, live.bucket);
+        Some(live)
+    }
+
+    /// Removes the sessions whose bucket has ended by `now`.
+    fn take_due(&mut self, now: Instant) -> Vec<(i64, Live)> {
+        let since = now.saturating_duration_since(self.origin).as_nanos();
+        let ended = u64::try_from(since / self.width.as_nanos().max(1)).unwrap_or(u64::MAX);
+        let mut due = Vec::new();
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() > ended {
+                break;
+            }
+            for id in entry.remove() {
+                if let Some(live) = self.live.remove(&id) {
+                    due.push((id, live));
+                }
+            }
+        }
+        due
+    }
+}
+
 impl Sessions {
-    fn new() -> Self {
+    /// `width`: the granularity of deadlines, the period of the expiry pass.
+    fn new(width: Duration) -> Self {
         // As ZooKeeper's SessionTrackerImpl.initializeNextSessionId with server id 0: the time in
         // the high bits keeps ids unique across restarts.
         let first = ((now_ms() << 24) as u64 >> 8) as i64;
         Sessions {
-            live: Mutex::new(HashMap::new()),
+            table: Mutex::new(SessionTable {
+                live: HashMap::new(),
+                buckets: BTreeMap::new(),
+                origin: Instant::now(),
+                width,
+            }),
             next_id: AtomicI64::new(first.max(1)),
         }
     }
@@ -334,98 +429,89 @@ impl Sessions {
     pub fn create(&self, timeout_ms: u64, conn: Arc<Closing>) -> (i64, Vec<u8>) {
         let mut passwd = vec![0u8; 16];
         rand::thread_rng().fill_bytes(&mut passwd);
-        let timeout = Duration::from_millis(timeout_ms);
-        let mut live = self.live.lock();
+        let mut table = self.table.lock();
         // Skips ids still tracked (possible only if the clock went back across a restart).
         let id = loop {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 && !live.contains_key(&id) {
+            if id != 0 && !table.live.contains_key(&id) {
                 break id;
             }
         };
-        live.insert(
-            id,
-            Live {
-                timeout,
-                deadline: Instant::now() + timeout,
-                conn: Some(conn),
-                last_proposed: Zxid::ZERO,
-            },
-        );
+        table.insert(id, Duration::from_millis(timeout_ms), Some(conn));
         (id, passwd)
+    }
+
+    /// Tracks a session recovered from disk, attached to no connection.
+    fn recover(&self, id: i64, timeout: Duration) {
+        self.table.lock().insert(id, timeout, None);
     }
 
     /// Attaches a connection to a session that is still tracked (not expired, not closing),
     /// restarting its clock, and returns the last txn proposed for the session; None if the
     /// session is gone. Use [`Shared::resume_session`], which orders this with proposals.
     fn resume(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) -> Option<Zxid> {
-        let mut live = self.live.lock();
-        let entry = live.get_mut(&id)?;
+        let mut table = self.table.lock();
+        let entry = table.live.get_mut(&id)?;
         entry.timeout = Duration::from_millis(timeout_ms);
-        entry.deadline = Instant::now() + entry.timeout;
         if let Some(old) = entry.conn.replace(conn) {
             old.request();
         }
-        Some(entry.last_proposed)
+        let last_proposed = entry.last_proposed;
+        table.touch(id);
+        Some(last_proposed)
     }
 
     /// Whether the session is live and attached to a connection other than `conn`.
     fn is_moved(&self, id: i64, conn: &Arc<Closing>) -> bool {
-        self.live
+        self.table
             .lock()
+            .live
             .get(&id)
             .is_some_and(|l| !l.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)))
     }
 
     fn record_proposed(&self, id: i64, zxid: Zxid) {
-        if let Some(live) = self.live.lock().get_mut(&id) {
+        if let Some(live) = self.table.lock().live.get_mut(&id) {
             live.last_proposed = zxid;
         }
     }
 
     /// Any packet from the client keeps its session alive.
     pub fn touch(&self, id: i64) {
-        if let Some(live) = self.live.lock().get_mut(&id) {
-            live.deadline = Instant::now() + live.timeout;
-        }
+        self.table.lock().touch(id);
     }
 
     /// The connection is gone; the session lives until its deadline.
     pub fn detach(&self, id: i64, conn: &Arc<Closing>) {
-        if let Some(live) = self.live.lock().get_mut(&id) {
+        let mut table = self.table.lock();
+        if let Some(live) = table.live.get_mut(&id) {
             if live.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
                 live.conn = None;
-                live.deadline = Instant::now() + live.timeout;
+                table.touch(id);
             }
         }
     }
 
     /// The client closes its session: it is no longer tracked.
     pub fn detach_closing(&self, id: i64) {
-        self.live.lock().remove(&id);
+        self.table.lock().remove(id);
     }
 
     /// Removes and returns the sessions past their deadline, closing their connections.
     fn take_expired(&self, now: Instant) -> Vec<i64> {
-        let mut live = self.live.lock();
-        let expired: Vec<i64> = live
-            .iter()
-            .filter(|(_, l)| l.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &expired {
-            if let Some(Live {
-                conn: Some(conn), ..
-            }) = live.remove(id)
-            {
-                conn.request();
-            }
-        }
-        expired
+        let due = self.table.lock().take_due(now);
+        due.into_iter()
+            .map(|(id, live)| {
+                if let Some(conn) = live.conn {
+                    conn.request();
+                }
+                id
+            })
+            .collect()
     }
 
     pub fn count(&self) -> usize {
-        self.live.lock().len()
+        self.table.lock().live.len()
     }
 }
 
@@ -456,23 +542,10 @@ impl Server {
                 addr: config.client_addr,
                 source,
             })?;
-        let sessions = Sessions::new();
-        {
-            // Sessions recovered from disk get a full timeout to come back, as in ZooKeeper.
-            let tree = tree.read();
-            let mut live = sessions.live.lock();
-            for (id, info) in tree.sessions() {
-                let timeout = Duration::from_millis(info.timeout_ms.max(0) as u64);
-                live.insert(
-                    id,
-                    Live {
-                        timeout,
-                        deadline: Instant::now() + timeout,
-                        conn: None,
-                        last_proposed: Zxid::ZERO,
-                    },
-                );
-            }
+        let sessions = Sessions::new(expiry_period(&config));
+        // Sessions recovered from disk get a full timeout to come back, as in ZooKeeper.
+        for (id, info) in tree.read().sessions() {
+            sessions.recover(id, Duration::from_millis(info.timeout_ms.max(0) as u64));
         }
         let write_budget_units = config.write_budget_units();
         let shared = Arc::new(Shared {
@@ -546,9 +619,13 @@ fn check_data_dir(dir: &std::path::Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// How often expired sessions are looked for, and the granularity of session deadlines.
+fn expiry_period(config: &Config) -> Duration {
+    Duration::from_millis((config.tick_ms / 2).clamp(10, 1000))
+}
+
 async fn expire_sessions(shared: Arc<Shared>) {
-    let period = Duration::from_millis((shared.config.tick_ms / 2).clamp(10, 1000));
-    let mut interval = tokio::time::interval(period);
+    let mut interval = tokio::time::interval(expiry_period(&shared.config));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
@@ -589,5 +666,41 @@ async fn reap(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> SessionTable {
+        SessionTable {
+            live: HashMap::new(),
+            buckets: BTreeMap::new(),
+            origin: Instant::now(),
+            width: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn sessions_expire_by_bucket_and_touch_moves_them() {
+        let mut t = table();
+        let start = Instant::now();
+        t.insert(1, Duration::from_millis(250), None);
+        t.insert(2, Duration::from_millis(1000), None);
+        assert!(t.take_due(start + Duration::from_millis(200)).is_empty());
+        let due: Vec<i64> = t
+            .take_due(start + Duration::from_millis(450))
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(due, [1]);
+        // A touch pushes the deadline out; a removed session never comes due.
+        t.touch(2);
+        t.insert(3, Duration::from_millis(10), None);
+        assert!(t.remove(3).is_some());
+        assert!(t.take_due(start + Duration::from_millis(900)).is_empty());
+        assert_eq!(t.take_due(start + Duration::from_secs(5)).len(), 1);
+        assert!(t.live.is_empty() && t.buckets.is_empty());
     }
 }
