@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coord_engine::{Engine, EngineConfig, Proposal, Zxid};
 use coord_proto::{ErrorCode, Id};
-use coord_znode::{Applied, Caller, Checked, Prep, Rejection, Tree, Write};
+use coord_znode::{Applied, Caller, Checked, Prep, ReapCursor, Rejection, Tree, Write};
 use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -649,12 +649,31 @@ async fn expire_sessions(shared: Arc<Shared>) {
     }
 }
 
+/// Containers and TTL nodes the reaper looks at per hold of the tree's read lock.
+const REAP_SCAN_MAX: usize = 1024;
+
 async fn reap(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(Duration::from_millis(shared.config.reap_interval_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let candidates = shared.tree.read().reap_candidates(now_ms());
+        // In parts, so that the tree's read lock, which the apply thread waits for, is held
+        // for at most REAP_SCAN_MAX nodes at a time however many containers there are.
+        let now = now_ms();
+        let mut candidates = Vec::new();
+        let mut cursor = ReapCursor::default();
+        loop {
+            let (page, next) = shared
+                .tree
+                .read()
+                .reap_candidates_page(now, &cursor, REAP_SCAN_MAX);
+            candidates.extend(page);
+            match next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+            tokio::task::yield_now().await;
+        }
         for path in candidates {
             let write = Write::Reap { path: path.clone() };
             // A rejection means something changed since the candidate was chosen: it no longer

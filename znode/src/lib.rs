@@ -47,7 +47,8 @@ pub use node::ephemeral;
 pub use path::ZPath;
 pub use prep::{Checked, Prep, Rejection, Write, TXN_BYTES_MAX_DEFAULT};
 pub use tree::{
-    Applied, ChangeEvent, OpResult, SessionInfo, Tree, TreeSnapshot, TxnResult, SYSTEM_PATHS,
+    Applied, ChangeEvent, OpResult, ReapCursor, SessionInfo, Tree, TreeSnapshot, TxnResult,
+    SYSTEM_PATHS,
 };
 pub use txn::{Txn, TxnOp, MULTI_OPS_MAX};
 

@@ -1143,3 +1143,46 @@ fn a_refused_single_write_leaves_no_pending_change() {
     h.commit(zxid, &txn);
     assert_eq!(h.stat("/p").cversion, 2);
 }
+
+#[test]
+fn reap_candidates_come_in_pages_that_cover_everything() {
+    let mut h = Harness::new();
+    for i in 0..7 {
+        let path = format!("/c{i}");
+        h.ok(&ANON, &create(&path, "", CreateMode::Container));
+        h.ok(&ANON, &persistent(&format!("{path}/x")));
+        h.ok(
+            &ANON,
+            &Write::Delete {
+                path: format!("{path}/x"),
+                version: -1,
+            },
+        );
+        let ttl = Write::Create {
+            path: format!("/t{i}"),
+            data: Bytes::new(),
+            acl: open(),
+            mode: CreateMode::PersistentWithTtl.code(),
+            ttl: Some(10),
+            container: false,
+        };
+        h.ok(&ANON, &ttl);
+    }
+    let now = h.now + 1_000;
+    let all = h.tree.reap_candidates(now);
+    assert_eq!(all.len(), 14);
+    for scan_max in [1, 2, 3, 7, 13] {
+        let mut paged = Vec::new();
+        let mut cursor = ReapCursor::default();
+        loop {
+            let (page, next) = h.tree.reap_candidates_page(now, &cursor, scan_max);
+            assert!(page.len() <= scan_max);
+            paged.extend(page);
+            match next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        assert_eq!(paged, all, "pages of {scan_max}");
+    }
+}

@@ -93,6 +93,15 @@ const STRING_HEADER_BYTES: usize = 4;
 /// The paths of ZooKeeper's system nodes, which may not be deleted.
 pub const SYSTEM_PATHS: [&str; 4] = ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"];
 
+/// Where [`Tree::reap_candidates_page`] goes on from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapCursor {
+    /// Past the containers, among the TTL nodes.
+    in_ttls: bool,
+    /// The first path of the set still to look at; None: from its start.
+    from: Option<String>,
+}
+
 /// The znode tree.
 #[derive(Debug, Clone)]
 pub struct Tree {
@@ -370,23 +379,57 @@ impl Tree {
 
     /// Nodes ContainerManager would delete now: containers without children that once had one
     /// (cversion > 0), and TTL nodes without children not modified for longer than their TTL.
+    /// Walks every container and TTL node; see [`Tree::reap_candidates_page`] to do it in parts.
     pub fn reap_candidates(&self, now_ms: i64) -> Vec<String> {
         let mut out = Vec::new();
-        for path in &self.containers {
-            if let Some(e) = self.entry(path) {
-                if qualifies_for_reap(&e.meta(), now_ms) {
-                    out.push(path.to_string());
+        let mut cursor = ReapCursor::default();
+        loop {
+            let (page, next) = self.reap_candidates_page(now_ms, &cursor, usize::MAX);
+            out.extend(page);
+            match next {
+                Some(next) => cursor = next,
+                None => return out,
+            }
+        }
+    }
+
+    /// [`Tree::reap_candidates`] over at most `scan_max` containers and TTL nodes from `cursor`
+    /// on, and where to go on from (None: done), so that a caller holding a lock the apply
+    /// thread needs can release it between parts.
+    pub fn reap_candidates_page(
+        &self,
+        now_ms: i64,
+        cursor: &ReapCursor,
+        scan_max: usize,
+    ) -> (Vec<String>, Option<ReapCursor>) {
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        let sets = [(false, &self.containers), (true, &self.ttls)];
+        for (ttl, set) in sets {
+            if !ttl && cursor.in_ttls {
+                continue;
+            }
+            let from = match &cursor.from {
+                Some(from) if cursor.in_ttls == ttl => Bound::Included(from.as_ref()),
+                _ => Bound::Unbounded,
+            };
+            for path in set.range::<str, _>((from, Bound::Unbounded)) {
+                if scanned == scan_max {
+                    let next = ReapCursor {
+                        in_ttls: ttl,
+                        from: Some(path.to_string()),
+                    };
+                    return (out, Some(next));
+                }
+                scanned += 1;
+                if let Some(e) = self.entry(path) {
+                    if qualifies_for_reap(&e.meta(), now_ms) {
+                        out.push(path.to_string());
+                    }
                 }
             }
         }
-        for path in &self.ttls {
-            if let Some(e) = self.entry(path) {
-                if qualifies_for_reap(&e.meta(), now_ms) {
-                    out.push(path.to_string());
-                }
-            }
-        }
-        out
+        (out, None)
     }
 
     /// The zxid of the last txn applied (or restored).
