@@ -84,7 +84,7 @@ pub struct Flags {
 
     /// Bytes of writes proposed and not yet committed, server-wide, as ZooKeeper's
     /// globalOutstandingLimit: past it, connections stop reading requests until the disk
-    /// catches up. At least max_frame_bytes [default: 256 MiB].
+    /// catches up. At least 1 MiB and max_frame_bytes [default: 256 MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_pending_write_bytes: Option<u64>,
 
@@ -265,12 +265,13 @@ impl Config {
             .max_pending_write_bytes
             .or(file.max_pending_write_bytes)
             .unwrap_or(MAX_PENDING_WRITE_BYTES_DEFAULT);
-        if !(max_frame_bytes..=MAX_PENDING_WRITE_BYTES_LIMIT).contains(&max_pending_write_bytes) {
+        let pending_min = max_frame_bytes.max(1 << 20);
+        if !(pending_min..=MAX_PENDING_WRITE_BYTES_LIMIT).contains(&max_pending_write_bytes) {
             return Err(invalid(
                 "max_pending_write_bytes",
                 format!(
-                    "{max_pending_write_bytes} is outside \
-                     {max_frame_bytes}..={MAX_PENDING_WRITE_BYTES_LIMIT} (at least max_frame_bytes)"
+                    "{max_pending_write_bytes} is outside {pending_min}..={MAX_PENDING_WRITE_BYTES_LIMIT} \
+                     (at least 1 MiB and max_frame_bytes)"
                 ),
             ));
         }

@@ -438,8 +438,8 @@ impl Conn {
     }
 
     /// Holds back new requests while the client has many replies unread; disconnects it if it
-    /// reads nothing for `OUTBOX_STALL`. Writes in flight keep resolving meanwhile, so their
-    /// budget goes back to other writers.
+    /// reads nothing for `OUTBOX_STALL`. Writes in flight keep being answered meanwhile, so
+    /// their budget goes back to other writers as soon as they commit.
     async fn wait_for_reader(&mut self) -> Result<(), End> {
         let stall = tokio::time::sleep(OUTBOX_STALL);
         tokio::pin!(stall);
@@ -449,7 +449,13 @@ impl Conn {
                     stall.as_mut().reset(tokio::time::Instant::now() + OUTBOX_STALL);
                 }
                 () = self.info.closing.notify.notified() => return Err(End::Requested),
-                () = resolve_next(&mut self.inflight) => {}
+                () = resolve_next(&mut self.inflight) => {
+                    // Answered at once: the reply waits in the outbox, under its hard bound,
+                    // instead of as an outcome held here after its budget went back.
+                    while self.inflight.front().is_some_and(|f| f.done.is_some()) {
+                        self.finish_front().await?;
+                    }
+                }
                 () = &mut stall => {
                     warn!(
                         peer = %self.peer,
@@ -492,7 +498,8 @@ impl Conn {
         let shared = self.shared.clone();
         // ZooKeeperServer.processConnectRequest: a server behind what the client has seen would
         // answer it from the past; it closes without a response, and the client tries another.
-        let last_zxid = shared.last_zxid();
+        // The tree's zxid, which read replies carry (the engine's counter follows it).
+        let last_zxid = shared.tree.read().last_zxid().as_i64();
         if request.last_zxid_seen > last_zxid {
             info!(
                 peer = %self.peer,
@@ -542,7 +549,18 @@ impl Conn {
                 Some(last_proposed) => {
                     // Read-your-writes across connections: what the session's earlier
                     // connection proposed is visible before this one answers anything.
-                    shared.applied(last_proposed).await;
+                    let caught_up = tokio::select! {
+                        () = shared.applied(last_proposed) => true,
+                        () = self.info.closing.notify.notified() => false,
+                        () = tokio::time::sleep(HANDSHAKE_TIMEOUT) => false,
+                    };
+                    if !caught_up {
+                        warn!(peer = %self.peer, "earlier writes of the session never applied; closing");
+                        shared
+                            .sessions
+                            .detach(request.session_id, &self.info.closing);
+                        return false;
+                    }
                     (request.session_id, request.passwd)
                 }
                 None => {

@@ -309,6 +309,24 @@ fn execute(
         .config
         .max_reply_bytes
         .saturating_sub(REPLY_FRAME_OVERHEAD);
+    let arms = match &read {
+        Read::Exists { watch, .. }
+        | Read::GetData { watch, .. }
+        | Read::GetChildren { watch, .. } => usize::from(*watch),
+        Read::AddWatch { .. } => 1,
+        Read::SetWatches {
+            data,
+            exist,
+            child,
+            persistent,
+            persistent_recursive,
+            ..
+        } => data.len() + exist.len() + child.len() + persistent.len() + persistent_recursive.len(),
+        _ => 0,
+    };
+    if arms > 0 && !shared.watches.lock().has_room(conn, arms) {
+        return Err(ErrorCode::ThrottledOp);
+    }
     match read {
         Read::Exists { path, watch } => {
             let result = tree.exists(&path, &caller).map_err(|e| e.code());
@@ -319,6 +337,10 @@ fn execute(
         }
         Read::GetData { path, watch } => {
             let (data, stat) = tree.get_data(&path, &caller).map_err(|e| e.code())?;
+            if data.len() + 4 + STAT_BYTES > body_bytes_max {
+                // Written when the request bound was larger: refused before a watch is armed.
+                return Err(ErrorCode::MarshallingError);
+            }
             if watch {
                 shared.watches.lock().add(Kind::Data, &path, conn);
             }
@@ -537,10 +559,18 @@ pub fn notification(event_type: EventType, path: &str, zxid: i64) -> Bytes {
     buf.freeze()
 }
 
+/// The longest credential (`user:password`) a digest `addauth` may carry; longer ones fail.
+pub const AUTH_DATA_BYTES_MAX: usize = 1024;
+
 /// The identity an auth packet proves, or None if the scheme is not supported here.
 pub fn authenticate(auth: &coord_proto::AuthPacket) -> Option<Id> {
     match auth.scheme.as_str() {
         "digest" => {
+            // The user name becomes part of the id, which `auth` ACL entries copy into every
+            // node they create: bounded, so an id cannot turn a small request into a big one.
+            if auth.auth.len() > AUTH_DATA_BYTES_MAX {
+                return None;
+            }
             let text = std::str::from_utf8(&auth.auth).ok()?;
             Some(Id::new("digest", coord_znode::digest_id(text)))
         }

@@ -178,7 +178,12 @@ impl Shared {
     /// before it is applied, or a client could miss its own write. Taken under the write path's
     /// lock, so that no write of an earlier connection is proposed after this point.
     pub fn resume_session(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) -> Option<Zxid> {
-        let _path = self.write_path.lock();
+        let path = self.write_path.lock();
+        // A session whose close is proposed is gone, though its client's connection may not
+        // have untracked it yet.
+        if path.prep.is_closing(id) {
+            return None;
+        }
         self.sessions.resume(id, timeout_ms, conn)
     }
 

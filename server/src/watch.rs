@@ -9,6 +9,10 @@ use coord_znode::{is_allowed, Caller, ChangeEvent};
 
 use crate::conn::{ConnId, Outbox};
 
+/// The most watches one connection may hold (ZooKeeper has no bound). A request that would
+/// arm more is refused with ThrottledOp, not executed.
+pub const WATCHES_PER_CONNECTION_MAX: usize = 1_000_000;
+
 /// The kinds of watch a connection can hold on a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -97,9 +101,9 @@ impl WatchManager {
             return;
         };
         if !watcher.watches.is_empty() {
-            self.watching_conns -= 1;
+            self.watching_conns = self.watching_conns.saturating_sub(1);
         }
-        self.watch_count -= watcher.watches.len();
+        self.watch_count = self.watch_count.saturating_sub(watcher.watches.len());
         for (kind, path) in watcher.watches {
             self.unlink(kind, &path, conn);
         }
@@ -117,7 +121,7 @@ impl WatchManager {
             if set.is_empty() {
                 map.remove(path);
                 if !self.is_watched(path) {
-                    self.watched_paths -= 1;
+                    self.watched_paths = self.watched_paths.saturating_sub(1);
                 }
             }
         }
@@ -131,11 +135,21 @@ impl WatchManager {
         if !watcher.watches.remove(&(kind, path.to_owned())) {
             return false;
         }
-        self.watch_count -= 1;
+        // Saturating: this runs from a connection's drop, also while a panic unwinds, where
+        // an overflow check must not turn a counting bug into an abort.
+        self.watch_count = self.watch_count.saturating_sub(1);
         if watcher.watches.is_empty() {
-            self.watching_conns -= 1;
+            self.watching_conns = self.watching_conns.saturating_sub(1);
         }
         true
+    }
+
+    /// Whether `conn` may arm `more` watches without holding more than
+    /// [`WATCHES_PER_CONNECTION_MAX`].
+    pub fn has_room(&self, conn: ConnId, more: usize) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|w| w.watches.len().saturating_add(more) <= WATCHES_PER_CONNECTION_MAX)
     }
 
     /// Arms a watch of `kind` for `conn` on `path`.
@@ -194,8 +208,10 @@ impl WatchManager {
     /// Fires the watches that `events` (from one applied txn, with the ACL of each event's node)
     /// trigger, in order. Each connection gets at most one notification per event, and only if
     /// it may read the node (ZooKeeper 3.9.2+, `ServerCnxn.process` with the node's ACL); a
-    /// one-shot watch is used up either way, as in ZooKeeper.
+    /// one-shot watch is used up either way, as in ZooKeeper. Runs under the tree's write lock,
+    /// so each (ACL, connection) pair is checked once per txn, however many events share it.
     pub fn trigger(&mut self, events: &[ChangeEvent], acls: &[Arc<[Acl]>], zxid: i64) {
+        let mut checked: HashMap<(usize, ConnId), bool> = HashMap::new();
         for (i, event) in events.iter().enumerate() {
             let (event_type, path) = match event {
                 ChangeEvent::Created(path) => (EventType::NodeCreated, path),
@@ -205,8 +221,11 @@ impl WatchManager {
             };
             // An event without its ACL (not expected) reaches nobody.
             let acl = acls.get(i);
-            self.fire(event_type, path, zxid, |w| {
-                acl.is_some_and(|acl| w.may_read(acl))
+            self.fire(event_type, path, zxid, |conn, watcher| {
+                acl.is_some_and(|acl| {
+                    let key = (Arc::as_ptr(acl) as *const () as usize, conn);
+                    *checked.entry(key).or_insert_with(|| watcher.may_read(acl))
+                })
             });
         }
     }
@@ -218,7 +237,7 @@ impl WatchManager {
         event_type: EventType,
         path: &str,
         zxid: i64,
-        may_read: impl Fn(&Watcher) -> bool,
+        mut may_read: impl FnMut(ConnId, &Watcher) -> bool,
     ) {
         let mut targets: Vec<ConnId> = Vec::new();
         let one_shot: &[Kind] = match event_type {
@@ -230,7 +249,7 @@ impl WatchManager {
         for kind in one_shot {
             if let Some(conns) = self.by_path[slot(*kind)].remove(path) {
                 if !self.is_watched(path) {
-                    self.watched_paths -= 1;
+                    self.watched_paths = self.watched_paths.saturating_sub(1);
                 }
                 for conn in conns {
                     self.forget(conn, *kind, path);
@@ -238,10 +257,8 @@ impl WatchManager {
                 }
             }
         }
-        let readable = |conn: &ConnId| self.conns.get(conn).is_some_and(&may_read);
-        targets.retain(|c| readable(c));
         if let Some(conns) = self.by_path[slot(Kind::Persistent)].get(path) {
-            targets.extend(conns.iter().filter(|c| readable(c)));
+            targets.extend(conns.iter().copied());
         }
         // A recursive watch sees changes of nodes, not of child lists (ZooKeeper 3.6+).
         let recursive = &self.by_path[slot(Kind::PersistentRecursive)];
@@ -249,7 +266,7 @@ impl WatchManager {
             let mut ancestor = path;
             loop {
                 if let Some(conns) = recursive.get(ancestor) {
-                    targets.extend(conns.iter().filter(|c| readable(c)));
+                    targets.extend(conns.iter().copied());
                 }
                 if ancestor == "/" {
                     break;
@@ -269,7 +286,9 @@ impl WatchManager {
         let frame = crate::ops::notification(event_type, path, zxid);
         for conn in targets {
             if let Some(watcher) = self.conns.get(&conn) {
-                watcher.outbox.send(frame.clone());
+                if may_read(conn, watcher) {
+                    watcher.outbox.send(frame.clone());
+                }
             }
         }
     }
@@ -492,6 +511,16 @@ mod tests {
         m.remove_conn(2);
         assert_eq!(m.counts(), (0, 0, 0));
         assert!(m.by_path.iter().all(HashMap::is_empty));
+    }
+
+    #[test]
+    fn watches_per_connection_are_bounded() {
+        let (mut m, _rx) = manager_with_conn();
+        assert!(m.has_room(1, WATCHES_PER_CONNECTION_MAX));
+        assert!(!m.has_room(1, WATCHES_PER_CONNECTION_MAX + 1));
+        m.add(Kind::Data, "/a", 1);
+        assert!(!m.has_room(1, WATCHES_PER_CONNECTION_MAX));
+        assert!(!m.has_room(2, 1), "an unknown connection holds none");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A connection task that panics is cleaned up like one that ends: its watches go (and with
-//! them the last handle on its outbox), its writer stops, its socket closes, its session is
-//! detached. The panic is injected with a fail point, so this test runs the server in-process.
+//! them the last handle on its outbox), its writer stops, its socket closes. The panic is
+//! injected with a fail point (process-wide), so this test runs the server in-process, alone in
+//! its test binary.
 
 use std::time::Duration;
 

@@ -332,6 +332,13 @@ async fn auth_ids_and_acl_entries_are_bounded() {
                 Some(err::OK)
             );
         }
+        // A credential past 1 KiB is refused.
+        let mut long = session(&server).await;
+        let cred = format!("{}:pw", "u".repeat(2000));
+        assert_eq!(
+            add_auth(&mut long, "digest", cred.as_bytes()).await,
+            Some(AUTH_FAILED)
+        );
         // The same identity again is no new one.
         assert_eq!(
             add_auth(&mut conn, "digest", b"user0:pw").await,
@@ -753,17 +760,20 @@ async fn one_shot_watches_deliver_only_what_the_watcher_may_read() {
             .err,
             0
         );
+        // The readable /open and /v are the controls: their events do arrive.
         let body = Jute::new()
             .i64(0)
-            .i32(1)
+            .i32(2)
             .string("/t") // data: changed since zxid 0
-            .i32(1)
-            .string("/u") // exist: /u is created unreadable below
+            .string("/open")
+            .i32(2)
+            .string("/u") // exist: created unreadable below
+            .string("/v") // exist: created readable below
             .i32(0)
             .into_bytes();
         let (reply, early) = call_seeing_events(&mut watcher, 9, OP_SET_WATCHES, &body).await;
         assert_eq!(reply.err, err::OK);
-        assert!(early.is_empty(), "{early:?}");
+        assert_eq!(early, [(EVENT_NODE_DATA_CHANGED, "/open".to_owned(), -1)]);
         assert_eq!(
             call(
                 &mut owner,
@@ -786,9 +796,20 @@ async fn one_shot_watches_deliver_only_what_the_watcher_may_read() {
             .err,
             0
         );
-        assert!(events_within(&mut watcher, Duration::from_millis(500))
+        assert_eq!(
+            call(
+                &mut owner,
+                12,
+                op::CREATE,
+                &raw::create_body("/v", b"", OPEN_ACL, 0)
+            )
             .await
-            .is_empty());
+            .err,
+            0
+        );
+        let events = events_within(&mut watcher, Duration::from_millis(500)).await;
+        let events: Vec<(i32, &str)> = events.iter().map(|e| (e.0, e.1.as_str())).collect();
+        assert_eq!(events, [(EVENT_NODE_CREATED, "/v")]);
     })
     .await;
 }
@@ -867,6 +888,12 @@ async fn moving_a_session_keeps_read_your_writes() {
         assert!(
             codes.iter().all(|c| *c == err::OK || *c == SESSION_MOVED),
             "{codes:?}"
+        );
+        // The move happened with writes still coming: the old connection was cut before it
+        // answered them all (else this test would show nothing).
+        assert!(
+            codes.len() < 2000,
+            "every write was answered before the move"
         );
     })
     .await;

@@ -33,7 +33,7 @@ use crate::node::ephemeral::{self, Kind};
 use crate::node::Meta;
 use crate::path::parent_of;
 use crate::tree::{qualifies_for_reap, OpResult, SYSTEM_PATHS};
-use crate::txn::{Txn, TxnOp};
+use crate::txn::{Txn, TxnOp, MULTI_OPS_MAX};
 use crate::{Error, Tree, ZPath};
 
 /// A client write, as the server decoded it.
@@ -105,6 +105,8 @@ const SEQUENCE_SUFFIX_BYTES_MAX: usize = 11;
 #[derive(Debug, Clone)]
 pub struct Checked {
     write: Write,
+    /// The bound the txn was checked against.
+    txn_bytes_max: usize,
     /// For each Create and SetAcl op of `write`, in order: its ACL fixed up for the caller.
     acls: Vec<Result<Vec<Acl>, Error>>,
 }
@@ -123,6 +125,14 @@ impl Checked {
         let mut bytes = TXN_HEADER_BYTES;
         let too_large = Rejection::Error(ErrorCode::MarshallingError);
         match &write {
+            Write::Multi(ops) if ops.len() > MULTI_OPS_MAX => {
+                // More ops than a txn may hold (Txn::decode would refuse it on apply).
+                return Err(Rejection::Multi(failed_multi(
+                    ops.len(),
+                    MULTI_OPS_MAX,
+                    ErrorCode::MarshallingError,
+                )));
+            }
             Write::Multi(ops) => {
                 bytes += 1 + 4;
                 for (i, op) in ops.iter().enumerate() {
@@ -143,7 +153,11 @@ impl Checked {
                 }
             }
         }
-        Ok(Checked { write, acls })
+        Ok(Checked {
+            write,
+            txn_bytes_max,
+            acls,
+        })
     }
 
     pub fn write(&self) -> &Write {
@@ -268,36 +282,71 @@ impl Prep {
         now_ms: i64,
     ) -> Result<Txn, Rejection> {
         let mut acls = checked.acls.iter();
+        let mark = self.outstanding.len();
+        let mut undo = Undo::new();
         let op = match &checked.write {
-            Write::Multi(ops) => self.prepare_multi(tree, caller, ops, &mut acls, zxid, now_ms)?,
+            Write::Multi(ops) => {
+                self.prepare_multi(tree, caller, ops, &mut acls, zxid, now_ms, &mut undo)?
+            }
+            // Session txns are a few dozen bytes: nothing to bound.
             Write::CreateSession {
                 session_id,
                 timeout_ms,
                 passwd,
             } => {
                 self.created.insert(*session_id, zxid);
-                TxnOp::CreateSession {
-                    session_id: *session_id,
-                    timeout_ms: *timeout_ms,
-                    passwd: passwd.clone(),
-                }
+                return Ok(Txn {
+                    time_ms: now_ms,
+                    op: TxnOp::CreateSession {
+                        session_id: *session_id,
+                        timeout_ms: *timeout_ms,
+                        passwd: passwd.clone(),
+                    },
+                });
             }
-            Write::CloseSession { session_id } => self.prepare_close(tree, *session_id, zxid),
+            Write::CloseSession { session_id } => {
+                return Ok(Txn {
+                    time_ms: now_ms,
+                    op: self.prepare_close(tree, *session_id, zxid),
+                });
+            }
             single => {
-                let mark = self.outstanding.len();
-                let mut undo = Undo::new();
                 let result =
                     self.prepare_op(tree, caller, single, &mut acls, zxid, now_ms, &mut undo);
                 result.map_err(|e| {
-                    self.roll_back(mark, undo);
+                    self.roll_back(mark, std::mem::take(&mut undo));
                     Rejection::Error(e.code())
                 })?
             }
         };
-        Ok(Txn {
+        let txn = Txn {
             time_ms: now_ms,
             op,
-        })
+        };
+        // Checked::new bounded the txn from above; this is the exact size. Past the bound (an
+        // estimate that was wrong), nothing of the write stays recorded.
+        if txn.encoded_len() > checked.txn_bytes_max {
+            self.roll_back(mark, undo);
+            return Err(match &txn.op {
+                TxnOp::Multi(ops) => {
+                    let mut bytes = TXN_HEADER_BYTES + 1 + 4;
+                    let crossing = ops
+                        .iter()
+                        .position(|op| {
+                            bytes += op.encoded_len();
+                            bytes > checked.txn_bytes_max
+                        })
+                        .unwrap_or(ops.len().saturating_sub(1));
+                    Rejection::Multi(failed_multi(
+                        ops.len(),
+                        crossing,
+                        ErrorCode::MarshallingError,
+                    ))
+                }
+                _ => Rejection::Error(ErrorCode::MarshallingError),
+            });
+        }
+        Ok(txn)
     }
 
     /// Forgets the records added since `outstanding` was `mark` long, restoring what they hid.
@@ -328,11 +377,19 @@ impl Prep {
         self.closing.retain(|_, z| *z > zxid);
     }
 
+    /// Whether a CloseSession of the session is proposed and not yet applied.
+    pub fn is_closing(&self, session_id: i64) -> bool {
+        self.closing.contains_key(&session_id)
+    }
+
     /// Number of paths with a pending change.
     pub fn pending_len(&self) -> usize {
         self.by_path.len()
     }
 
+    /// Decides the ops of a multi, recording their changes in `undo`; if one fails, none of
+    /// them stays recorded.
+    #[allow(clippy::too_many_arguments)]
     fn prepare_multi<'a>(
         &mut self,
         tree: &Tree,
@@ -341,6 +398,7 @@ impl Prep {
         acls: &mut impl Iterator<Item = &'a Result<Vec<Acl>, Error>>,
         zxid: Zxid,
         now_ms: i64,
+        undo: &mut Undo,
     ) -> Result<TxnOp, Rejection> {
         let allowed = |w: &Write| {
             matches!(
@@ -356,13 +414,12 @@ impl Prep {
             return Err(Rejection::Error(ErrorCode::MarshallingError));
         }
         let mark = self.outstanding.len();
-        let mut undo = Undo::new();
         let mut txns = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            match self.prepare_op(tree, caller, op, acls, zxid, now_ms, &mut undo) {
+            match self.prepare_op(tree, caller, op, acls, zxid, now_ms, undo) {
                 Ok(t) => txns.push(t),
                 Err(e) => {
-                    self.roll_back(mark, undo);
+                    self.roll_back(mark, std::mem::take(undo));
                     return Err(Rejection::Multi(failed_multi(ops.len(), i, e.code())));
                 }
             }

@@ -1087,18 +1087,7 @@ fn oversized_write_is_refused_before_anything_is_recorded() {
         .prep
         .prepare_checked(&h.tree, &alice, &checked, zxid, h.now)
         .expect("decided");
-    let bound = {
-        let mut lo = 0;
-        let mut hi = TXN_BYTES_MAX_DEFAULT;
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match Checked::new(multi.clone(), &alice, mid) {
-                Ok(_) => hi = mid,
-                Err(_) => lo = mid + 1,
-            }
-        }
-        lo
-    };
+    let bound = checked_bound(&multi, &alice);
     assert!(
         txn.encoded_len() <= bound,
         "{} > {bound}",
@@ -1131,17 +1120,87 @@ fn oversized_write_is_refused_before_anything_is_recorded() {
     );
 }
 
+/// The smallest bound `Checked::new` lets `write` through with.
+fn checked_bound(write: &Write, caller: &Caller) -> usize {
+    let (mut lo, mut hi) = (0, TXN_BYTES_MAX_DEFAULT);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match Checked::new(write.clone(), caller, mid) {
+            Ok(_) => hi = mid,
+            Err(_) => lo = mid + 1,
+        }
+    }
+    lo
+}
+
 #[test]
-fn a_refused_single_write_leaves_no_pending_change() {
+fn the_checked_bound_covers_every_kind_of_txn() {
     let mut h = Harness::new();
-    h.ok(&ANON, &persistent("/p"));
-    // Refused after the parent was recorded: NodeExists for the final name.
-    h.ok(&ANON, &persistent("/p/a"));
-    assert_eq!(h.reject(&ANON, &persistent("/p/a")), ErrorCode::NodeExists);
-    assert_eq!(h.prep.pending_len(), 0);
-    let (zxid, txn) = h.prepare(&ANON, &persistent("/p/b")).expect("decided");
-    h.commit(zxid, &txn);
-    assert_eq!(h.stat("/p").cversion, 2);
+    h.ok(&ANON, &persistent("/a"));
+    h.ok(&ANON, &persistent("/a/b"));
+    let ids = [Id::new("digest", "u:hash")];
+    let u = Caller {
+        session_id: 0,
+        ids: &ids,
+        is_super: false,
+    };
+    let two = vec![
+        Acl {
+            perms: perms::ALL,
+            id: Id::new("auth", ""),
+        },
+        Acl {
+            perms: perms::READ,
+            id: Id::new("world", "anyone"),
+        },
+    ];
+    let writes = [
+        create("/a/c", "data", CreateMode::Persistent),
+        create("/a/s-", "data", CreateMode::PersistentSequential),
+        Write::SetData {
+            path: "/a/b".into(),
+            data: Bytes::from_static(b"new data"),
+            version: -1,
+        },
+        Write::SetAcl {
+            path: "/a/b".into(),
+            acl: two.clone(),
+            version: -1,
+        },
+        Write::Check {
+            path: "/a".into(),
+            version: -1,
+        },
+        Write::Delete {
+            path: "/a/b".into(),
+            version: -1,
+        },
+    ];
+    // setACL has no place in a multi.
+    let multi = Write::Multi(
+        writes
+            .iter()
+            .filter(|w| !matches!(w, Write::SetAcl { .. }))
+            .cloned()
+            .collect(),
+    );
+    for write in writes.iter().chain([&multi]) {
+        let bound = checked_bound(write, &u);
+        let checked = Checked::new(write.clone(), &u, bound).expect("within its bound");
+        let zxid = Zxid::from_u64(h.next + 1);
+        let txn = h
+            .prep
+            .prepare_checked(&h.tree, &u, &checked, zxid, h.now)
+            .unwrap_or_else(|r| panic!("{write:?}: {r:?}"));
+        assert_eq!(txn.encoded_len(), txn.encode().len());
+        assert!(
+            txn.encoded_len() <= bound,
+            "{write:?}: {} > {bound}",
+            txn.encoded_len()
+        );
+        // Each is decided against the same state: forget it again.
+        h.prep = Prep::new();
+    }
 }
 
 #[test]
