@@ -125,16 +125,23 @@ def main():
         print(f"mntr: median {statistics.median(times) * 1e3:.2f} ms, max {max(times) * 1e3:.2f} ms")
 
         pinger = zkraw.RawClient("127.0.0.1", port, timeout_ms=30000)
+        pinger.create("/bench", b"")
 
-        def pings(n):
+        def round_trips(seconds, op):
+            """Round trips of `op` for `seconds` (at most 100,000 of them)."""
             out = []
-            for _ in range(n):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end and len(out) < 100_000:
                 t = time.perf_counter()
-                pinger.exists("/n")
+                op()
                 out.append(time.perf_counter() - t)
             return out
 
-        idle = pings(200)
+        ops = {
+            "read (exists)": lambda: pinger.exists("/bench"),
+            "write (setData)": lambda: pinger.set("/bench", b"x"),
+        }
+        idle = {name: round_trips(3, op) for name, op in ops.items()}
         stop = threading.Event()
 
         def scrape():
@@ -143,13 +150,15 @@ def main():
 
         scraper = threading.Thread(target=scrape)
         scraper.start()
-        busy = pings(200)
+        busy = {name: round_trips(3, op) for name, op in ops.items()}
         stop.set()
         scraper.join()
-        for name, xs in (("idle", idle), ("while mntr loops", busy)):
-            xs.sort()
-            print(f"read round trip {name}: median {statistics.median(xs) * 1e3:.2f} ms, "
-                  f"p99 {xs[int(len(xs) * 0.99)] * 1e3:.2f} ms, max {xs[-1] * 1e3:.2f} ms")
+        for name in ops:
+            for when, xs in (("idle", idle[name]), ("while mntr loops", busy[name])):
+                xs.sort()
+                print(f"{name} round trip {when}: {len(xs)} in 3 s, "
+                      f"median {statistics.median(xs) * 1e3:.2f} ms, "
+                      f"p99 {xs[int(len(xs) * 0.99)] * 1e3:.2f} ms, max {xs[-1] * 1e3:.2f} ms")
         pinger.close()
         sock.close()
     finally:
