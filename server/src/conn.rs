@@ -427,7 +427,7 @@ impl Conn {
                         Ok(false) => return End::PeerClosed,
                         Err(end) => return end,
                     },
-                    () = wait_ready(&mut self.inflight) => {}
+                    () = resolve_next(&mut self.inflight) => {}
                 }
             }
         }
@@ -899,22 +899,6 @@ async fn read_more(
         },
         () = closing.notify.notified() => Err(End::Requested),
     }
-}
-
-/// Resolves once the oldest in-flight write is done (or never, if there is none).
-async fn wait_ready(inflight: &mut VecDeque<InFlight>) {
-    poll_fn(|cx| match inflight.front_mut() {
-        Some(front) if front.done.is_some() => Poll::Ready(()),
-        Some(front) => match Pin::new(&mut front.proposal).poll(cx) {
-            Poll::Ready(done) => {
-                front.resolve(done);
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        },
-        None => Poll::Pending,
-    })
-    .await
 }
 
 /// Records the outcome of the oldest in-flight writes that are already done, without waiting.

@@ -562,6 +562,15 @@ fn mntr_value(server: &CoordServer, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing from mntr: {mntr}"))
 }
 
+/// Waits until mntr shows `value` for `key`, for at most 20 s.
+async fn mntr_reaches(server: &CoordServer, key: &str, value: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mntr_value(server, key) != value {
+        assert!(Instant::now() < deadline, "{what}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Item 7: sessions that expire together are closed by txns that share group commits, not one
 /// awaited txn (and fsync) at a time. coord-specific (`zk_fsync_count`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -581,11 +590,7 @@ async fn sessions_expiring_together_share_a_group_commit() {
         let before = mntr_value(&server, "zk_fsync_count");
         assert_eq!(mntr_value(&server, "zk_global_sessions"), 40);
         drop(conns);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while mntr_value(&server, "zk_global_sessions") > 0 {
-            assert!(Instant::now() < deadline, "sessions never expired");
-            sleep(Duration::from_millis(100)).await;
-        }
+        mntr_reaches(&server, "zk_global_sessions", 0, "sessions never expired").await;
         // Let the last close txns reach the disk.
         sleep(Duration::from_millis(300)).await;
         let fsyncs = mntr_value(&server, "zk_fsync_count") - before;
@@ -642,22 +647,17 @@ async fn mntr_counts_follow_changes() {
         assert!(wchs.starts_with("1 connections watching 4 paths"), "{wchs}");
         // The owner's session closes: its ephemerals go, and the watches on them fire.
         assert_eq!(call(&mut owner, 99, op::CLOSE_SESSION, &[]).await.err, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while mntr_value(&server, "zk_ephemerals_count") > 0 {
-            assert!(Instant::now() < deadline, "ephemerals never went");
-            sleep(Duration::from_millis(50)).await;
-        }
+        mntr_reaches(&server, "zk_ephemerals_count", 0, "ephemerals never went").await;
         assert_eq!(mntr_value(&server, "zk_znode_count"), 5);
         assert_eq!(mntr_value(&server, "zk_watch_count"), 1);
         drop(watcher);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while mntr_value(&server, "zk_watch_count") > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "watches of a closed connection stayed"
-            );
-            sleep(Duration::from_millis(50)).await;
-        }
+        mntr_reaches(
+            &server,
+            "zk_watch_count",
+            0,
+            "watches of a closed connection stayed",
+        )
+        .await;
     })
     .await;
 }

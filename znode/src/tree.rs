@@ -90,6 +90,28 @@ pub enum ChangeEvent {
 const STRING_VEC_HEADER_BYTES: usize = 4;
 const STRING_HEADER_BYTES: usize = 4;
 
+/// Collects `strings`, refused with [`Error::ReplyTooLarge`] (naming `path`) as soon as they, as a
+/// jute vector of strings, would take more than `bytes_max`.
+fn strings_within<'a>(
+    strings: impl Iterator<Item = &'a str>,
+    bytes_max: usize,
+    path: &str,
+) -> Result<Vec<String>, Error> {
+    let mut bytes = STRING_VEC_HEADER_BYTES;
+    let mut out = Vec::new();
+    for s in strings {
+        bytes += STRING_HEADER_BYTES + s.len();
+        if bytes > bytes_max {
+            return Err(Error::ReplyTooLarge {
+                path: path.to_string(),
+                max: bytes_max,
+            });
+        }
+        out.push(s.to_string());
+    }
+    Ok(out)
+}
+
 /// The paths of ZooKeeper's system nodes, which may not be deleted.
 pub const SYSTEM_PATHS: [&str; 4] = ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"];
 
@@ -244,20 +266,8 @@ impl Tree {
     ) -> Result<(Vec<String>, Stat), Error> {
         let e = self.node_for_read(path, perms::READ, caller)?;
         let prefix_len = if path == "/" { 1 } else { path.len() + 1 };
-        let mut bytes = STRING_VEC_HEADER_BYTES;
-        let mut names = Vec::new();
-        for child in self.children_of(e) {
-            let name = &child.path()[prefix_len..];
-            bytes += STRING_HEADER_BYTES + name.len();
-            if bytes > bytes_max {
-                return Err(Error::ReplyTooLarge {
-                    path: path.to_string(),
-                    max: bytes_max,
-                });
-            }
-            names.push(name.to_string());
-        }
-        Ok((names, e.stat()))
+        let names = self.children_of(e).map(|c| &c.path()[prefix_len..]);
+        Ok((strings_within(names, bytes_max, path)?, e.stat()))
     }
 
     fn children_of<'a>(&'a self, parent: &Entry) -> impl Iterator<Item = &'a Entry> + 'a {
@@ -328,22 +338,10 @@ impl Tree {
         bytes_max: usize,
     ) -> Result<Vec<String>, Error> {
         let all = prefix.trim().is_empty() || prefix.trim() == "/";
-        let mut bytes = STRING_VEC_HEADER_BYTES;
-        let mut paths = Vec::new();
-        for path in self
+        let paths = self
             .ephemeral_paths(session_id)
-            .filter(|p| all || p.starts_with(prefix))
-        {
-            bytes += STRING_HEADER_BYTES + path.len();
-            if bytes > bytes_max {
-                return Err(Error::ReplyTooLarge {
-                    path: prefix.to_string(),
-                    max: bytes_max,
-                });
-            }
-            paths.push(path.to_string());
-        }
-        Ok(paths)
+            .filter(|p| all || p.starts_with(prefix));
+        strings_within(paths, bytes_max, prefix)
     }
 
     pub fn session(&self, session_id: i64) -> Option<SessionInfo> {
