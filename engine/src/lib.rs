@@ -4,7 +4,10 @@
 //! exactly once, in zxid order. It knows nothing of znodes: the machine gives txns meaning.
 //!
 //! - [`zab`]: the sans-I/O Zab core. [`zab::Replica`] takes inputs (`handle_*`) and yields
-//!   [`zab::Action`]s; it does no I/O.
+//!   [`zab::Action`]s; it does no I/O. [`zab::solo`] is the single-voter core the standalone
+//!   runtime drives today.
+//! - [`sim`]: a deterministic simulator that drives several [`zab::Replica`]s over a faulty
+//!   network and disk and checks Zab's safety properties after every step.
 //! - [`log`]: the append-only, checksummed txn log with group commit and crash recovery.
 //! - [`snapshot`]: checksummed snapshot files, written atomically.
 //! - [`Engine`]: the runtime that drives the core with the log, snapshots and std threads.
@@ -14,7 +17,7 @@
 //! A runtime feeds the core and then drains its actions in order. For one voter:
 //!
 //! ```
-//! use coord_engine::zab::{Action, Replica};
+//! use coord_engine::zab::solo::{Action, Replica};
 //! use coord_engine::{Bytes, Epoch, Zxid};
 //!
 //! // Leading epoch 2 over a log that ends in epoch 1.
@@ -43,6 +46,7 @@ mod fsutil;
 pub mod log;
 mod machine;
 mod runtime;
+pub mod sim;
 pub mod snapshot;
 pub mod zab;
 mod zxid;

@@ -1,4 +1,5 @@
-//! The runtime: threads that drive the Zab core ([`crate::zab::Replica`]) with a real disk.
+//! The runtime: threads that drive the single-voter Zab core ([`crate::zab::solo::Replica`]) with
+//! a real disk.
 //!
 //! Three threads, connected in a line:
 //!
@@ -40,7 +41,7 @@ use self::epoch::{ACCEPTED_EPOCH_FILE, CURRENT_EPOCH_FILE};
 use crate::fsutil::create_dir_all_durably;
 use crate::log::{Log, LogError, RECORD_PAYLOAD_MAX};
 use crate::snapshot::{self, SnapshotError};
-use crate::zab::{Action, Replica};
+use crate::zab::solo::{Action, Replica};
 use crate::{Epoch, StateMachine, Zxid};
 
 /// The most txns one log flush carries.

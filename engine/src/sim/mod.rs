@@ -1,0 +1,921 @@
+//! A deterministic simulator of a Zab ensemble.
+//!
+//! It drives several [`Replica`]s, the same core a runtime drives, with a simulated network
+//! (delay, loss, duplication, partitions; FIFO per link as TCP and QUIC streams are, a broken
+//! link losing what it carried), a simulated disk (a crash loses what was not fsynced; snapshots
+//! compact the log), virtual time and one seeded RNG, the only source of randomness. After
+//! every step it checks Zab's safety properties:
+//!
+//! - one history: no two members ever apply different txns under one zxid, and every member
+//!   applies a prefix of the one committed sequence, in order;
+//! - a committed txn is durable on a quorum of voters when the leader commits it;
+//! - at most one leader is established per epoch;
+//! - on disk, acceptedEpoch >= currentEpoch and >= the epoch of every logged zxid.
+//!
+//! After the faults stop and every link heals, a leader must be established and a new write
+//! commit on every member within [`SimConfig::settle`] of virtual time, and every member must
+//! hold every write a client was told committed. A failure panics with the seed;
+//! [`Sim::run`] with the same [`SimConfig`] replays it exactly (equal seeds, equal
+//! [`Report::trace_hash`]).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::zab::{Action, Config, Durable, EpochFile, Message, PeerId, Replica};
+use crate::{Epoch, Zxid};
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub voters: u64,
+    pub observers: u64,
+    /// How long faults are injected (virtual time).
+    pub chaos: Duration,
+    /// How long, after the faults stop, the ensemble has to recover.
+    pub settle: Duration,
+    /// Mean virtual time between breaks of one link (what is in flight on it is lost; the
+    /// next message starts a new connection), or None for links that never break.
+    pub break_every: Option<Duration>,
+    /// Chance that a message is delivered twice.
+    pub duplicate_chance: f64,
+    /// Mean virtual time between faults (crash, partition, snapshot).
+    pub fault_every: Duration,
+    /// Mean virtual time between client writes.
+    pub write_every: Duration,
+}
+
+impl SimConfig {
+    /// A run whose cluster size and fault rates come from `seed`.
+    pub fn from_seed(seed: u64) -> SimConfig {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        SimConfig {
+            seed,
+            voters: [1, 3, 3, 5][rng.gen_range(0..4)],
+            observers: rng.gen_range(0..2),
+            chaos: Duration::from_secs(20),
+            settle: Duration::from_secs(30),
+            break_every: [
+                None,
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_millis(500)),
+            ][rng.gen_range(0..3)],
+            duplicate_chance: [0.0, 0.005][rng.gen_range(0..2)],
+            fault_every: Duration::from_millis(rng.gen_range(300..3000)),
+            write_every: Duration::from_millis(rng.gen_range(5..50)),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub steps: u64,
+    /// Writes the leader committed (and a client would have been told so).
+    pub committed_writes: usize,
+    pub crashes: u64,
+    pub elections: u64,
+    /// A hash of every event in order: equal configs give equal hashes.
+    pub trace_hash: u64,
+}
+
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone)]
+enum Event {
+    Deliver {
+        from: PeerId,
+        to: PeerId,
+        generation: u64,
+        message: Message,
+    },
+    /// `node` learns that its stream with `peer` broke.
+    LinkReset {
+        node: usize,
+        peer: PeerId,
+    },
+    Tick(usize),
+    Fsync {
+        node: usize,
+        incarnation: u64,
+    },
+    EpochPersisted {
+        node: usize,
+        incarnation: u64,
+        file: EpochFile,
+        epoch: Epoch,
+    },
+    Restart(usize),
+    Fault,
+    Write,
+}
+
+/// A member's disk: what survives a crash.
+#[derive(Debug, Clone, Default)]
+struct Disk {
+    accepted: Epoch,
+    current: Epoch,
+    snapshot: (Zxid, Vec<(Zxid, Bytes)>),
+    log: Vec<(Zxid, Bytes)>,
+    /// Appended, not yet fsynced: lost on a crash.
+    unsynced: Vec<(Zxid, Bytes)>,
+}
+
+impl Disk {
+    fn last_zxid(&self) -> Zxid {
+        self.log.last().map_or(self.snapshot.0, |(z, _)| *z)
+    }
+
+    fn holds(&self, zxid: Zxid) -> bool {
+        zxid <= self.snapshot.0 || self.log.iter().any(|(z, _)| *z == zxid)
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    id: PeerId,
+    voter: bool,
+    replica: Option<Replica>,
+    incarnation: u64,
+    disk: Disk,
+    /// The state machine: the txns applied, in order.
+    machine: Vec<(Zxid, Bytes)>,
+    fsync_pending: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    up: bool,
+    generation: u64,
+    /// Deliveries on a link keep their order.
+    last_delivery: Duration,
+    /// When the link breaks next (with [`SimConfig::break_every`]).
+    next_break: Duration,
+}
+
+/// The simulation. See the module docs.
+pub struct Sim {
+    config: SimConfig,
+    rng: StdRng,
+    now: Duration,
+    queue: BinaryHeap<Reverse<(Duration, u64)>>,
+    events: BTreeMap<u64, Event>,
+    next_seq: u64,
+    nodes: Vec<Node>,
+    links: BTreeMap<(PeerId, PeerId), Link>,
+    quorum: usize,
+    /// The one committed history, in zxid order, as members applied it.
+    committed: Vec<(Zxid, Bytes)>,
+    /// Epoch → the leader established in it.
+    leaders: BTreeMap<Epoch, PeerId>,
+    /// Writes a leader committed: a client was told they are durable.
+    acknowledged: BTreeSet<Bytes>,
+    /// Writes proposed, by zxid, on the leader that proposed them.
+    proposed: BTreeMap<(usize, Zxid), Bytes>,
+    next_write: u64,
+    chaos_over: bool,
+    /// Prints every event (COORD_SIM_TRACE=1).
+    verbose: bool,
+    report: Report,
+}
+
+fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn encode_machine(machine: &[(Zxid, Bytes)]) -> Bytes {
+    let mut out = BytesMut::new();
+    for (zxid, txn) in machine {
+        out.put_u64(zxid.as_u64());
+        out.put_u32(txn.len() as u32);
+        out.put_slice(txn);
+    }
+    out.freeze()
+}
+
+fn decode_machine(mut data: &[u8]) -> Vec<(Zxid, Bytes)> {
+    let mut out = Vec::new();
+    while data.len() >= 12 {
+        let zxid = Zxid::from_u64(u64::from_be_bytes(data[..8].try_into().unwrap_or_default()));
+        let len = u32::from_be_bytes(data[8..12].try_into().unwrap_or_default()) as usize;
+        out.push((zxid, Bytes::copy_from_slice(&data[12..12 + len])));
+        data = &data[12 + len..];
+    }
+    out
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Sim {
+        let rng = StdRng::seed_from_u64(config.seed);
+        let members = config.voters + config.observers;
+        let nodes = (1..=members)
+            .map(|i| Node {
+                id: PeerId(i),
+                voter: i <= config.voters,
+                replica: None,
+                incarnation: 0,
+                disk: Disk::default(),
+                machine: Vec::new(),
+                fsync_pending: false,
+            })
+            .collect();
+        let mut links = BTreeMap::new();
+        for a in 1..=members {
+            for b in 1..=members {
+                if a != b {
+                    links.insert(
+                        (PeerId(a), PeerId(b)),
+                        Link {
+                            up: true,
+                            generation: 0,
+                            last_delivery: Duration::ZERO,
+                            next_break: Duration::ZERO,
+                        },
+                    );
+                }
+            }
+        }
+        let quorum = (config.voters / 2 + 1) as usize;
+        Sim {
+            config,
+            rng,
+            now: Duration::ZERO,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_seq: 0,
+            nodes,
+            links,
+            quorum,
+            committed: Vec::new(),
+            leaders: BTreeMap::new(),
+            acknowledged: BTreeSet::new(),
+            proposed: BTreeMap::new(),
+            next_write: 0,
+            chaos_over: false,
+            verbose: std::env::var_os("COORD_SIM_TRACE").is_some(),
+            report: Report {
+                steps: 0,
+                committed_writes: 0,
+                crashes: 0,
+                elections: 0,
+                trace_hash: 0xcbf2_9ce4_8422_2325,
+            },
+        }
+    }
+
+    fn fail(&self, what: impl std::fmt::Display) -> ! {
+        panic!(
+            "simulation seed {} failed at {:?}: {what}\nreplay: COORD_SEED={} cargo test -p coord-engine --test sim",
+            self.config.seed, self.now, self.config.seed
+        );
+    }
+
+    fn schedule(&mut self, after: Duration, event: Event) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.events.insert(seq, event);
+        self.queue.push(Reverse((self.now + after, seq)));
+    }
+
+    fn replica_config(&self, id: PeerId) -> Config {
+        Config {
+            id,
+            voters: self
+                .nodes
+                .iter()
+                .filter(|n| n.voter)
+                .map(|n| n.id)
+                .collect(),
+            observers: self
+                .nodes
+                .iter()
+                .filter(|n| !n.voter)
+                .map(|n| n.id)
+                .collect(),
+            tick: TICK,
+            init_limit_ticks: 10,
+            sync_limit_ticks: 5,
+        }
+    }
+
+    fn start(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let config = self.replica_config(id);
+        let n = &mut self.nodes[node];
+        n.incarnation += 1;
+        n.disk.unsynced.clear();
+        n.fsync_pending = false;
+        // The machine is rebuilt from the snapshot only: the log's tail may be uncommitted.
+        n.machine = n.disk.snapshot.1.clone();
+        let durable = Durable {
+            accepted_epoch: n.disk.accepted,
+            current_epoch: n.disk.current,
+            snapshot_zxid: n.disk.snapshot.0,
+            log: n.disk.log.clone(),
+        };
+        match Replica::new(config, durable, self.now) {
+            Ok(replica) => self.nodes[node].replica = Some(replica),
+            Err(e) => self.fail(format!("{id:?} cannot start from its disk: {e}")),
+        }
+        self.report.elections += 1;
+        let jitter = Duration::from_millis(self.rng.gen_range(0..50));
+        self.schedule(jitter, Event::Tick(node));
+        self.drain(node);
+    }
+
+    /// Runs the whole simulation: faults for `chaos`, then healing and `settle`.
+    pub fn run(mut self) -> Report {
+        for node in 0..self.nodes.len() {
+            self.start(node);
+        }
+        let fault = self.exp(self.config.fault_every);
+        self.schedule(fault, Event::Fault);
+        let write = self.exp(self.config.write_every);
+        self.schedule(write, Event::Write);
+        let chaos_end = self.config.chaos;
+        let deadline = chaos_end + self.config.settle;
+        let mut settled_at = None;
+        const STEPS_MAX: u64 = 5_000_000;
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            self.report.steps += 1;
+            if self.report.steps > STEPS_MAX {
+                self.fail("too many steps");
+            }
+            self.now = at;
+            if !self.chaos_over && self.now >= chaos_end {
+                self.heal();
+            }
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
+            let line = format!("{:?} {event:?}", self.now);
+            if self.verbose {
+                eprintln!("{line}");
+            }
+            self.report.trace_hash = fnv(self.report.trace_hash, line.as_bytes());
+            self.step(event);
+            self.check_disks();
+            if self.chaos_over && settled_at.is_none() && self.converged() {
+                settled_at = Some(self.now);
+                break;
+            }
+            if self.now > deadline {
+                break;
+            }
+        }
+        if settled_at.is_none() {
+            self.fail(format!(
+                "no convergence within {:?} of healing; history ends at {:?}; newest leader {:?}; \
+                 members {:?}",
+                self.config.settle,
+                self.committed.last().map(|(z, _)| *z),
+                self.leaders.iter().last(),
+                self.nodes
+                    .iter()
+                    .map(|n| (
+                        n.id,
+                        n.replica.as_ref().map(|r| (
+                            r.role(),
+                            r.established_epoch(),
+                            r.last_appended(),
+                            r.last_committed()
+                        )),
+                        n.machine.last().map(|(z, _)| *z)
+                    ))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        self.report.committed_writes = self.acknowledged.len();
+        self.report
+    }
+
+    fn exp(&mut self, mean: Duration) -> Duration {
+        let u: f64 = self.rng.gen_range(0.0001..1.0);
+        mean.mul_f64(-u.ln()).max(Duration::from_millis(1))
+    }
+
+    fn step(&mut self, event: Event) {
+        match event {
+            Event::Deliver {
+                from,
+                to,
+                generation,
+                message,
+            } => {
+                let link = self.links[&(from, to)];
+                if !link.up || link.generation != generation {
+                    return;
+                }
+                let node = (to.0 - 1) as usize;
+                if let Some(replica) = &mut self.nodes[node].replica {
+                    replica.handle_message(from, message);
+                    self.drain(node);
+                }
+            }
+            Event::LinkReset { node, peer } => {
+                if let Some(replica) = &mut self.nodes[node].replica {
+                    replica.handle_link_reset(peer);
+                    self.drain(node);
+                }
+            }
+            Event::Tick(node) => {
+                let now = self.now;
+                if let Some(replica) = &mut self.nodes[node].replica {
+                    replica.handle_tick(now);
+                    self.drain(node);
+                    self.schedule(TICK, Event::Tick(node));
+                }
+            }
+            Event::Fsync { node, incarnation } => {
+                let n = &mut self.nodes[node];
+                if n.incarnation != incarnation || n.replica.is_none() {
+                    return;
+                }
+                n.fsync_pending = false;
+                let Some(last) = n.disk.unsynced.last().map(|(z, _)| *z) else {
+                    return;
+                };
+                let synced: Vec<(Zxid, Bytes)> = n.disk.unsynced.drain(..).collect();
+                // A txn applied (committed elsewhere) before it was fsynced here may already be
+                // in a snapshot.
+                let snapshot = n.disk.snapshot.0;
+                n.disk
+                    .log
+                    .extend(synced.into_iter().filter(|(z, _)| *z > snapshot));
+                if let Some(replica) = &mut n.replica {
+                    replica.handle_persisted(last);
+                }
+                self.drain(node);
+            }
+            Event::EpochPersisted {
+                node,
+                incarnation,
+                file,
+                epoch,
+            } => {
+                let n = &mut self.nodes[node];
+                if n.incarnation != incarnation {
+                    return;
+                }
+                if let Some(replica) = &mut n.replica {
+                    replica.handle_epoch_persisted(file, epoch);
+                    self.drain(node);
+                }
+            }
+            Event::Restart(node) => {
+                if self.nodes[node].replica.is_none() {
+                    self.start(node);
+                }
+            }
+            Event::Fault => {
+                if !self.chaos_over {
+                    self.fault();
+                    let next = self.exp(self.config.fault_every);
+                    self.schedule(next, Event::Fault);
+                }
+            }
+            Event::Write => {
+                // After healing, writes go on until one commits in the newest epoch; then the
+                // members must catch up with a history that no longer grows (unless a new
+                // leader takes over, which needs a write of its own).
+                if !(self.chaos_over && self.fresh_write_committed()) {
+                    self.write();
+                }
+                let next = self.exp(self.config.write_every);
+                self.schedule(next, Event::Write);
+            }
+        }
+    }
+
+    /// A client write to whichever member leads an established epoch.
+    fn write(&mut self) {
+        let Some(node) = self.nodes.iter().position(|n| {
+            n.replica
+                .as_ref()
+                .is_some_and(|r| r.established_epoch().is_some())
+        }) else {
+            return;
+        };
+        self.next_write += 1;
+        let txn = Bytes::from(format!("w{}", self.next_write));
+        let result = self.nodes[node]
+            .replica
+            .as_mut()
+            .map(|r| r.handle_propose(txn.clone()));
+        if let Some(Ok(zxid)) = result {
+            self.proposed.insert((node, zxid), txn);
+        }
+        self.drain(node);
+    }
+
+    /// Crash and restart a member, break or heal links, or snapshot a member's state.
+    fn fault(&mut self) {
+        let members = self.nodes.len();
+        match self.rng.gen_range(0..6) {
+            0 | 1 => {
+                let node = self.rng.gen_range(0..members);
+                if self.nodes[node].replica.is_some() {
+                    self.crash(node);
+                    let back = Duration::from_millis(self.rng.gen_range(10..2000));
+                    self.schedule(back, Event::Restart(node));
+                }
+            }
+            2 => {
+                // Isolate one member, both ways or one way.
+                let node = PeerId(self.rng.gen_range(1..=members as u64));
+                let both = self.rng.gen_bool(0.7);
+                let cut: Vec<(PeerId, PeerId)> = self
+                    .links
+                    .keys()
+                    .filter(|(a, b)| *b == node || (both && *a == node))
+                    .copied()
+                    .collect();
+                self.cut(cut);
+            }
+            3 => {
+                // Split the members in two.
+                let side: Vec<bool> = (0..members).map(|_| self.rng.gen_bool(0.5)).collect();
+                let cut: Vec<(PeerId, PeerId)> = self
+                    .links
+                    .keys()
+                    .filter(|(a, b)| side[(a.0 - 1) as usize] != side[(b.0 - 1) as usize])
+                    .copied()
+                    .collect();
+                self.cut(cut);
+            }
+            4 => self.heal_links(),
+            _ => {
+                // A member snapshots what it applied and compacts its log.
+                let node = self.rng.gen_range(0..members);
+                let n = &mut self.nodes[node];
+                if let Some((zxid, _)) = n.machine.last().cloned() {
+                    if n.replica.is_some() && zxid > n.disk.snapshot.0 {
+                        n.disk.snapshot = (zxid, n.machine.clone());
+                        n.disk.log.retain(|(z, _)| *z > zxid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes links down: their streams break, and stay broken until healed.
+    fn cut(&mut self, links: Vec<(PeerId, PeerId)>) {
+        for (a, b) in links {
+            if self.links.get(&(a, b)).is_some_and(|l| l.up) {
+                self.break_link(a, b);
+                if let Some(link) = self.links.get_mut(&(a, b)) {
+                    link.up = false;
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, node: usize) {
+        if self.verbose {
+            eprintln!("  crash {:?}", self.nodes[node].id);
+        }
+        let id = self.nodes[node].id;
+        let links: Vec<(PeerId, PeerId)> = self
+            .links
+            .keys()
+            .filter(|(a, b)| *a == id || *b == id)
+            .copied()
+            .collect();
+        for (a, b) in links {
+            self.break_link(a, b);
+        }
+        let n = &mut self.nodes[node];
+        n.replica = None;
+        // What was not fsynced is gone.
+        n.disk.unsynced.clear();
+        n.machine.clear();
+        n.incarnation += 1;
+        self.report.crashes += 1;
+    }
+
+    /// Breaks the stream `from` → `to`: what it carries is lost, and both ends learn of it
+    /// before anything of the next stream arrives (the receiver in the link's order).
+    fn break_link(&mut self, from: PeerId, to: PeerId) {
+        let now = self.now;
+        let Some(link) = self.links.get_mut(&(from, to)) else {
+            return;
+        };
+        link.generation += 1;
+        let at = link.last_delivery.max(now);
+        link.last_delivery = at;
+        let after = at - now;
+        self.schedule(
+            after,
+            Event::LinkReset {
+                node: (to.0 - 1) as usize,
+                peer: from,
+            },
+        );
+        let delay = Duration::from_micros(self.rng.gen_range(100..2000));
+        self.schedule(
+            delay,
+            Event::LinkReset {
+                node: (from.0 - 1) as usize,
+                peer: to,
+            },
+        );
+    }
+
+    fn heal_links(&mut self) {
+        for link in self.links.values_mut() {
+            link.up = true;
+        }
+    }
+
+    fn heal(&mut self) {
+        self.chaos_over = true;
+        self.heal_links();
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].replica.is_none() {
+                self.start(node);
+            }
+        }
+    }
+
+    /// Every member runs, one leads an established epoch, and every member applied the same
+    /// history, which holds every acknowledged write and one written after healing.
+    fn converged(&mut self) -> bool {
+        let established = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.replica
+                    .as_ref()
+                    .is_some_and(|r| r.established_epoch().is_some())
+            })
+            .count();
+        if established != 1 || self.nodes.iter().any(|n| n.replica.is_none()) {
+            return false;
+        }
+        let Some(last) = self.committed.last().map(|(z, _)| *z) else {
+            return false;
+        };
+        if !self.fresh_write_committed()
+            || self
+                .nodes
+                .iter()
+                .any(|n| n.machine.last().map(|(z, _)| *z) != Some(last))
+        {
+            return false;
+        }
+        let applied: BTreeSet<&Bytes> = self.committed.iter().map(|(_, t)| t).collect();
+        if let Some(lost) = self.acknowledged.iter().find(|w| !applied.contains(w)) {
+            self.fail(format!("acknowledged write {lost:?} was lost"));
+        }
+        true
+    }
+
+    /// A txn of the newest established epoch is committed (applied somewhere).
+    fn fresh_write_committed(&self) -> bool {
+        let newest = self.leaders.keys().last().copied().unwrap_or_default();
+        self.committed
+            .last()
+            .is_some_and(|(z, _)| z.epoch() == newest)
+    }
+
+    fn check_disks(&self) {
+        for n in &self.nodes {
+            let d = &n.disk;
+            if d.accepted < d.current {
+                self.fail(format!("{:?}: acceptedEpoch below currentEpoch", n.id));
+            }
+            if d.accepted < d.last_zxid().epoch() {
+                self.fail(format!("{:?}: acceptedEpoch below its log", n.id));
+            }
+        }
+    }
+
+    fn send(&mut self, from: PeerId, to: PeerId, message: Message) {
+        let key = (from, to);
+        let Some(link) = self.links.get(&key).copied() else {
+            return;
+        };
+        if !link.up {
+            return;
+        }
+        if let Some(every) = self.config.break_every {
+            if self.now >= link.next_break {
+                let next = self.now + self.exp(every);
+                if let Some(link) = self.links.get_mut(&key) {
+                    link.next_break = next;
+                }
+                self.break_link(from, to);
+                return;
+            }
+        }
+        let Some(link) = self.links.get(&key).copied() else {
+            return;
+        };
+        let copies = if self.rng.gen_bool(self.config.duplicate_chance) {
+            2
+        } else {
+            1
+        };
+        let delay = Duration::from_micros(self.rng.gen_range(200..10_000));
+        let at = (self.now + delay).max(link.last_delivery);
+        if let Some(link) = self.links.get_mut(&key) {
+            link.last_delivery = at;
+        }
+        for _ in 0..copies {
+            let event = Event::Deliver {
+                from,
+                to,
+                generation: link.generation,
+                message: message.clone(),
+            };
+            let after = at - self.now;
+            self.schedule(after, event);
+        }
+    }
+
+    /// Carries out a member's actions, in order, and checks what they claim.
+    fn drain(&mut self, node: usize) {
+        loop {
+            let Some(action) = self.nodes[node]
+                .replica
+                .as_mut()
+                .and_then(|r| r.poll_action())
+            else {
+                break;
+            };
+            let id = self.nodes[node].id;
+            let incarnation = self.nodes[node].incarnation;
+            if self.verbose && !matches!(action, Action::Send { .. }) {
+                eprintln!("  {id:?} {action:?}");
+            }
+            match action {
+                Action::Send { to, message } => self.send(id, to, message),
+                Action::PersistAcceptedEpoch(epoch) => {
+                    self.nodes[node].disk.accepted = epoch;
+                    let after = Duration::from_micros(self.rng.gen_range(100..3000));
+                    self.schedule(
+                        after,
+                        Event::EpochPersisted {
+                            node,
+                            incarnation,
+                            file: EpochFile::Accepted,
+                            epoch,
+                        },
+                    );
+                }
+                Action::PersistCurrentEpoch(epoch) => {
+                    self.nodes[node].disk.current = epoch;
+                    let after = Duration::from_micros(self.rng.gen_range(100..3000));
+                    self.schedule(
+                        after,
+                        Event::EpochPersisted {
+                            node,
+                            incarnation,
+                            file: EpochFile::Current,
+                            epoch,
+                        },
+                    );
+                }
+                Action::Append { zxid, txn } => {
+                    let n = &mut self.nodes[node];
+                    n.disk.unsynced.push((zxid, txn));
+                    if !n.fsync_pending {
+                        n.fsync_pending = true;
+                        let after = Duration::from_micros(self.rng.gen_range(200..5000));
+                        self.schedule(after, Event::Fsync { node, incarnation });
+                    }
+                }
+                Action::Truncate { after } => {
+                    let d = &mut self.nodes[node].disk;
+                    if after < d.snapshot.0 {
+                        self.fail(format!("{id:?} truncates below its snapshot"));
+                    }
+                    d.log.retain(|(z, _)| *z <= after);
+                    d.unsynced.retain(|(z, _)| *z <= after);
+                }
+                Action::SendSnapshot { to, epoch, zxid } => {
+                    let machine = &self.nodes[node].machine;
+                    if machine.last().map_or(Zxid::ZERO, |(z, _)| *z) != zxid {
+                        self.fail(format!(
+                            "{id:?} asked to snapshot at {zxid}, applied elsewhere"
+                        ));
+                    }
+                    let data = encode_machine(machine);
+                    self.send(id, to, Message::Snap { epoch, zxid, data });
+                }
+                Action::InstallSnapshot { zxid, data } => {
+                    let machine = decode_machine(&data);
+                    self.check_prefix(id, &machine);
+                    let n = &mut self.nodes[node];
+                    n.disk.snapshot = (zxid, machine.clone());
+                    n.disk.log.clear();
+                    n.disk.unsynced.clear();
+                    n.machine = machine;
+                }
+                Action::Commit { zxid } => {
+                    let is_leader = self.nodes[node]
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| r.established_epoch().is_some());
+                    if is_leader {
+                        self.check_commit_durable(id, zxid);
+                        let acked: Vec<Bytes> = self
+                            .proposed
+                            .range((node, Zxid::ZERO)..=(node, zxid))
+                            .map(|(_, t)| t.clone())
+                            .collect();
+                        self.acknowledged.extend(acked);
+                        self.proposed.retain(|(n, z), _| *n != node || *z > zxid);
+                    }
+                }
+                Action::Apply { zxid, txn } => self.apply(node, zxid, txn),
+                Action::Disconnect { peer } => {
+                    self.break_link(id, peer);
+                    self.break_link(peer, id);
+                }
+                Action::RoleChanged { .. } => {
+                    // A new role: proposals the old one made are no longer the client's.
+                    self.proposed.retain(|(n, _), _| *n != node);
+                }
+            }
+        }
+        if let Some(epoch) = self.nodes[node]
+            .replica
+            .as_ref()
+            .and_then(|r| r.established_epoch())
+        {
+            let id = self.nodes[node].id;
+            match self.leaders.get(&epoch) {
+                Some(other) if *other != id => self.fail(format!(
+                    "two leaders established in {epoch:?}: {other:?}, {id:?}"
+                )),
+                _ => {
+                    self.leaders.insert(epoch, id);
+                }
+            }
+        }
+    }
+
+    /// A txn the leader commits is durable on a quorum of voters.
+    fn check_commit_durable(&self, leader: PeerId, zxid: Zxid) {
+        let durable = self
+            .nodes
+            .iter()
+            .filter(|n| n.voter && n.disk.holds(zxid))
+            .count();
+        if durable < self.quorum {
+            self.fail(format!(
+                "{leader:?} committed {zxid} durable on {durable} voters, below a quorum"
+            ));
+        }
+    }
+
+    fn check_prefix(&self, id: PeerId, machine: &[(Zxid, Bytes)]) {
+        for (i, entry) in machine.iter().enumerate() {
+            if self.committed.get(i) != Some(entry) {
+                self.fail(format!(
+                    "{id:?} holds {:?} at position {i}, the history has {:?}",
+                    entry,
+                    self.committed.get(i)
+                ));
+            }
+        }
+    }
+
+    fn apply(&mut self, node: usize, zxid: Zxid, txn: Bytes) {
+        let id = self.nodes[node].id;
+        let position = self.nodes[node].machine.len();
+        if let Some((last, _)) = self.nodes[node].machine.last() {
+            if *last >= zxid {
+                self.fail(format!("{id:?} applied {zxid} after {last}"));
+            }
+        }
+        match self.committed.get(position) {
+            Some(entry) if *entry != (zxid, txn.clone()) => self.fail(format!(
+                "{id:?} applied {zxid} {txn:?} at position {position}, the history has {entry:?}"
+            )),
+            Some(_) => {}
+            None => {
+                if let Some((last, _)) = self.committed.last() {
+                    if *last >= zxid {
+                        self.fail(format!(
+                            "{id:?} extends the history with {zxid} after {last}"
+                        ));
+                    }
+                }
+                if position != self.committed.len() {
+                    self.fail(format!("{id:?} skipped part of the history"));
+                }
+                self.committed.push((zxid, txn.clone()));
+            }
+        }
+        self.nodes[node].machine.push((zxid, txn));
+    }
+}

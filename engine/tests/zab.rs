@@ -1,0 +1,461 @@
+//! Scripted scenarios of the Zab core: each replays a way ZooKeeper lost or forked data
+//! (`ZAB-PITFALLS.md`, numbered as there) and checks the core does not. A small harness
+//! delivers messages in order and persists at once, except where a scenario holds them back.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use coord_engine::zab::{Action, Config, Durable, EpochFile, Message, PeerId, Replica, Role};
+use coord_engine::{Bytes, Epoch, Zxid};
+
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Default, Clone)]
+struct Disk {
+    accepted: Epoch,
+    current: Epoch,
+    log: Vec<(Zxid, Bytes)>,
+}
+
+struct Cluster {
+    voters: BTreeSet<PeerId>,
+    observers: BTreeSet<PeerId>,
+    replicas: BTreeMap<PeerId, Replica>,
+    disks: BTreeMap<PeerId, Disk>,
+    applied: BTreeMap<PeerId, Vec<(Zxid, Bytes)>>,
+    /// Appends not yet durable, per member; fsynced at once unless the member is in `slow`.
+    unsynced: BTreeMap<PeerId, Vec<(Zxid, Bytes)>>,
+    slow: BTreeSet<PeerId>,
+    /// Links that drop everything (from, to).
+    cut: BTreeSet<(PeerId, PeerId)>,
+    inflight: VecDeque<(PeerId, PeerId, Message)>,
+    /// Every message sent, for scenarios that check what went out.
+    sent: Vec<(PeerId, PeerId, Message)>,
+    now: Duration,
+}
+
+impl Cluster {
+    fn new(voters: u64, observers: u64) -> Cluster {
+        let mut cluster = Cluster {
+            voters: (1..=voters).map(PeerId).collect(),
+            observers: (voters + 1..=voters + observers).map(PeerId).collect(),
+            replicas: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            unsynced: BTreeMap::new(),
+            slow: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            inflight: VecDeque::new(),
+            sent: Vec::new(),
+            now: Duration::ZERO,
+        };
+        let ids: Vec<PeerId> = cluster
+            .voters
+            .iter()
+            .chain(&cluster.observers)
+            .copied()
+            .collect();
+        for id in ids {
+            cluster.disks.insert(id, Disk::default());
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn start(&mut self, id: PeerId) {
+        let config = Config {
+            id,
+            voters: self.voters.clone(),
+            observers: self.observers.clone(),
+            tick: TICK,
+            init_limit_ticks: 10,
+            sync_limit_ticks: 5,
+        };
+        let disk = self.disks[&id].clone();
+        let durable = Durable {
+            accepted_epoch: disk.accepted,
+            current_epoch: disk.current,
+            snapshot_zxid: Zxid::ZERO,
+            log: disk.log,
+        };
+        self.applied.insert(id, Vec::new());
+        self.unsynced.insert(id, Vec::new());
+        let replica = Replica::new(config, durable, self.now).expect("starts from its disk");
+        self.replicas.insert(id, replica);
+        self.drain(id);
+    }
+
+    fn crash(&mut self, id: PeerId) {
+        self.replicas.remove(&id);
+        self.unsynced.insert(id, Vec::new());
+        self.inflight
+            .retain(|(from, to, _)| *from != id && *to != id);
+    }
+
+    fn drain(&mut self, id: PeerId) {
+        while let Some(action) = self.replicas.get_mut(&id).and_then(Replica::poll_action) {
+            match action {
+                Action::Send { to, message } => {
+                    self.sent.push((id, to, message.clone()));
+                    if !self.cut.contains(&(id, to)) {
+                        self.inflight.push_back((id, to, message));
+                    }
+                }
+                Action::PersistAcceptedEpoch(e) => {
+                    self.disks.get_mut(&id).unwrap().accepted = e;
+                    self.replicas
+                        .get_mut(&id)
+                        .unwrap()
+                        .handle_epoch_persisted(EpochFile::Accepted, e);
+                }
+                Action::PersistCurrentEpoch(e) => {
+                    self.disks.get_mut(&id).unwrap().current = e;
+                    self.replicas
+                        .get_mut(&id)
+                        .unwrap()
+                        .handle_epoch_persisted(EpochFile::Current, e);
+                }
+                Action::Append { zxid, txn } => {
+                    self.unsynced.get_mut(&id).unwrap().push((zxid, txn));
+                }
+                Action::Truncate { after } => {
+                    self.disks
+                        .get_mut(&id)
+                        .unwrap()
+                        .log
+                        .retain(|(z, _)| *z <= after);
+                    self.unsynced
+                        .get_mut(&id)
+                        .unwrap()
+                        .retain(|(z, _)| *z <= after);
+                }
+                Action::SendSnapshot { .. } | Action::InstallSnapshot { .. } => {
+                    panic!("these scenarios never compact a log")
+                }
+                Action::Apply { zxid, txn } => self.applied.get_mut(&id).unwrap().push((zxid, txn)),
+                Action::Commit { .. } | Action::RoleChanged { .. } | Action::Disconnect { .. } => {}
+            }
+        }
+        self.fsync(id);
+    }
+
+    fn fsync(&mut self, id: PeerId) {
+        if self.slow.contains(&id) || !self.replicas.contains_key(&id) {
+            return;
+        }
+        let pending: Vec<(Zxid, Bytes)> = self.unsynced.get_mut(&id).unwrap().drain(..).collect();
+        if let Some((last, _)) = pending.last().cloned() {
+            self.disks.get_mut(&id).unwrap().log.extend(pending);
+            self.replicas.get_mut(&id).unwrap().handle_persisted(last);
+            self.drain(id);
+        }
+    }
+
+    /// Delivers everything in flight, then ticks everyone, for `duration` of virtual time.
+    fn run(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            while let Some((from, to, message)) = self.inflight.pop_front() {
+                if self.cut.contains(&(from, to)) {
+                    continue;
+                }
+                if let Some(replica) = self.replicas.get_mut(&to) {
+                    replica.handle_message(from, message);
+                    self.drain(to);
+                }
+            }
+            self.now += TICK;
+            let ids: Vec<PeerId> = self.replicas.keys().copied().collect();
+            for id in ids {
+                let now = self.now;
+                if let Some(replica) = self.replicas.get_mut(&id) {
+                    replica.handle_tick(now);
+                }
+                self.drain(id);
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<PeerId> {
+        self.replicas
+            .iter()
+            .find(|(_, r)| r.established_epoch().is_some())
+            .map(|(id, _)| *id)
+    }
+
+    fn write(&mut self, txn: &str) -> Zxid {
+        let leader = self.leader().expect("an established leader");
+        let zxid = self
+            .replicas
+            .get_mut(&leader)
+            .unwrap()
+            .handle_propose(Bytes::from(txn.to_owned()))
+            .expect("the leader proposes");
+        self.drain(leader);
+        zxid
+    }
+
+    fn isolate(&mut self, id: PeerId) {
+        let all: Vec<PeerId> = self.voters.iter().chain(&self.observers).copied().collect();
+        for other in all {
+            self.cut.insert((id, other));
+            self.cut.insert((other, id));
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+}
+
+fn txns(applied: &[(Zxid, Bytes)]) -> Vec<String> {
+    applied
+        .iter()
+        .map(|(_, t)| String::from_utf8_lossy(t).into_owned())
+        .collect()
+}
+
+#[test]
+fn three_members_elect_the_highest_id_and_commit() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    // Equal (empty) histories: the vote order falls to the id.
+    assert_eq!(c.leader(), Some(PeerId(3)));
+    c.write("a");
+    c.write("b");
+    c.run(Duration::from_millis(200));
+    for id in [1, 2, 3] {
+        assert_eq!(txns(&c.applied[&PeerId(id)]), ["a", "b"], "p{id}");
+    }
+}
+
+/// PITFALLS 7 (ZOOKEEPER-1154): an old leader rejoins with a txn nobody else has; the new
+/// leader TRUNCs it away before the DIFF, and it is never applied anywhere.
+#[test]
+fn old_leader_uncommitted_tail_is_truncated() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let old = c.leader().expect("leader");
+    c.write("committed");
+    c.run(Duration::from_millis(200));
+    // The leader logs a txn no follower receives, then dies.
+    c.isolate(old);
+    let lost = c.write("uncommitted");
+    c.crash(old);
+    c.heal();
+    c.run(Duration::from_secs(3));
+    let new = c.leader().expect("a new leader");
+    assert_ne!(new, old);
+    c.write("after");
+    c.start(old);
+    c.run(Duration::from_secs(3));
+    for (id, applied) in &c.applied {
+        assert_eq!(txns(applied), ["committed", "after"], "{id:?}");
+    }
+    for (id, disk) in &c.disks {
+        assert!(
+            disk.log.iter().all(|(z, _)| *z != lost),
+            "{id:?} still logs {lost}"
+        );
+    }
+}
+
+/// PITFALLS 2 and 11 (ZOOKEEPER-4643, -3911): a follower acknowledges NEWLEADER only after the
+/// synced history, and then currentEpoch, are durable.
+#[test]
+fn newleader_ack_waits_for_the_durable_history() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    c.write("a");
+    c.write("b");
+    c.run(Duration::from_millis(200));
+    // A follower restarts and must sync; its disk is slow.
+    let follower = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+    c.crash(follower);
+    c.disks.get_mut(&follower).unwrap().log.clear();
+    c.disks.get_mut(&follower).unwrap().current = Epoch(0);
+    c.slow.insert(follower);
+    c.sent.clear();
+    c.start(follower);
+    c.run(Duration::from_millis(300));
+    let acked_newleader = |c: &Cluster| {
+        c.sent.iter().any(|(from, _, m)| {
+            *from == follower && matches!(m, Message::Ack { zxid, .. } if zxid.counter() == 2)
+        })
+    };
+    assert!(
+        !acked_newleader(&c),
+        "NEWLEADER acknowledged before the history was durable"
+    );
+    assert_eq!(c.disks[&follower].current, Epoch(0));
+    c.slow.remove(&follower);
+    c.fsync(follower);
+    c.run(Duration::from_millis(200));
+    assert!(acked_newleader(&c));
+    assert!(c.disks[&follower].current > Epoch(0));
+    assert_eq!(txns(&c.applied[&follower]), ["a", "b"]);
+}
+
+/// PITFALLS 17 (ZOOKEEPER-764, -2959): observers are in no quorum, and receive committed txns
+/// only.
+#[test]
+fn observers_neither_vote_nor_count() {
+    let mut c = Cluster::new(3, 2);
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    assert!(leader.0 <= 3, "an observer was elected");
+    c.write("a");
+    c.run(Duration::from_millis(200));
+    for id in [4, 5] {
+        assert_eq!(txns(&c.applied[&PeerId(id)]), ["a"], "observer p{id}");
+        assert!(matches!(
+            c.replicas[&PeerId(id)].role(),
+            Role::Observing { .. }
+        ));
+    }
+    // With two voters down, three members run but only one votes: nothing may commit.
+    let followers: Vec<PeerId> = c
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    for f in &followers {
+        c.crash(*f);
+    }
+    c.run(Duration::from_secs(3));
+    assert_eq!(c.leader(), None, "a leader without a voting quorum");
+    assert!(
+        c.sent
+            .iter()
+            .all(|(from, _, m)| !(from.0 > 3 && matches!(m, Message::Ack { .. }))),
+        "an observer acknowledged a proposal"
+    );
+}
+
+/// A member of {p1, p2, p3} with `log` durable in epoch 1, following p3 in epoch 2 and
+/// waiting for its sync payload (ACKEPOCH sent).
+fn follower_awaiting_sync(log: &[(u32, &str)]) -> Replica {
+    let voters: BTreeSet<PeerId> = [1, 2, 3].into_iter().map(PeerId).collect();
+    let config = Config {
+        id: PeerId(1),
+        voters,
+        observers: BTreeSet::new(),
+        tick: TICK,
+        init_limit_ticks: 10,
+        sync_limit_ticks: 5,
+    };
+    let log = log
+        .iter()
+        .map(|(n, t)| (Zxid::new(Epoch(1), *n), Bytes::from(t.to_string())))
+        .collect();
+    let durable = Durable {
+        accepted_epoch: Epoch(1),
+        current_epoch: Epoch(1),
+        snapshot_zxid: Zxid::ZERO,
+        log,
+    };
+    let mut r = Replica::new(config, durable, Duration::ZERO).expect("starts");
+    let leader = coord_engine::zab::Vote {
+        epoch: Epoch(1),
+        zxid: Zxid::new(Epoch(1), 9),
+        leader: PeerId(3),
+    };
+    for from in [2, 3] {
+        let state = if from == 3 {
+            coord_engine::zab::PeerState::Leading
+        } else {
+            coord_engine::zab::PeerState::Following
+        };
+        r.handle_message(
+            PeerId(from),
+            Message::Notification {
+                vote: leader,
+                round: 1,
+                state,
+            },
+        );
+    }
+    assert_eq!(r.role(), Role::Following { leader: PeerId(3) });
+    r.handle_message(PeerId(3), Message::LeaderInfo { epoch: Epoch(2) });
+    r.handle_epoch_persisted(EpochFile::Accepted, Epoch(2));
+    let actions: Vec<Action> = std::iter::from_fn(|| r.poll_action()).collect();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            message: Message::AckEpoch { .. },
+            ..
+        }
+    )));
+    r
+}
+
+fn appended(r: &mut Replica) -> Vec<Zxid> {
+    std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::Append { zxid, .. } => Some(zxid),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Found by the simulator: a follower holding an uncommitted tail lost the TRUNC that would
+/// cut it, then took the leader's next proposals, because a later epoch's first zxid "follows"
+/// any older one. Proposals before the sync payload now send it back to election.
+#[test]
+fn proposals_without_their_sync_payload_are_refused() {
+    let mut r = follower_awaiting_sync(&[(1, "a"), (2, "uncommitted")]);
+    r.handle_message(
+        PeerId(3),
+        Message::Proposal {
+            epoch: Epoch(2),
+            zxid: Zxid::new(Epoch(2), 1),
+            txn: Bytes::from_static(b"new"),
+        },
+    );
+    assert!(appended(&mut r).is_empty());
+    assert_eq!(r.role(), Role::Looking);
+    assert_eq!(r.last_appended(), Zxid::new(Epoch(1), 2));
+}
+
+/// Found by the simulator: a stream broke after DIFF and the next one carried later proposals;
+/// the follower appended them over the hole. The transport now reports the break first.
+#[test]
+fn a_broken_stream_to_the_leader_means_a_new_sync() {
+    let mut r = follower_awaiting_sync(&[(1, "a")]);
+    r.handle_message(
+        PeerId(3),
+        Message::Diff {
+            epoch: Epoch(2),
+            zxid: Zxid::new(Epoch(1), 1),
+        },
+    );
+    r.handle_link_reset(PeerId(3));
+    assert_eq!(r.role(), Role::Looking);
+    r.handle_message(
+        PeerId(3),
+        Message::Proposal {
+            epoch: Epoch(2),
+            zxid: Zxid::new(Epoch(2), 1),
+            txn: Bytes::from_static(b"past a hole"),
+        },
+    );
+    assert!(appended(&mut r).is_empty());
+}
+
+/// A DIFF must start where this log ends; from anywhere else it would leave a hole.
+#[test]
+fn a_diff_from_elsewhere_is_refused() {
+    let mut r = follower_awaiting_sync(&[(1, "a"), (2, "b")]);
+    r.handle_message(
+        PeerId(3),
+        Message::Diff {
+            epoch: Epoch(2),
+            zxid: Zxid::new(Epoch(1), 1),
+        },
+    );
+    assert_eq!(r.role(), Role::Looking);
+}
