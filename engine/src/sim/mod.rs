@@ -1,8 +1,8 @@
 //! A deterministic simulator of a Zab ensemble.
 //!
 //! It drives several [`Replica`]s, the same core a runtime drives, with a simulated network
-//! (delay, loss, duplication, partitions; FIFO per link as TCP and QUIC streams are, a broken
-//! link losing what it carried), a simulated disk (a crash loses what was not fsynced; snapshots
+//! (messages cross in their wire form; delay, loss, duplication, partitions; FIFO per link as
+//! TCP and QUIC streams are, a broken link losing what it carried), a simulated disk (a crash loses what was not fsynced; snapshots
 //! compact the log), virtual time and one seeded RNG, the only source of randomness. After
 //! every step it checks Zab's safety properties:
 //!
@@ -698,6 +698,15 @@ impl Sim {
     }
 
     fn send(&mut self, from: PeerId, to: PeerId, message: Message) {
+        // Every message crosses in its wire form, as a transport carries it.
+        let mut wire = Vec::new();
+        message.encode(&mut wire);
+        let message = match Message::decode(&wire) {
+            Ok(decoded) if decoded == message => decoded,
+            other => self.fail(format!(
+                "{message:?} does not survive its wire form: {other:?}"
+            )),
+        };
         let key = (from, to);
         let Some(link) = self.links.get(&key).copied() else {
             return;

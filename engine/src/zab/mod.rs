@@ -6,10 +6,12 @@
 //! runtime and the [simulator](crate::sim) drive the same code. [`solo`] is the single-voter
 //! core the standalone runtime drives today.
 
+mod codec;
 mod message;
 mod replica;
 pub mod solo;
 
+pub use codec::DecodeError;
 pub use message::{Message, PeerId, PeerState, Vote};
 pub use replica::{
     Action, Config, Durable, DurableError, EpochFile, ProposeError, Replica, Role,
