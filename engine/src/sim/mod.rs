@@ -146,6 +146,8 @@ struct Node {
     /// The state machine: the txns applied, in order.
     machine: Vec<(Zxid, Bytes)>,
     fsync_pending: bool,
+    /// Writes complete in the order issued, as one runtime thread does them.
+    disk_busy_until: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,6 +226,7 @@ impl Sim {
                 disk: Disk::default(),
                 machine: Vec::new(),
                 fsync_pending: false,
+                disk_busy_until: Duration::ZERO,
             })
             .collect();
         let mut links = BTreeMap::new();
@@ -312,6 +315,7 @@ impl Sim {
         n.incarnation += 1;
         n.disk.unsynced.clear();
         n.fsync_pending = false;
+        n.disk_busy_until = Duration::ZERO;
         // The machine is rebuilt from the snapshot only: the log's tail may be uncommitted.
         n.machine = n.disk.snapshot.1.clone();
         let durable = Durable {
@@ -396,6 +400,20 @@ impl Sim {
         self.report
     }
 
+    /// How long a write takes to be durable: mostly milliseconds, sometimes a stall of seconds,
+    /// so that roles change while writes are outstanding.
+    /// Writes of one member complete in order: after the ones before them.
+    fn disk_latency(&mut self, node: usize) -> Duration {
+        let latency = if self.rng.gen_bool(0.01) {
+            Duration::from_millis(self.rng.gen_range(300..3000))
+        } else {
+            Duration::from_micros(self.rng.gen_range(100..5000))
+        };
+        let done = self.nodes[node].disk_busy_until.max(self.now) + latency;
+        self.nodes[node].disk_busy_until = done;
+        done - self.now
+    }
+
     fn exp(&mut self, mean: Duration) -> Duration {
         let u: f64 = self.rng.gen_range(0.0001..1.0);
         mean.mul_f64(-u.ln()).max(Duration::from_millis(1))
@@ -463,6 +481,10 @@ impl Sim {
                 let n = &mut self.nodes[node];
                 if n.incarnation != incarnation {
                     return;
+                }
+                match file {
+                    EpochFile::Accepted => n.disk.accepted = epoch,
+                    EpochFile::Current => n.disk.current = epoch,
                 }
                 if let Some(replica) = &mut n.replica {
                     replica.handle_epoch_persisted(file, epoch);
@@ -686,7 +708,7 @@ impl Sim {
     }
 
     fn check_disks(&self) {
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| n.voter) {
             let d = &n.disk;
             if d.accepted < d.current {
                 self.fail(format!("{:?}: acceptedEpoch below currentEpoch", n.id));
@@ -697,7 +719,49 @@ impl Sim {
         }
     }
 
+    /// A member advertises only what its disk holds (PITFALLS 1-3, 11).
+    fn check_advertised(&self, from: PeerId, message: &Message) {
+        let Some(n) = self.nodes.iter().find(|n| n.id == from) else {
+            return;
+        };
+        if !n.voter {
+            return;
+        }
+        let d = &n.disk;
+        let claim = match message {
+            Message::Notification {
+                vote,
+                state: crate::zab::PeerState::Looking,
+                ..
+            } if vote.leader == from => Some((vote.epoch, d.current, vote.zxid)),
+            Message::FollowerInfo {
+                accepted_epoch,
+                last_zxid,
+                ..
+            } => Some((*accepted_epoch, d.accepted, *last_zxid)),
+            Message::AckEpoch {
+                current_epoch,
+                last_zxid,
+                ..
+            } => Some((*current_epoch, d.current, *last_zxid)),
+            Message::Ack { zxid, .. } if !d.holds(*zxid) => self.fail(format!(
+                "{from:?} acknowledged {zxid}, which its disk lacks"
+            )),
+            _ => None,
+        };
+        if let Some((epoch, durable_epoch, zxid)) = claim {
+            if epoch > durable_epoch || zxid > d.last_zxid() {
+                self.fail(format!(
+                    "{from:?} advertised epoch {epoch:?} and zxid {zxid} in {message:?}; its disk \
+                     holds {durable_epoch:?} and {}",
+                    d.last_zxid()
+                ));
+            }
+        }
+    }
+
     fn send(&mut self, from: PeerId, to: PeerId, message: Message) {
+        self.check_advertised(from, &message);
         // Every message crosses in its wire form, as a transport carries it.
         let mut wire = Vec::new();
         message.encode(&mut wire);
@@ -767,8 +831,8 @@ impl Sim {
             match action {
                 Action::Send { to, message } => self.send(id, to, message),
                 Action::PersistAcceptedEpoch(epoch) => {
-                    self.nodes[node].disk.accepted = epoch;
-                    let after = Duration::from_micros(self.rng.gen_range(100..3000));
+                    // The file changes when the write completes; a crash before loses it.
+                    let after = self.disk_latency(node);
                     self.schedule(
                         after,
                         Event::EpochPersisted {
@@ -780,8 +844,7 @@ impl Sim {
                     );
                 }
                 Action::PersistCurrentEpoch(epoch) => {
-                    self.nodes[node].disk.current = epoch;
-                    let after = Duration::from_micros(self.rng.gen_range(100..3000));
+                    let after = self.disk_latency(node);
                     self.schedule(
                         after,
                         Event::EpochPersisted {
@@ -797,7 +860,7 @@ impl Sim {
                     n.disk.unsynced.push((zxid, txn));
                     if !n.fsync_pending {
                         n.fsync_pending = true;
-                        let after = Duration::from_micros(self.rng.gen_range(200..5000));
+                        let after = self.disk_latency(node);
                         self.schedule(after, Event::Fsync { node, incarnation });
                     }
                 }

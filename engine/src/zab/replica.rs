@@ -260,7 +260,12 @@ struct Leader {
 #[derive(Debug)]
 pub struct Replica {
     config: Config,
+    /// The durable acceptedEpoch: what the disk is known to hold.
     accepted_epoch: Epoch,
+    /// The highest acceptedEpoch written or being written. Writes only ever go up, so the
+    /// disk ends at the highest one; a lower write after a higher one would leave memory ahead
+    /// of the disk (an epoch ACKed but not durable).
+    accepted_issued: Epoch,
     current_epoch: Epoch,
     /// Txns after `log_base`, in zxid order: appended, not necessarily durable.
     /// Invariant: zxids strictly increase, each following the one before (same epoch, next
@@ -308,7 +313,9 @@ impl Replica {
             }
             prev = *zxid;
         }
-        if prev.epoch() > accepted_epoch {
+        // Observers accept no epoch (they never acknowledge): their log may be ahead of it.
+        let observer = config.observers.contains(&config.id);
+        if !observer && prev.epoch() > accepted_epoch {
             return Err(DurableError::AcceptedBelowLog {
                 accepted: accepted_epoch,
                 zxid: prev,
@@ -317,6 +324,7 @@ impl Replica {
         let mut replica = Replica {
             config,
             accepted_epoch,
+            accepted_issued: accepted_epoch,
             current_epoch,
             log: log.into(),
             log_base: snapshot_zxid,
@@ -703,10 +711,16 @@ impl Replica {
             }
             Message::Diff { .. } => {}
             Message::Trunc { to, .. } => {
-                if to > self.last_appended {
-                    return self.abandon("TRUNC past this log's end");
+                let known = to == self.log_base || self.log_index(to).is_some();
+                if !known || to < self.last_committed {
+                    // A cut this log cannot make, or one through committed txns: the leader
+                    // and this member disagree about history. Never trust it: start over.
+                    return self.abandon("TRUNC to a point this log cannot cut at");
                 }
                 self.truncate_after(to);
+            }
+            Message::Snap { zxid, .. } if zxid < self.last_committed => {
+                self.abandon("SNAP behind what this member committed");
             }
             Message::Snap { zxid, data, .. } => {
                 self.install_snapshot(zxid, data);
@@ -798,17 +812,31 @@ impl Replica {
     }
 
     fn handle_leader_info(&mut self, epoch: Epoch) {
-        if epoch < self.accepted_epoch {
+        let observer = matches!(&self.state, State::Learning(l) if l.observer);
+        if observer {
+            // Observers never acknowledge proposals and get committed txns only: the epoch they
+            // accept protects nothing, so none is written (and a stale one cannot lock them
+            // out of a leader whose quorum never saw it).
+            if let State::Learning(learner) = &mut self.state {
+                learner.epoch = Some(epoch);
+            }
+            return self.send_ack_epoch();
+        }
+        if epoch < self.accepted_issued {
             return self.abandon("the leader's epoch is below the one accepted");
         }
         let State::Learning(learner) = &mut self.state else {
             return;
         };
         learner.epoch = Some(epoch);
-        if epoch > self.accepted_epoch {
+        if epoch > self.accepted_issued {
             // acceptedEpoch is durable before ACKEPOCH (PITFALLS 1).
             learner.phase = LearnerPhase::AcceptingEpoch;
+            self.accepted_issued = epoch;
             self.actions.push_back(Action::PersistAcceptedEpoch(epoch));
+        } else if epoch > self.accepted_epoch {
+            // Being written: ACKEPOCH waits for it.
+            learner.phase = LearnerPhase::AcceptingEpoch;
         } else {
             self.send_ack_epoch();
         }
@@ -989,7 +1017,7 @@ impl Replica {
     fn choose_epoch_if_quorum(&mut self) {
         let quorum = self.config.quorum();
         let id = self.config.id;
-        let accepted = self.accepted_epoch;
+        let accepted = self.accepted_issued;
         let State::Leading(leader) = &mut self.state else {
             return;
         };
@@ -1012,6 +1040,7 @@ impl Replica {
             return;
         };
         leader.epoch = Some(epoch);
+        self.accepted_issued = epoch;
         self.actions.push_back(Action::PersistAcceptedEpoch(epoch));
     }
 
@@ -1523,7 +1552,13 @@ impl Replica {
                 }
             }
             State::Learning(learner) => {
-                if self.now.saturating_sub(learner.last_heard) > sync {
+                // Before Broadcast the leader may be silent while it waits for its quorum.
+                let quiet = if learner.phase == LearnerPhase::Broadcast {
+                    sync
+                } else {
+                    init
+                };
+                if self.now.saturating_sub(learner.last_heard) > quiet {
                     return self.abandon("the leader went quiet");
                 }
                 if learner.phase != LearnerPhase::Broadcast

@@ -1,0 +1,381 @@
+//! The TCP transport: per peer and stream, one outbound connection this member dials and one
+//! inbound connection the peer dials, each carrying frames one way.
+//!
+//! A connection starts with a handshake: the magic `b"CRD1"`, the dialer's id (`u64`) and the
+//! stream (`u8`). Then frames: a `u32` length and that many bytes.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::{Event, PeerId, SendError, Stream};
+
+const MAGIC: [u8; 4] = *b"CRD1";
+const HANDSHAKE_LEN: usize = 4 + 8 + 1;
+/// How long a new inbound connection may take to name itself.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dial may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events waiting for the engine; past it, readers wait (and TCP pushes back on the peers).
+const EVENTS_MAX: usize = 1024;
+
+/// How a [`TcpTransport`] is set up.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    pub id: PeerId,
+    /// Where this member accepts its peers' connections.
+    pub listen: SocketAddr,
+    /// Every other member and where it listens.
+    pub peers: BTreeMap<PeerId, SocketAddr>,
+    /// The largest frame sent or accepted.
+    pub frame_bytes_max: usize,
+    /// Frames queued per peer and stream before the stream is reset.
+    pub queue_frames_max: usize,
+    /// The first and the largest wait between dials of an unreachable peer.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl TcpConfig {
+    /// Defaults for the bounds and backoff.
+    pub fn new(id: PeerId, listen: SocketAddr, peers: BTreeMap<PeerId, SocketAddr>) -> Self {
+        TcpConfig {
+            id,
+            listen,
+            peers,
+            frame_bytes_max: 64 << 20,
+            queue_frames_max: 4096,
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Outbound {
+    tx: mpsc::Sender<Bytes>,
+    /// Asks the dialer to drop its connection and queue (a reset).
+    reset: Arc<Notify>,
+}
+
+/// The inbound side of one (peer, stream): which connection is current. Held while an event
+/// is handed over, so an old connection's frame can never follow the new one's reset.
+#[derive(Default)]
+struct Inbound {
+    serial: u64,
+}
+
+/// The inbound slot of every (peer, stream).
+type InboundSlots = BTreeMap<(PeerId, Stream), Arc<Mutex<Inbound>>>;
+
+/// Peer streams over TCP. See the crate docs for what it promises.
+pub struct TcpTransport {
+    config: Arc<TcpConfig>,
+    local_addr: SocketAddr,
+    outbound: BTreeMap<(PeerId, Stream), Outbound>,
+    events: mpsc::Receiver<Event>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl TcpTransport {
+    /// Listens on `config.listen` and starts dialing every peer.
+    pub async fn bind(config: TcpConfig) -> io::Result<TcpTransport> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let config = Arc::new(config);
+        let (events_tx, events) = mpsc::channel(EVENTS_MAX);
+        let mut tasks = Vec::new();
+        let mut outbound = BTreeMap::new();
+        let mut inbound = BTreeMap::new();
+        for peer in config.peers.keys() {
+            for stream in [Stream::Election, Stream::Replication] {
+                let (tx, rx) = mpsc::channel(config.queue_frames_max.max(1));
+                let reset = Arc::new(Notify::new());
+                tasks.push(tokio::spawn(dial(
+                    config.clone(),
+                    *peer,
+                    stream,
+                    rx,
+                    reset.clone(),
+                    events_tx.clone(),
+                )));
+                outbound.insert((*peer, stream), Outbound { tx, reset });
+                inbound.insert((*peer, stream), Arc::new(Mutex::new(Inbound::default())));
+            }
+        }
+        tasks.push(tokio::spawn(accept(
+            config.clone(),
+            listener,
+            Arc::new(inbound),
+            events_tx,
+        )));
+        Ok(TcpTransport {
+            config,
+            local_addr,
+            outbound,
+            events,
+            tasks,
+        })
+    }
+
+    /// The address peers dial.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Queues `frame` for `to` on `stream`, without waiting.
+    pub fn send(&self, to: PeerId, stream: Stream, frame: Bytes) -> Result<(), SendError> {
+        if frame.len() > self.config.frame_bytes_max {
+            return Err(SendError::FrameTooLarge {
+                len: frame.len(),
+                max: self.config.frame_bytes_max,
+            });
+        }
+        let out = self
+            .outbound
+            .get(&(to, stream))
+            .ok_or(SendError::UnknownPeer(to))?;
+        match out.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Growing would let one slow peer take the memory; dropping one frame silently
+                // would leave a gap. The stream starts over instead, and both ends hear of it.
+                out.reset.notify_one();
+                Err(SendError::QueueFull(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// Closes the stream to `peer` (what is queued is dropped); the peer sees a reset, and the
+    /// next frame starts a new stream.
+    pub fn reset(&self, peer: PeerId, stream: Stream) {
+        if let Some(out) = self.outbound.get(&(peer, stream)) {
+            out.reset.notify_one();
+        }
+    }
+
+    /// The next event; None once the transport is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+fn backoff(config: &TcpConfig, attempt: u32) -> Duration {
+    let base = config
+        .backoff_min
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(config.backoff_max);
+    // Up to half again, so that members restarted together do not dial in lockstep.
+    let jitter = rand::thread_rng().gen_range(0.0..0.5);
+    base.mul_f64(1.0 + jitter)
+}
+
+/// Keeps one outbound connection to `peer` for `stream`, writing queued frames to it.
+async fn dial(
+    config: Arc<TcpConfig>,
+    peer: PeerId,
+    stream: Stream,
+    mut rx: mpsc::Receiver<Bytes>,
+    reset: Arc<Notify>,
+    events: mpsc::Sender<Event>,
+) {
+    let Some(addr) = config.peers.get(&peer).copied() else {
+        return;
+    };
+    let mut attempt = 0;
+    loop {
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr));
+        let conn = tokio::select! {
+            conn = connect => conn,
+            () = reset.notified() => {
+                // Reset while unreachable: what is queued is dropped all the same.
+                if !drop_queue_and_report(&mut rx, &events, peer, stream).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut conn = match conn {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(_)) | Err(_) => {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff(&config, attempt)) => {}
+                    () = reset.notified() => {
+                        if !drop_queue_and_report(&mut rx, &events, peer, stream).await {
+                            return;
+                        }
+                    }
+                }
+                attempt = attempt.saturating_add(1);
+                continue;
+            }
+        };
+        let _ = conn.set_nodelay(true);
+        let mut hello = Vec::with_capacity(HANDSHAKE_LEN);
+        hello.extend_from_slice(&MAGIC);
+        hello.extend_from_slice(&config.id.0.to_be_bytes());
+        hello.push(stream.code());
+        if conn.write_all(&hello).await.is_ok() {
+            attempt = 0;
+            debug!(?peer, ?stream, "stream connected");
+            loop {
+                tokio::select! {
+                    frame = rx.recv() => {
+                        let Some(frame) = frame else {
+                            return;
+                        };
+                        let len = (frame.len() as u32).to_be_bytes();
+                        let written = async {
+                            conn.write_all(&len).await?;
+                            conn.write_all(&frame).await
+                        };
+                        if written.await.is_err() {
+                            break;
+                        }
+                    }
+                    () = reset.notified() => break,
+                }
+            }
+        }
+        drop(conn);
+        if !drop_queue_and_report(&mut rx, &events, peer, stream).await {
+            return;
+        }
+        tokio::time::sleep(backoff(&config, attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// What was queued belongs to the broken stream: dropped, then the engine is told. False once
+/// the transport is gone.
+async fn drop_queue_and_report(
+    rx: &mut mpsc::Receiver<Bytes>,
+    events: &mpsc::Sender<Event>,
+    peer: PeerId,
+    stream: Stream,
+) -> bool {
+    while rx.try_recv().is_ok() {}
+    events.send(Event::Reset { peer, stream }).await.is_ok()
+}
+
+/// Accepts peers' connections; each names itself and its stream, then its frames are read.
+async fn accept(
+    config: Arc<TcpConfig>,
+    listener: TcpListener,
+    inbound: Arc<InboundSlots>,
+    events: mpsc::Sender<Event>,
+) {
+    loop {
+        let (conn, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "peer accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let config = config.clone();
+        let inbound = inbound.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            if let Err(why) = serve_inbound(config, conn, inbound, events).await {
+                debug!(%addr, why, "peer connection closed");
+            }
+        });
+    }
+}
+
+async fn serve_inbound(
+    config: Arc<TcpConfig>,
+    mut conn: TcpStream,
+    inbound: Arc<InboundSlots>,
+    events: mpsc::Sender<Event>,
+) -> Result<(), &'static str> {
+    let _ = conn.set_nodelay(true);
+    let mut hello = [0u8; HANDSHAKE_LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.read_exact(&mut hello))
+        .await
+        .map_err(|_| "no handshake in time")?
+        .map_err(|_| "handshake cut short")?;
+    if hello[..4] != MAGIC {
+        return Err("not a coord peer");
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&hello[4..12]);
+    let peer = PeerId(u64::from_be_bytes(id));
+    let stream = Stream::from_code(hello[12]).ok_or("unknown stream")?;
+    let slot = inbound.get(&(peer, stream)).ok_or("not a member")?.clone();
+    // A new connection means the old one is over: say so before its first frame.
+    let serial = {
+        let mut current = slot.lock().await;
+        current.serial += 1;
+        events
+            .send(Event::Reset { peer, stream })
+            .await
+            .map_err(|_| "transport gone")?;
+        current.serial
+    };
+    let mut buf = BytesMut::new();
+    loop {
+        let mut len = [0u8; 4];
+        let read = conn.read_exact(&mut len).await;
+        let frame = match read {
+            Ok(_) => {
+                let len = u32::from_be_bytes(len) as usize;
+                if len > config.frame_bytes_max {
+                    warn!(
+                        ?peer,
+                        len,
+                        max = config.frame_bytes_max,
+                        "frame too long; closing the stream"
+                    );
+                    None
+                } else {
+                    buf.resize(len, 0);
+                    conn.read_exact(&mut buf)
+                        .await
+                        .ok()
+                        .map(|_| buf.split().freeze())
+                }
+            }
+            Err(_) => None,
+        };
+        let current = slot.lock().await;
+        if current.serial != serial {
+            // A newer connection took over and reported the reset.
+            return Ok(());
+        }
+        let event = match frame {
+            Some(frame) => Event::Frame {
+                from: peer,
+                stream,
+                frame,
+            },
+            None => Event::Reset { peer, stream },
+        };
+        let ended = matches!(event, Event::Reset { .. });
+        events.send(event).await.map_err(|_| "transport gone")?;
+        drop(current);
+        if ended {
+            return Err("stream ended");
+        }
+    }
+}
