@@ -99,7 +99,10 @@ enum Event {
         node: usize,
         peer: PeerId,
     },
-    Tick(usize),
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
     Fsync {
         node: usize,
         incarnation: u64,
@@ -330,7 +333,8 @@ impl Sim {
         }
         self.report.elections += 1;
         let jitter = Duration::from_millis(self.rng.gen_range(0..50));
-        self.schedule(jitter, Event::Tick(node));
+        let incarnation = self.nodes[node].incarnation;
+        self.schedule(jitter, Event::Tick { node, incarnation });
         self.drain(node);
     }
 
@@ -443,12 +447,15 @@ impl Sim {
                     self.drain(node);
                 }
             }
-            Event::Tick(node) => {
+            Event::Tick { node, incarnation } => {
                 let now = self.now;
+                if self.nodes[node].incarnation != incarnation {
+                    return;
+                }
                 if let Some(replica) = &mut self.nodes[node].replica {
                     replica.handle_tick(now);
                     self.drain(node);
-                    self.schedule(TICK, Event::Tick(node));
+                    self.schedule(TICK, Event::Tick { node, incarnation });
                 }
             }
             Event::Fsync { node, incarnation } => {
@@ -650,9 +657,19 @@ impl Sim {
         );
     }
 
+    /// Brings links back; each starts a new stream, whose start both ends hear of.
     fn heal_links(&mut self) {
-        for link in self.links.values_mut() {
-            link.up = true;
+        let down: Vec<(PeerId, PeerId)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.up)
+            .map(|(k, _)| *k)
+            .collect();
+        for (a, b) in down {
+            if let Some(link) = self.links.get_mut(&(a, b)) {
+                link.up = true;
+            }
+            self.break_link(a, b);
         }
     }
 
