@@ -62,6 +62,11 @@ const REGRESSIONS: &[(u64, &str)] = &[
         "a stream broke after DIFF and the next carried later proposals, appended over the \
          hole (the transport now reports a broken stream, and the learner re-syncs)",
     ),
+    (
+        1795997623933,
+        "a voter that accepted a failed candidate's epoch refused the established leader's \
+         lower one forever (the leader now steps down for it)",
+    ),
 ];
 
 #[test]

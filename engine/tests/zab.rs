@@ -459,3 +459,96 @@ fn a_diff_from_elsewhere_is_refused() {
     );
     assert_eq!(r.role(), Role::Looking);
 }
+
+/// PITFALLS 1 (ZOOKEEPER-335, -1343): an epoch accepted before may already have been
+/// acknowledged to another leader, so its ACKEPOCH says so and does not count toward a
+/// Discovery quorum; one accepted in this handshake does.
+#[test]
+fn an_epoch_accepted_before_is_not_acknowledged_as_fresh() {
+    let voters: BTreeSet<PeerId> = [1, 2, 3].into_iter().map(PeerId).collect();
+    let config = Config {
+        id: PeerId(1),
+        voters,
+        observers: BTreeSet::new(),
+        tick: TICK,
+        init_limit_ticks: 10,
+        sync_limit_ticks: 5,
+    };
+    let durable = Durable {
+        accepted_epoch: Epoch(4),
+        current_epoch: Epoch(3),
+        ..Durable::default()
+    };
+    let mut r = Replica::new(config, durable, Duration::ZERO).expect("starts");
+    let vote = coord_engine::zab::Vote {
+        epoch: Epoch(3),
+        zxid: Zxid::ZERO,
+        leader: PeerId(3),
+    };
+    for (from, state) in [
+        (2, coord_engine::zab::PeerState::Following),
+        (3, coord_engine::zab::PeerState::Leading),
+    ] {
+        r.handle_message(
+            PeerId(from),
+            Message::Notification {
+                vote,
+                round: 1,
+                state,
+            },
+        );
+    }
+    r.handle_message(PeerId(3), Message::LeaderInfo { epoch: Epoch(4) });
+    let fresh: Vec<bool> = std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                message: Message::AckEpoch { fresh, .. },
+                ..
+            } => Some(fresh),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fresh, [false]);
+}
+
+/// Found by the simulator: a voter that accepted the epoch of a candidate that never got a
+/// quorum refuses every LEADERINFO of a lower epoch, so it could never join the leader that
+/// did establish itself. That leader steps down, and the next election goes above both.
+#[test]
+fn a_voter_ahead_in_accepted_epoch_gets_a_new_election() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    let epoch = c.replicas[&leader]
+        .established_epoch()
+        .expect("established");
+    let other = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+    let r = c.replicas.get_mut(&leader).unwrap();
+    r.handle_message(
+        other,
+        Message::FollowerInfo {
+            accepted_epoch: Epoch(epoch.0 + 2),
+            last_zxid: Zxid::ZERO,
+            observer: false,
+        },
+    );
+    assert_eq!(r.role(), Role::Looking);
+    // A re-handshake at the leader's own epoch (after a broken stream) is no reason to.
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    let epoch = c.replicas[&leader]
+        .established_epoch()
+        .expect("established");
+    let other = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+    let r = c.replicas.get_mut(&leader).unwrap();
+    r.handle_message(
+        other,
+        Message::FollowerInfo {
+            accepted_epoch: epoch,
+            last_zxid: Zxid::ZERO,
+            observer: false,
+        },
+    );
+    assert_eq!(r.role(), Role::Leading);
+}

@@ -137,11 +137,13 @@ impl Message {
                 epoch,
                 current_epoch,
                 last_zxid,
+                fresh,
             } => {
                 out.put_u8(ACK_EPOCH);
                 out.put_u32(epoch.0);
                 out.put_u32(current_epoch.0);
                 out.put_u64(last_zxid.as_u64());
+                out.put_u8(u8::from(*fresh));
             }
             Message::Diff { epoch, zxid } => {
                 out.put_u8(DIFF);
@@ -239,6 +241,7 @@ impl Message {
                 epoch: r.epoch()?,
                 current_epoch: r.epoch()?,
                 last_zxid: r.zxid()?,
+                fresh: r.bool()?,
             },
             DIFF => Message::Diff {
                 epoch: r.epoch()?,
@@ -337,16 +340,14 @@ mod tests {
             epoch
                 .clone()
                 .prop_map(|epoch| Message::LeaderInfo { epoch }),
-            (epoch.clone(), epoch.clone(), zxid.clone()).prop_map(
-                |(epoch, current_epoch, last_zxid)| {
-                    Message::AckEpoch {
-                        epoch,
-                        current_epoch,
-                        last_zxid,
-                    }
+            (epoch.clone(), epoch.clone(), zxid.clone(), any::<bool>()).prop_map(
+                |(epoch, current_epoch, last_zxid, fresh)| Message::AckEpoch {
+                    epoch,
+                    current_epoch,
+                    last_zxid,
+                    fresh,
                 }
             ),
-            (epoch.clone(), zxid.clone()).prop_map(|(epoch, zxid)| Message::Diff { epoch, zxid }),
             (epoch.clone(), zxid.clone()).prop_map(|(epoch, to)| Message::Trunc { epoch, to }),
             (epoch.clone(), zxid.clone(), bytes.clone())
                 .prop_map(|(epoch, zxid, data)| Message::Snap { epoch, zxid, data }),

@@ -69,10 +69,14 @@ pub enum Message {
     /// Discovery, leader → learner: the new epoch (LEADERINFO, a.k.a. NEWEPOCH).
     LeaderInfo { epoch: Epoch },
     /// Discovery, learner → leader: the learner accepted `epoch` (ACKEPOCH), with its history.
+    /// `fresh`: it accepted the epoch in this handshake. An epoch accepted before may already
+    /// have been acknowledged to another leader, so only fresh acknowledgements count toward
+    /// Discovery's quorum (ZooKeeper sends currentEpoch -1 for the others).
     AckEpoch {
         epoch: Epoch,
         current_epoch: Epoch,
         last_zxid: Zxid,
+        fresh: bool,
     },
     /// Synchronization: the learner's log, which ends at `zxid`, is a prefix of the leader's;
     /// proposals follow.

@@ -211,6 +211,8 @@ struct Learner {
     last_heard: Duration,
     /// The highest zxid acknowledged to the leader.
     acked: Zxid,
+    /// This handshake accepted the leader's epoch (it was above the one accepted before).
+    fresh_accept: bool,
     /// DIFF, TRUNC or SNAP arrived: the sync payload started. Proposals before it mean the
     /// link lost it (a later epoch's first zxid "follows" any older one, so the zxids alone
     /// cannot tell).
@@ -221,8 +223,9 @@ struct Learner {
 enum LearnerSync {
     /// FOLLOWERINFO received.
     Info { last_zxid: Zxid },
-    /// ACKEPOCH received: its history is `last_zxid`; synced once discovery has a quorum.
-    AckedEpoch { last_zxid: Zxid },
+    /// ACKEPOCH received: its history is `last_zxid`; synced once discovery has a quorum of
+    /// fresh acknowledgements.
+    AckedEpoch { last_zxid: Zxid, fresh: bool },
     /// The sync payload and NEWLEADER are sent; proposals are forwarded.
     Syncing { newleader: Zxid },
     /// NEWLEADER acknowledged (followers) or UPTODATE sent (observers): in Broadcast.
@@ -643,6 +646,7 @@ impl Replica {
             started: self.now,
             last_heard: self.now,
             acked: Zxid::ZERO,
+            fresh_accept: false,
             payload_started: false,
         });
         self.set_role(if observer {
@@ -832,11 +836,13 @@ impl Replica {
         if epoch > self.accepted_issued {
             // acceptedEpoch is durable before ACKEPOCH (PITFALLS 1).
             learner.phase = LearnerPhase::AcceptingEpoch;
+            learner.fresh_accept = true;
             self.accepted_issued = epoch;
             self.actions.push_back(Action::PersistAcceptedEpoch(epoch));
         } else if epoch > self.accepted_epoch {
-            // Being written: ACKEPOCH waits for it.
+            // Being written, and so never acknowledged yet: ACKEPOCH waits for it.
             learner.phase = LearnerPhase::AcceptingEpoch;
+            learner.fresh_accept = true;
         } else {
             self.send_ack_epoch();
         }
@@ -851,6 +857,7 @@ impl Replica {
             epoch: learner.epoch.unwrap_or_default(),
             current_epoch: self.current_epoch,
             last_zxid: self.last_persisted,
+            fresh: learner.fresh_accept,
         };
         let leader = learner.leader;
         self.send(leader, message);
@@ -936,6 +943,16 @@ impl Replica {
             if observer != self.config.observers.contains(&from) {
                 return;
             }
+            // A voter that accepted a later epoch (from a candidate that never
+            // got a quorum) can never join it: it would refuse LEADERINFO forever. Stepping
+            // down lets the next election choose an epoch above it.
+            if !observer && leader.epoch.is_some_and(|e| accepted_epoch > e) {
+                tracing::info!(
+                    id = ?self.config.id, follower = ?from, ?accepted_epoch,
+                    "a voter accepted a later epoch than this leader's; new election"
+                );
+                return self.look();
+            }
             // A new handshake: whatever this learner had before is gone with its old link.
             leader.learners.insert(
                 from,
@@ -970,6 +987,7 @@ impl Replica {
             Message::AckEpoch {
                 current_epoch,
                 last_zxid,
+                fresh,
                 ..
             } => {
                 if !matches!(link.sync, LearnerSync::Info { .. }) {
@@ -984,7 +1002,7 @@ impl Replica {
                     );
                     return self.look();
                 }
-                link.sync = LearnerSync::AckedEpoch { last_zxid };
+                link.sync = LearnerSync::AckedEpoch { last_zxid, fresh };
                 if leader.synchronizing {
                     self.sync_learner(from);
                 } else {
@@ -1057,7 +1075,7 @@ impl Replica {
             .iter()
             .filter(|(peer, l)| {
                 self.config.voters.contains(peer)
-                    && matches!(l.sync, LearnerSync::AckedEpoch { .. })
+                    && matches!(l.sync, LearnerSync::AckedEpoch { fresh: true, .. })
             })
             .count();
         if acked + 1 < quorum {
@@ -1086,7 +1104,7 @@ impl Replica {
         let Some(link) = leader.learners.get_mut(&peer) else {
             return;
         };
-        let LearnerSync::AckedEpoch { last_zxid } = link.sync else {
+        let LearnerSync::AckedEpoch { last_zxid, .. } = link.sync else {
             return;
         };
         if link.observer && !leader.established {
