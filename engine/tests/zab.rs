@@ -131,8 +131,39 @@ impl Cluster {
                         .unwrap()
                         .retain(|(z, _)| *z <= after);
                 }
-                Action::SendSnapshot { .. } | Action::InstallSnapshot { .. } => {
-                    panic!("these scenarios never compact a log")
+                Action::SendSnapshot { to, epoch, zxid } => {
+                    let applied = &self.applied[&id];
+                    assert_eq!(
+                        applied.last().map(|(z, _)| *z),
+                        Some(zxid),
+                        "snapshot point"
+                    );
+                    let data = Bytes::from(
+                        applied
+                            .iter()
+                            .map(|(z, t)| format!("{}={}", z.as_u64(), String::from_utf8_lossy(t)))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    );
+                    let message = Message::Snap { epoch, zxid, data };
+                    self.sent.push((id, to, message.clone()));
+                    self.inflight.push_back((id, to, message));
+                }
+                Action::InstallSnapshot { data, .. } => {
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    let applied = text
+                        .lines()
+                        .filter_map(|l| l.split_once('='))
+                        .map(|(z, t)| {
+                            (
+                                Zxid::from_u64(z.parse().unwrap()),
+                                Bytes::from(t.to_owned()),
+                            )
+                        })
+                        .collect();
+                    self.applied.insert(id, applied);
+                    self.disks.get_mut(&id).unwrap().log.clear();
+                    self.unsynced.get_mut(&id).unwrap().clear();
                 }
                 Action::Apply { zxid, txn } => self.applied.get_mut(&id).unwrap().push((zxid, txn)),
                 Action::Commit { .. } | Action::RoleChanged { .. } | Action::Disconnect { .. } => {}
@@ -551,4 +582,33 @@ fn a_voter_ahead_in_accepted_epoch_gets_a_new_election() {
         },
     );
     assert_eq!(r.role(), Role::Leading);
+}
+
+/// A leader whose log no longer reaches back to a follower's last zxid (it was compacted into
+/// a snapshot) sends a SNAP exact at its commit point, then the txns after it.
+#[test]
+fn a_follower_behind_the_compacted_log_gets_a_snapshot() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    let follower = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+    c.write("a");
+    c.run(Duration::from_millis(200));
+    c.crash(follower);
+    c.write("b");
+    let last = c.write("c");
+    c.run(Duration::from_millis(200));
+    c.replicas.get_mut(&leader).unwrap().handle_compacted(last);
+    c.sent.clear();
+    c.start(follower);
+    c.run(Duration::from_secs(3));
+    assert!(
+        c.sent.iter().any(|(from, to, m)| *from == leader
+            && *to == follower
+            && matches!(m, Message::Snap { .. })),
+        "no SNAP was sent"
+    );
+    c.write("d");
+    c.run(Duration::from_millis(200));
+    assert_eq!(txns(&c.applied[&follower]), ["a", "b", "c", "d"]);
 }

@@ -585,9 +585,12 @@ impl Sim {
                 let node = self.rng.gen_range(0..members);
                 let n = &mut self.nodes[node];
                 if let Some((zxid, _)) = n.machine.last().cloned() {
-                    if n.replica.is_some() && zxid > n.disk.snapshot.0 {
-                        n.disk.snapshot = (zxid, n.machine.clone());
-                        n.disk.log.retain(|(z, _)| *z > zxid);
+                    if zxid > n.disk.snapshot.0 {
+                        if let Some(replica) = &mut n.replica {
+                            n.disk.snapshot = (zxid, n.machine.clone());
+                            n.disk.log.retain(|(z, _)| *z > zxid);
+                            replica.handle_compacted(zxid);
+                        }
                     }
                 }
             }

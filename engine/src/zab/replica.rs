@@ -1482,6 +1482,19 @@ impl Replica {
         }
     }
 
+    /// The state machine's state up to `zxid` is in a durable snapshot: the txns up to it
+    /// leave memory. A learner behind the new start gets a SNAP instead of a DIFF. Only what
+    /// was applied is dropped, whatever `zxid` says.
+    pub fn handle_compacted(&mut self, zxid: Zxid) {
+        let upto = zxid.min(self.last_applied);
+        if upto <= self.log_base {
+            return;
+        }
+        let drop = self.log.partition_point(|(z, _)| *z <= upto);
+        self.log.drain(..drop);
+        self.log_base = upto;
+    }
+
     /// Every txn up to `zxid` is durable in this member's log.
     ///
     /// # Panics
