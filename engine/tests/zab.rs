@@ -612,3 +612,89 @@ fn a_follower_behind_the_compacted_log_gets_a_snapshot() {
     c.run(Duration::from_millis(200));
     assert_eq!(txns(&c.applied[&follower]), ["a", "b", "c", "d"]);
 }
+
+/// PITFALLS 10 and 4712: a leader demoted while its appends are still being written must not
+/// advertise a log before the writer drained; then its vote names the txn, and the new
+/// leader cuts it (TRUNC) because nobody else has it.
+#[test]
+fn a_demoted_leader_votes_only_once_its_writer_drained() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let old = c.leader().expect("leader");
+    c.write("committed");
+    c.run(Duration::from_millis(200));
+    c.slow.insert(old);
+    c.isolate(old);
+    let pending = c.write("pending");
+    // Demoted (no quorum) while "pending" is not durable.
+    c.run(Duration::from_secs(1));
+    assert_eq!(c.replicas[&old].role(), Role::Looking);
+    c.sent.clear();
+    c.run(Duration::from_millis(500));
+    assert!(
+        c.sent.iter().all(|(from, _, _)| *from != old),
+        "votes went out before the log drained"
+    );
+    c.slow.remove(&old);
+    c.fsync(old);
+    c.sent.clear();
+    c.run(Duration::from_millis(100));
+    let vote = c.sent.iter().find_map(|(from, _, m)| match m {
+        Message::Notification { vote, .. } if *from == old && vote.leader == old => Some(*vote),
+        _ => None,
+    });
+    assert_eq!(
+        vote.map(|v| v.zxid),
+        Some(pending),
+        "the vote names the durable log"
+    );
+    c.heal();
+    c.run(Duration::from_secs(3));
+    c.write("after");
+    c.run(Duration::from_secs(1));
+    // "pending" is in the history only if its leader won again (then its whole log is
+    // committed); either way every member holds one history.
+    let histories: Vec<Vec<String>> = c.applied.values().map(|a| txns(a)).collect();
+    assert!(
+        histories.iter().all(|h| *h == histories[0]),
+        "{histories:?}"
+    );
+    assert!(histories[0].starts_with(&["committed".to_owned()]));
+    assert_eq!(histories[0].last().map(String::as_str), Some("after"));
+}
+
+/// PITFALLS 15 (ZOOKEEPER-1489): after a TRUNC the log goes on where it was cut; a restart
+/// finds one gap-free history.
+#[test]
+fn a_restart_after_trunc_finds_one_history() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let old = c.leader().expect("leader");
+    c.write("a");
+    c.run(Duration::from_millis(200));
+    c.isolate(old);
+    c.write("cut");
+    c.crash(old);
+    c.heal();
+    c.run(Duration::from_secs(3));
+    c.write("b");
+    c.start(old);
+    c.run(Duration::from_secs(3));
+    c.write("c");
+    c.run(Duration::from_millis(300));
+    // Everyone restarts from disk: the logs must be valid histories (Replica::new checks the
+    // chain) and agree.
+    let ids: Vec<PeerId> = c.voters.iter().copied().collect();
+    for id in &ids {
+        c.crash(*id);
+    }
+    for id in &ids {
+        c.start(*id);
+    }
+    c.run(Duration::from_secs(3));
+    c.write("d");
+    c.run(Duration::from_millis(300));
+    for (id, applied) in &c.applied {
+        assert_eq!(txns(applied), ["a", "b", "c", "d"], "{id:?}");
+    }
+}
