@@ -698,3 +698,75 @@ fn a_restart_after_trunc_finds_one_history() {
         assert_eq!(txns(applied), ["a", "b", "c", "d"], "{id:?}");
     }
 }
+
+fn lone_config() -> Config {
+    Config {
+        id: PeerId(1),
+        voters: [1, 2, 3].into_iter().map(PeerId).collect(),
+        observers: BTreeSet::new(),
+        tick: TICK,
+        init_limit_ticks: 10,
+        sync_limit_ticks: 5,
+    }
+}
+
+/// PITFALLS 6 (ZOOKEEPER-2307, -4269): a disk whose epoch files disagree with each other or
+/// with the log is refused at start, and so is a log with a hole.
+#[test]
+fn inconsistent_disks_are_refused_at_start() {
+    use coord_engine::zab::DurableError;
+    let txn = Bytes::from_static(b"t");
+    let refuse =
+        |durable: Durable| Replica::new(lone_config(), durable, Duration::ZERO).unwrap_err();
+    assert!(matches!(
+        refuse(Durable {
+            accepted_epoch: Epoch(1),
+            current_epoch: Epoch(2),
+            ..Durable::default()
+        }),
+        DurableError::AcceptedBelowCurrent { .. }
+    ));
+    assert!(matches!(
+        refuse(Durable {
+            accepted_epoch: Epoch(1),
+            current_epoch: Epoch(1),
+            log: vec![(Zxid::new(Epoch(2), 1), txn.clone())],
+            ..Durable::default()
+        }),
+        DurableError::AcceptedBelowLog { .. }
+    ));
+    assert!(matches!(
+        refuse(Durable {
+            accepted_epoch: Epoch(1),
+            current_epoch: Epoch(1),
+            log: vec![
+                (Zxid::new(Epoch(1), 1), txn.clone()),
+                (Zxid::new(Epoch(1), 3), txn)
+            ],
+            ..Durable::default()
+        }),
+        DurableError::LogGap { .. }
+    ));
+}
+
+/// PITFALLS 16 (ZOOKEEPER-1549, -2832): at start only the snapshot is known committed; the
+/// log's tail is applied when a leader commits it, never before.
+#[test]
+fn nothing_past_the_snapshot_is_applied_at_start() {
+    let durable = Durable {
+        accepted_epoch: Epoch(2),
+        current_epoch: Epoch(2),
+        snapshot_zxid: Zxid::new(Epoch(2), 1),
+        log: vec![(
+            Zxid::new(Epoch(2), 2),
+            Bytes::from_static(b"maybe uncommitted"),
+        )],
+    };
+    let mut r = Replica::new(lone_config(), durable, Duration::ZERO).expect("starts");
+    r.handle_tick(TICK);
+    let applied = std::iter::from_fn(|| r.poll_action())
+        .filter(|a| matches!(a, Action::Apply { .. } | Action::Commit { .. }))
+        .count();
+    assert_eq!(applied, 0);
+    assert_eq!(r.last_committed(), Zxid::new(Epoch(2), 1));
+}
