@@ -547,41 +547,30 @@ fn an_epoch_accepted_before_is_not_acknowledged_as_fresh() {
 /// did establish itself. That leader steps down, and the next election goes above both.
 #[test]
 fn a_voter_ahead_in_accepted_epoch_gets_a_new_election() {
-    let mut c = Cluster::new(3, 0);
-    c.run(Duration::from_secs(2));
-    let leader = c.leader().expect("leader");
-    let epoch = c.replicas[&leader]
-        .established_epoch()
-        .expect("established");
-    let other = c.voters.iter().copied().find(|id| *id != leader).unwrap();
-    let r = c.replicas.get_mut(&leader).unwrap();
-    r.handle_message(
-        other,
-        Message::FollowerInfo {
-            accepted_epoch: Epoch(epoch.0 + 2),
-            last_zxid: Zxid::ZERO,
-            observer: false,
-        },
-    );
-    assert_eq!(r.role(), Role::Looking);
+    // A FOLLOWERINFO with `accepted` (relative to the leader's epoch) from another voter, and
+    // the leader's role after it.
+    let role_after = |ahead: u32| {
+        let mut c = Cluster::new(3, 0);
+        c.run(Duration::from_secs(2));
+        let leader = c.leader().expect("leader");
+        let epoch = c.replicas[&leader]
+            .established_epoch()
+            .expect("established");
+        let other = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+        let r = c.replicas.get_mut(&leader).unwrap();
+        r.handle_message(
+            other,
+            Message::FollowerInfo {
+                accepted_epoch: Epoch(epoch.0 + ahead),
+                last_zxid: Zxid::ZERO,
+                observer: false,
+            },
+        );
+        r.role()
+    };
+    assert_eq!(role_after(2), Role::Looking);
     // A re-handshake at the leader's own epoch (after a broken stream) is no reason to.
-    let mut c = Cluster::new(3, 0);
-    c.run(Duration::from_secs(2));
-    let leader = c.leader().expect("leader");
-    let epoch = c.replicas[&leader]
-        .established_epoch()
-        .expect("established");
-    let other = c.voters.iter().copied().find(|id| *id != leader).unwrap();
-    let r = c.replicas.get_mut(&leader).unwrap();
-    r.handle_message(
-        other,
-        Message::FollowerInfo {
-            accepted_epoch: epoch,
-            last_zxid: Zxid::ZERO,
-            observer: false,
-        },
-    );
-    assert_eq!(r.role(), Role::Leading);
+    assert_eq!(role_after(0), Role::Leading);
 }
 
 /// A leader whose log no longer reaches back to a follower's last zxid (it was compacted into

@@ -851,29 +851,10 @@ impl Sim {
             match action {
                 Action::Send { to, message } => self.send(id, to, message),
                 Action::PersistAcceptedEpoch(epoch) => {
-                    // The file changes when the write completes; a crash before loses it.
-                    let after = self.disk_latency(node);
-                    self.schedule(
-                        after,
-                        Event::EpochPersisted {
-                            node,
-                            incarnation,
-                            file: EpochFile::Accepted,
-                            epoch,
-                        },
-                    );
+                    self.write_epoch(node, EpochFile::Accepted, epoch)
                 }
                 Action::PersistCurrentEpoch(epoch) => {
-                    let after = self.disk_latency(node);
-                    self.schedule(
-                        after,
-                        Event::EpochPersisted {
-                            node,
-                            incarnation,
-                            file: EpochFile::Current,
-                            epoch,
-                        },
-                    );
+                    self.write_epoch(node, EpochFile::Current, epoch)
                 }
                 Action::Append { zxid, txn } => {
                     let n = &mut self.nodes[node];
@@ -953,6 +934,21 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// An epoch file changes when its write completes; a crash before loses it.
+    fn write_epoch(&mut self, node: usize, file: EpochFile, epoch: Epoch) {
+        let after = self.disk_latency(node);
+        let incarnation = self.nodes[node].incarnation;
+        self.schedule(
+            after,
+            Event::EpochPersisted {
+                node,
+                incarnation,
+                file,
+                epoch,
+            },
+        );
     }
 
     /// A txn the leader commits is durable on a quorum of voters.
