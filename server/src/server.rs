@@ -346,9 +346,13 @@ impl SessionTable {
     }
 
     fn insert(&mut self, id: i64, timeout: Duration, conn: Option<Arc<Closing>>) {
+        // Out of its old bucket first: the new one may be the same.
+        if let Some(old) = self.live.remove(&id) {
+            self.unbucket(id, old.bucket);
+        }
         let bucket = self.bucket_of(Instant::now() + timeout);
         self.buckets.entry(bucket).or_default().insert(id);
-        let old = self.live.insert(
+        self.live.insert(
             id,
             Live {
                 timeout,
@@ -357,9 +361,6 @@ impl SessionTable {
                 last_proposed: Zxid::ZERO,
             },
         );
-        if let Some(old) = old {
-            self.unbucket(id, old.bucket);
-        }
     }
 
     fn unbucket(&mut self, id: i64, bucket: u64) {

@@ -106,7 +106,7 @@ const SEQUENCE_SUFFIX_BYTES_MAX: usize = 11;
 pub struct Checked {
     write: Write,
     /// The bound the txn was checked against.
-    txn_bytes_max: usize,
+    pub(crate) txn_bytes_max: usize,
     /// For each Create and SetAcl op of `write`, in order: its ACL fixed up for the caller.
     acls: Vec<Result<Vec<Acl>, Error>>,
 }

@@ -1245,3 +1245,38 @@ fn reap_candidates_come_in_pages_that_cover_everything() {
         assert_eq!(paged, all, "pages of {scan_max}");
     }
 }
+
+#[test]
+fn a_txn_over_its_exact_bound_leaves_nothing_recorded() {
+    let mut h = Harness::new();
+    h.ok(&ANON, &persistent("/p"));
+    let write = Write::Multi(vec![
+        create("/p/a", "x", CreateMode::Persistent),
+        create("/p/s-", "x", CreateMode::PersistentSequential),
+    ]);
+    let mut checked = Checked::new(write, &ANON, TXN_BYTES_MAX_DEFAULT).expect("fits");
+    // As if the estimate had been wrong: the exact size is checked after the decision.
+    checked.txn_bytes_max = 20;
+    let zxid = Zxid::from_u64(h.next + 1);
+    let rejection = h
+        .prep
+        .prepare_checked(&h.tree, &ANON, &checked, zxid, h.now)
+        .unwrap_err();
+    assert_eq!(
+        rejection,
+        Rejection::Multi(vec![
+            OpResult::Error(ErrorCode::MarshallingError),
+            OpResult::Error(ErrorCode::RuntimeInconsistency),
+        ])
+    );
+    assert_eq!(h.prep.pending_len(), 0);
+    // The same names are free, and the sequence starts where it did.
+    let created = h.ok(
+        &ANON,
+        &create("/p/s-", "", CreateMode::PersistentSequential),
+    );
+    assert!(
+        matches!(&created.result, Ok(TxnResult::Created { path, .. }) if path == "/p/s-0000000000")
+    );
+    h.ok(&ANON, &persistent("/p/a"));
+}

@@ -400,6 +400,8 @@ impl Tree {
         cursor: &ReapCursor,
         scan_max: usize,
     ) -> (Vec<String>, Option<ReapCursor>) {
+        // At least one per page, or a caller could go round with the same cursor forever.
+        let scan_max = scan_max.max(1);
         let mut out = Vec::new();
         let mut scanned = 0;
         let sets = [(false, &self.containers), (true, &self.ttls)];
