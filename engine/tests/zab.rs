@@ -209,6 +209,20 @@ impl Cluster {
         }
     }
 
+    /// Delivers the next message in flight, if any.
+    fn step(&mut self) -> bool {
+        let Some((from, to, message)) = self.inflight.pop_front() else {
+            return false;
+        };
+        if !self.cut.contains(&(from, to)) {
+            if let Some(replica) = self.replicas.get_mut(&to) {
+                replica.handle_message(from, message);
+                self.drain(to);
+            }
+        }
+        true
+    }
+
     fn leader(&self) -> Option<PeerId> {
         self.replicas
             .iter()
@@ -758,4 +772,73 @@ fn nothing_past_the_snapshot_is_applied_at_start() {
         .count();
     assert_eq!(applied, 0);
     assert_eq!(r.last_committed(), Zxid::new(Epoch(2), 1));
+}
+
+/// PITFALLS 8 (ZOOKEEPER-962, -2418, -4925): a follower syncs while the leader commits a write
+/// between every two messages it delivers; the payload and the live stream meet without a gap
+/// or an overlap.
+#[test]
+fn commits_during_every_sync_step_are_neither_lost_nor_doubled() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    let follower = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+    c.write("a");
+    c.run(Duration::from_millis(200));
+    c.crash(follower);
+    c.write("b");
+    c.run(Duration::from_millis(200));
+    c.start(follower);
+    let mut n = 0;
+    // Message by message until the follower is in sync; a write after each step.
+    for _ in 0..2000 {
+        if !c.step() {
+            c.run(TICK);
+        }
+        n += 1;
+        c.write(&format!("w{n}"));
+        if n >= 60 {
+            break;
+        }
+    }
+    c.run(Duration::from_secs(1));
+    let expected: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((1..=n).map(|i| format!("w{i}")))
+        .collect();
+    for (id, applied) in &c.applied {
+        assert_eq!(txns(applied), expected, "{id:?}");
+    }
+}
+
+/// PITFALLS 14 (ZOOKEEPER-3104): writes go on while a SNAP is on its way; the follower gets
+/// the image exact at its zxid, then every txn after it, then NEWLEADER.
+#[test]
+fn writes_during_a_snap_follow_the_image() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    let follower = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+    c.crash(follower);
+    let last = c.write("a");
+    c.run(Duration::from_millis(200));
+    c.replicas.get_mut(&leader).unwrap().handle_compacted(last);
+    c.sent.clear();
+    c.start(follower);
+    for i in 0..40 {
+        c.step();
+        c.write(&format!("w{i}"));
+    }
+    c.run(Duration::from_secs(2));
+    assert!(c
+        .sent
+        .iter()
+        .any(|(_, to, m)| *to == follower && matches!(m, Message::Snap { .. })));
+    let expected: Vec<String> = std::iter::once("a".to_owned())
+        .chain((0..40).map(|i| format!("w{i}")))
+        .collect();
+    for (id, applied) in &c.applied {
+        assert_eq!(txns(applied), expected, "{id:?}");
+    }
 }
