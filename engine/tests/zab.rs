@@ -842,3 +842,49 @@ fn writes_during_a_snap_follow_the_image() {
         assert_eq!(txns(applied), expected, "{id:?}");
     }
 }
+
+/// PITFALLS 12 (ZOOKEEPER-4685, -4394): a follower whose disk is slow acknowledges NEWLEADER
+/// first, and only then the proposals that came after it.
+#[test]
+fn newleader_is_acknowledged_before_later_proposals() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    let follower = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+    c.write("a");
+    c.run(Duration::from_millis(200));
+    c.crash(follower);
+    c.write("b");
+    c.run(Duration::from_millis(200));
+    c.slow.insert(follower);
+    c.sent.clear();
+    c.start(follower);
+    // The sync arrives and, before the follower's disk catches up, more proposals.
+    for i in 0..20 {
+        c.step();
+        c.write(&format!("w{i}"));
+    }
+    c.run(Duration::from_millis(200));
+    c.slow.remove(&follower);
+    c.fsync(follower);
+    c.run(Duration::from_millis(500));
+    let newleader = c
+        .sent
+        .iter()
+        .find_map(|(_, to, m)| match m {
+            Message::NewLeader { zxid, .. } if *to == follower => Some(*zxid),
+            _ => None,
+        })
+        .expect("a NEWLEADER");
+    let acks: Vec<Zxid> = c
+        .sent
+        .iter()
+        .filter_map(|(from, _, m)| match m {
+            Message::Ack { zxid, .. } if *from == follower => Some(*zxid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.first(), Some(&newleader), "{acks:?}");
+    assert!(acks.windows(2).all(|w| w[0] < w[1]), "acks go up: {acks:?}");
+    assert_eq!(txns(&c.applied[&follower]).len(), 22);
+}
