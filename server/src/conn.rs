@@ -44,6 +44,9 @@ pub type ConnId = u64;
 /// instead of growing the server's memory.
 #[derive(Clone)]
 pub struct Outbox {
+    /// Unbounded in frames on purpose: it is bounded in bytes instead, by `queued_bytes_max`,
+    /// which [`Outbox::send`] checks before every frame (each frame is itself bounded by the
+    /// reply bound).
     tx: mpsc::UnboundedSender<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
     queued_bytes_max: usize,
@@ -140,6 +143,7 @@ impl Outbox {
 
     #[cfg(test)]
     pub fn for_test_bounded(max: usize) -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
+        // Bounded in bytes by `max`, as every outbox is.
         let (tx, rx) = mpsc::unbounded_channel();
         (Outbox::new(tx, max, Arc::new(Closing::default())), rx)
     }
