@@ -33,7 +33,7 @@ use crate::node::ephemeral::{self, Kind};
 use crate::node::Meta;
 use crate::path::parent_of;
 use crate::tree::{qualifies_for_reap, OpResult, SYSTEM_PATHS};
-use crate::txn::{Txn, TxnOp, MULTI_OPS_MAX};
+use crate::txn::{acl_len, bytes_len, Txn, TxnOp, MULTI_OPS_MAX, TXN_HEADER_LEN};
 use crate::{Error, Tree, ZPath};
 
 /// A client write, as the server decoded it.
@@ -122,7 +122,7 @@ impl Checked {
         txn_bytes_max: usize,
     ) -> Result<Checked, Rejection> {
         let mut acls = Vec::new();
-        let mut bytes = TXN_HEADER_BYTES;
+        let mut bytes = TXN_HEADER_LEN;
         let too_large = Rejection::Error(ErrorCode::MarshallingError);
         match &write {
             Write::Multi(ops) if ops.len() > MULTI_OPS_MAX => {
@@ -165,23 +165,12 @@ impl Checked {
     }
 }
 
-/// The format byte and the time of a txn.
-const TXN_HEADER_BYTES: usize = 1 + 8;
-
 /// An upper bound of the bytes `op` adds to a txn, fixing up its ACL (pushed onto `acls`).
 fn op_bytes_max(op: &Write, caller: &Caller<'_>, acls: &mut Vec<Result<Vec<Acl>, Error>>) -> usize {
-    let bytes = |b: &[u8]| 4 + b.len();
+    let bytes = bytes_len;
     let mut fixed = |path: &str, acl: &[Acl]| {
         let fixed = acl::fixup_acl(path, acl, caller);
-        let len = match &fixed {
-            Ok(acl) => {
-                4 + acl
-                    .iter()
-                    .map(|a| 4 + bytes(a.id.scheme.as_bytes()) + bytes(a.id.id.as_bytes()))
-                    .sum::<usize>()
-            }
-            Err(_) => 0,
-        };
+        let len = fixed.as_ref().map_or(0, |acl| acl_len(acl));
         acls.push(fixed);
         len
     };
@@ -329,7 +318,7 @@ impl Prep {
             self.roll_back(mark, undo);
             return Err(match &txn.op {
                 TxnOp::Multi(ops) => {
-                    let mut bytes = TXN_HEADER_BYTES + 1 + 4;
+                    let mut bytes = TXN_HEADER_LEN + 1 + 4;
                     let crossing = ops
                         .iter()
                         .position(|op| {

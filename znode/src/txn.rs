@@ -126,18 +126,25 @@ pub(crate) fn put_acl(out: &mut Vec<u8>, acl: &[Acl]) {
 }
 
 /// The format byte and the time.
-const TXN_HEADER_LEN: usize = 1 + 8;
+pub(crate) const TXN_HEADER_LEN: usize = 1 + 8;
+
+/// The encoded length of a byte string: its `u32` length and the bytes.
+pub(crate) fn bytes_len(b: &[u8]) -> usize {
+    4 + b.len()
+}
+
+/// The encoded length of an ACL list (see [`put_acl`]).
+pub(crate) fn acl_len(acl: &[Acl]) -> usize {
+    4 + acl
+        .iter()
+        .map(|a| 4 + bytes_len(a.id.scheme.as_bytes()) + bytes_len(a.id.id.as_bytes()))
+        .sum::<usize>()
+}
 
 impl TxnOp {
     /// The length of this op as [`Txn::encode`] writes it.
     pub fn encoded_len(&self) -> usize {
-        let bytes = |b: &[u8]| 4 + b.len();
-        let acl_len = |acl: &[Acl]| {
-            4 + acl
-                .iter()
-                .map(|a| 4 + bytes(a.id.scheme.as_bytes()) + bytes(a.id.id.as_bytes()))
-                .sum::<usize>()
-        };
+        let bytes = bytes_len;
         1 + match self {
             TxnOp::CreateSession { passwd, .. } => 8 + 4 + bytes(passwd),
             TxnOp::CloseSession { .. } => 8,
