@@ -10,7 +10,11 @@
 //!   network and disk and checks Zab's safety properties after every step.
 //! - [`log`]: the append-only, checksummed txn log with group commit and crash recovery.
 //! - [`snapshot`]: checksummed snapshot files, written atomically.
-//! - [`Engine`]: the runtime that drives the core with the log, snapshots and std threads.
+//! - [`Engine`]: the standalone runtime that drives the single-voter core with the log,
+//!   snapshots and std threads.
+//! - [`Member`]: one member of a replicated ensemble: drives [`zab::Replica`] with the log,
+//!   snapshots, epoch files and a [`transport::Transport`] (implemented in `coord-transport`).
+//! - [`transport`]: the contract a peer transport fulfils.
 //!
 //! # The event loop
 //!
@@ -48,13 +52,15 @@ mod machine;
 mod runtime;
 pub mod sim;
 pub mod snapshot;
+pub mod transport;
 pub mod zab;
 mod zxid;
 
 pub use bytes::Bytes;
 pub use machine::{RestoreError, Snapshot, StateMachine};
 pub use runtime::{
-    Engine, EngineConfig, EngineError, EngineStats, EpochError, Proposal, BATCH_BYTES_MAX,
-    BATCH_TXNS_MAX, SNAPSHOTS_RETAINED, SNAPSHOT_EVERY_TXNS_DEFAULT,
+    Engine, EngineConfig, EngineError, EngineStats, EpochError, Member, MemberConfig, MemberStatus,
+    Proposal, APPLY_BACKLOG_TXNS_MAX, BATCH_BYTES_MAX, BATCH_TXNS_MAX, DISK_BACKLOG_TXNS_MAX,
+    PROPOSALS_PENDING_MAX, SNAPSHOTS_RETAINED, SNAPSHOT_EVERY_TXNS_DEFAULT,
 };
 pub use zxid::{Epoch, Zxid};

@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::fsutil::sync_dir;
+use crate::fsutil::{sync_dir, write_atomically};
 use crate::Zxid;
 
 /// The largest payload a record may carry.
@@ -495,6 +495,82 @@ impl Log {
             .collect();
         result.map(|()| deleted)
     }
+
+    /// Drops every record after `to`, durably: Zab's TRUNC. The segments wholly after `to`
+    /// are deleted newest first, each deletion made durable before the next; the segment
+    /// holding `to` is then rewritten without its later records (a tmp file, fsynced, renamed
+    /// over it). A crash at any point leaves a log that ends between `to` and where it ended
+    /// before, i.e. a prefix of the old one, which [`Log::open`] accepts. The next append
+    /// starts a new segment chained to `to`.
+    ///
+    /// # Panics
+    /// If `to` is before the log's history ([`Log::base`]): a caller never truncates into a
+    /// snapshot, so that is our bug.
+    pub fn truncate_after(&mut self, to: Zxid) -> Result<(), LogError> {
+        if self.failed {
+            return Err(LogError::Failed {
+                dir: self.dir.clone(),
+            });
+        }
+        if to >= self.last_zxid {
+            return Ok(());
+        }
+        assert!(
+            self.base().map_or(true, |base| base <= to),
+            "txn log {}: truncate after {to}, before its history starts",
+            self.dir.display()
+        );
+        self.active = None;
+        let result = self.truncate_segments(to);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn truncate_segments(&mut self, to: Zxid) -> Result<(), LogError> {
+        while let Some(segment) = self.segments.last() {
+            if segment.first_zxid <= to {
+                break;
+            }
+            let path = segment.path.clone();
+            remove_segment(&self.dir, &path)?;
+            // What it continued from is where the history now ends.
+            self.last_zxid = segment.prev_zxid;
+            if self.segments.len() == 1 {
+                self.stub_base = Some(segment.prev_zxid);
+            }
+            self.segments.pop();
+        }
+        if let Some(segment) = self.segments.last_mut() {
+            if segment.last_zxid > to {
+                rewrite_prefix(segment, to)?;
+                segment.last_zxid = to;
+            }
+        }
+        self.last_zxid = to;
+        Ok(())
+    }
+
+    /// Deletes every segment, newest first, and makes the log continue after `zxid`: what a
+    /// follower does once a snapshot at `zxid` replaced its state. The caller makes that
+    /// snapshot durable first, and marks the reset so that a crash in the middle is finished
+    /// at the next start (a surviving prefix of the old log does not continue the snapshot).
+    pub fn reset_after(&mut self, zxid: Zxid) -> Result<(), LogError> {
+        self.active = None;
+        while let Some(segment) = self.segments.last() {
+            let path = segment.path.clone();
+            if let Err(err) = remove_segment(&self.dir, &path) {
+                self.failed = true;
+                return Err(err);
+            }
+            self.segments.pop();
+        }
+        self.stub_base = None;
+        self.last_zxid = zxid;
+        self.failed = false;
+        Ok(())
+    }
 }
 
 /// The file name of the segment whose first record is `first_zxid`.
@@ -845,6 +921,44 @@ fn batch_header_after(bytes: &[u8], from: usize, salt: u64) -> Option<usize> {
         bytes[offset..offset + 8] == salt_bytes
             && decode_batch_header(&bytes[offset..], salt).is_ok()
     })
+}
+
+/// Rewrites `segment` keeping only its records up to `to` (it holds at least its first), as one
+/// batch in a new file with the same name and previous zxid, replacing the old one atomically.
+fn rewrite_prefix(segment: &Segment, to: Zxid) -> Result<(), LogError> {
+    let path = &segment.path;
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let header = decode_segment_header(&bytes).map_err(|err| LogError::Corrupt {
+        file: path.clone(),
+        offset: 0,
+        reason: match err {
+            HeaderError::Bad(reason) => reason,
+            HeaderError::Unsupported(version) => format!("format version {version}"),
+        },
+    })?;
+    let mut kept: Vec<(Zxid, Vec<u8>)> = Vec::new();
+    let mut scan = Scan {
+        path,
+        bytes: &bytes,
+        salt: header.salt,
+        first_zxid: segment.first_zxid,
+        is_last: true,
+        last_zxid: header.prev_zxid,
+    };
+    scan.run(&mut |zxid, payload| {
+        if zxid <= to {
+            kept.push((zxid, payload.to_vec()));
+        }
+    })?;
+    let records: Vec<(Zxid, &[u8])> = kept.iter().map(|(z, p)| (*z, p.as_slice())).collect();
+    let body_len = records
+        .iter()
+        .map(|(_, p)| RECORD_HEADER_LEN + p.len())
+        .sum();
+    let salt = new_salt();
+    let mut contents = encode_segment_header(salt, header.prev_zxid).to_vec();
+    contents.extend_from_slice(&encode_batch(salt, &records, body_len));
+    write_atomically(path, &contents).map_err(io_err(path))
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
@@ -1244,6 +1358,58 @@ mod tests {
         // Another segment's salt does not pass.
         let err = decode_batch(&buf, 8).err().unwrap();
         assert!(err.contains("salt"), "{err}");
+    }
+
+    #[test]
+    fn truncate_after_cuts_inside_a_batch_and_drops_later_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), |_, _| {}).unwrap();
+        append(&mut log, 1..=3);
+        append(&mut log, 4..=6);
+        log.roll();
+        append(&mut log, 7..=9);
+        log.truncate_after(z(5)).unwrap();
+        assert_eq!(log.last_zxid(), z(5));
+        assert_eq!(log.segments().len(), 1);
+        // Appends continue after the cut, in a new segment chained to it.
+        append(&mut log, 6..=7);
+        drop(log);
+        let (log, records) = read_all(dir.path()).unwrap();
+        let zxids: Vec<Zxid> = records.iter().map(|(z, _)| *z).collect();
+        assert_eq!(zxids, (1..=7).map(z).collect::<Vec<_>>());
+        assert_eq!(records[2].1, payload(3));
+        assert_eq!(log.segments().len(), 2);
+    }
+
+    #[test]
+    fn truncate_to_a_segment_boundary_or_to_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), |_, _| {}).unwrap();
+        append(&mut log, 1..=2);
+        log.roll();
+        append(&mut log, 3..=4);
+        log.truncate_after(z(2)).unwrap();
+        assert_eq!(log.segments().len(), 1);
+        log.truncate_after(Zxid::ZERO).unwrap();
+        assert_eq!(log.last_zxid(), Zxid::ZERO);
+        assert!(log.segments().is_empty());
+        append(&mut log, 1..=1);
+        drop(log);
+        let (_, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records, vec![(z(1), payload(1))]);
+    }
+
+    #[test]
+    fn reset_after_continues_from_a_snapshot_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), |_, _| {}).unwrap();
+        append(&mut log, 1..=3);
+        log.reset_after(z(10)).unwrap();
+        append(&mut log, 11..=12);
+        drop(log);
+        let (log, records) = read_all(dir.path()).unwrap();
+        assert_eq!(log.base(), Some(z(10)));
+        assert_eq!(records.len(), 2);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::{Event, PeerId, SendError, Stream};
+use crate::{Event, PeerId, SendError, Stream, Transport};
 
 const MAGIC: [u8; 4] = *b"CRD1";
 const HANDSHAKE_LEN: usize = 4 + 8 + 1;
@@ -139,9 +139,11 @@ impl TcpTransport {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+}
 
+impl Transport for TcpTransport {
     /// Queues `frame` for `to` on `stream`, without waiting.
-    pub fn send(&self, to: PeerId, stream: Stream, frame: Bytes) -> Result<(), SendError> {
+    fn send(&self, to: PeerId, stream: Stream, frame: Bytes) -> Result<(), SendError> {
         if frame.len() > self.config.frame_bytes_max {
             return Err(SendError::FrameTooLarge {
                 len: frame.len(),
@@ -166,15 +168,15 @@ impl TcpTransport {
 
     /// Closes the stream to `peer` (what is queued is dropped); the peer sees a reset, and the
     /// next frame starts a new stream.
-    pub fn reset(&self, peer: PeerId, stream: Stream) {
+    fn reset(&self, peer: PeerId, stream: Stream) {
         if let Some(out) = self.outbound.get(&(peer, stream)) {
             out.reset.notify_one();
         }
     }
 
     /// The next event; None once the transport is gone.
-    pub async fn recv(&mut self) -> Option<Event> {
-        self.events.recv().await
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send {
+        self.events.recv()
     }
 }
 

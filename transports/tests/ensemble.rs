@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use coord_engine::zab::{Action, Config, Durable, EpochFile, Message, Replica};
-use coord_transport::{Event, PeerId, Stream, TcpConfig, TcpTransport};
+use coord_transport::{Event, PeerId, Stream, TcpConfig, TcpTransport, Transport};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
@@ -29,13 +29,6 @@ fn free_addr() -> SocketAddr {
 struct Status {
     established: bool,
     applied: Vec<Bytes>,
-}
-
-fn stream_of(message: &Message) -> Stream {
-    match message {
-        Message::Notification { .. } => Stream::Election,
-        _ => Stream::Replication,
-    }
 }
 
 /// Runs one member until `stop` fires: the transport's events and the clock in, the core's
@@ -92,7 +85,7 @@ async fn member(
                     let mut frame = Vec::new();
                     message.encode(&mut frame);
                     // A full queue resets the stream; the core re-syncs on the reset.
-                    let _ = transport.send(to, stream_of(&message), frame.into());
+                    let _ = transport.send(to, Stream::of(&message), frame.into());
                 }
                 Action::Disconnect { peer } => transport.reset(peer, Stream::Replication),
                 Action::PersistAcceptedEpoch(e) => {

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::Duration;
 
 use bytes::Bytes;
-use coord_transport::{Event, PeerId, SendError, Stream, TcpConfig, TcpTransport};
+use coord_transport::{Event, PeerId, SendError, Stream, TcpConfig, TcpTransport, Transport};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;

@@ -16,7 +16,9 @@
 //!
 //! Proposers call [`Engine::propose`] from any thread; the core's lock orders them.
 
+mod disk;
 mod epoch;
+mod member;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -38,6 +40,10 @@ use tokio::sync::oneshot;
 
 pub use self::epoch::EpochError;
 use self::epoch::{ACCEPTED_EPOCH_FILE, CURRENT_EPOCH_FILE};
+pub use self::member::{
+    Member, MemberConfig, MemberStatus, APPLY_BACKLOG_TXNS_MAX, DISK_BACKLOG_TXNS_MAX,
+    PROPOSALS_PENDING_MAX,
+};
 use crate::fsutil::create_dir_all_durably;
 use crate::log::{Log, LogError, RECORD_PAYLOAD_MAX};
 use crate::snapshot::{self, SnapshotError};
@@ -127,6 +133,18 @@ pub enum EngineError {
     TxnTooLarge { len: usize, max: usize },
     #[error("epoch {0:?} has used every zxid; restart the server to begin a new epoch")]
     ZxidExhausted(Epoch),
+    /// The data dir holds a state the Zab core refuses to start from.
+    #[error(transparent)]
+    Durable(#[from] crate::zab::DurableError),
+    /// Only an established leader takes proposals.
+    #[error("this member is not an established leader")]
+    NotLeader,
+    /// The member stopped leading before the txn was applied: it may or may not commit under
+    /// the next leader.
+    #[error("leadership was lost before the txn committed; its outcome is unknown")]
+    LeadershipLost,
+    #[error("{pending} proposals are pending; try again later")]
+    Overloaded { pending: usize },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> EngineError + '_ {
@@ -893,8 +911,7 @@ fn snapshot_loop<M: StateMachine>(
     }
 }
 
-/// Writes a snapshot durably, then drops what it makes redundant: snapshots beyond the newest
-/// [`SNAPSHOTS_RETAINED`], and log segments wholly before the oldest snapshot kept.
+/// Writes a snapshot durably, then drops what it makes redundant.
 fn persist_snapshot(
     dir: &Path,
     zxid: Zxid,
@@ -902,8 +919,13 @@ fn persist_snapshot(
     log: &Mutex<Log>,
 ) -> Result<(), EngineError> {
     snapshot::write(dir, zxid, snapshot)?;
+    drop_covered(dir, &mut log.lock())
+}
+
+/// Drops snapshots beyond the newest [`SNAPSHOTS_RETAINED`], and log segments wholly before the
+/// oldest snapshot kept; the log continues in a new segment.
+fn drop_covered(dir: &Path, log: &mut Log) -> Result<(), EngineError> {
     let oldest_kept = snapshot::retain_newest(dir, SNAPSHOTS_RETAINED)?;
-    let mut log = log.lock();
     log.roll();
     if let Some(oldest_kept) = oldest_kept {
         let deleted = log.purge_covered_by(oldest_kept)?;

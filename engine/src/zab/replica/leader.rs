@@ -376,26 +376,32 @@ impl Replica {
         self.advance_commit();
     }
 
-    /// Proposes `txn` as the next zxid of this leader's epoch.
-    pub fn handle_propose(&mut self, txn: Bytes) -> Result<Zxid, ProposeError> {
+    /// The zxid the next [`Replica::handle_propose`] will assign, so that a caller can build a
+    /// txn that depends on it. An established leader whose epoch used every counter steps down
+    /// here, before the counter overflows (PITFALLS 4).
+    pub fn next_zxid(&mut self) -> Result<Zxid, ProposeError> {
         let State::Leading(leader) = &self.state else {
             return Err(ProposeError::NotLeader);
         };
         let (true, Some(epoch)) = (leader.established, leader.epoch) else {
             return Err(ProposeError::NotLeader);
         };
-        let zxid = if self.last_appended.epoch() == epoch {
-            match self.last_appended.next() {
-                Some(zxid) => zxid,
-                None => {
-                    // Step down before the counter overflows (PITFALLS 4).
-                    self.look();
-                    return Err(ProposeError::ZxidExhausted(epoch));
-                }
+        if self.last_appended.epoch() != epoch {
+            return Ok(Zxid::new(epoch, 1));
+        }
+        match self.last_appended.next() {
+            Some(zxid) => Ok(zxid),
+            None => {
+                self.look();
+                Err(ProposeError::ZxidExhausted(epoch))
             }
-        } else {
-            Zxid::new(epoch, 1)
-        };
+        }
+    }
+
+    /// Proposes `txn` as the next zxid of this leader's epoch.
+    pub fn handle_propose(&mut self, txn: Bytes) -> Result<Zxid, ProposeError> {
+        let zxid = self.next_zxid()?;
+        let epoch = zxid.epoch();
         self.append(zxid, txn.clone());
         let State::Leading(leader) = &self.state else {
             return Err(ProposeError::NotLeader);

@@ -291,6 +291,17 @@ impl Replica {
         }
     }
 
+    /// Whether this member's state may be served to clients: it leads an established epoch, or
+    /// it follows (or observes) a leader that told it it is up to date. A member that is
+    /// looking, or still syncing, holds a state that may be behind what clients have seen.
+    pub fn is_serving(&self) -> bool {
+        match &self.state {
+            State::Leading(l) => l.established,
+            State::Learning(l) => l.phase == LearnerPhase::Broadcast,
+            State::Looking(_) => false,
+        }
+    }
+
     pub fn accepted_epoch(&self) -> Epoch {
         self.accepted_epoch
     }

@@ -1,0 +1,858 @@
+//! [`Member`]: one member of a replicated ensemble, driving the Zab core
+//! ([`crate::zab::Replica`]) with a real disk and a [`Transport`].
+//!
+//! # Tasks and threads
+//!
+//! - **The driver** (a tokio task) owns the transport and is the only one that drains the
+//!   core's actions, so they are carried out in the order the core yields them. It feeds the
+//!   core transport events, clock ticks and the notices below; proposers feed it
+//!   [`Member::propose`] under the core's lock and wake it. Sends go straight to the transport
+//!   (which never blocks); disk work goes to the disk thread in order; applies go to the apply
+//!   thread in order. A TRUNC, a SNAP install and a snapshot for a lagging learner are waited
+//!   for before the next action runs, as the core requires.
+//! - **The disk thread** (`coord-disk`) carries out appends (consecutive ones as one group
+//!   commit: one write, one `fdatasync`), epoch writes, truncations and snapshot installs, in
+//!   order, and reports each as durable. A disk error stops the member: it must not acknowledge
+//!   what it cannot persist.
+//! - **The apply thread** (`coord-apply`) applies committed txns to the [`StateMachine`] in
+//!   zxid order, resolves the proposer of each (if it was proposed here), serializes snapshots
+//!   for lagging learners, and restores a leader's snapshot.
+//! - **The snapshot thread** (`coord-snapshot`) writes this member's own snapshots every
+//!   `snapshot_every_txns` applied txns, then tells the core it may forget the txns they cover.
+//!
+//! # Bounds
+//!
+//! The driver stops reading from the transport while more than [`DISK_BACKLOG_TXNS_MAX`] txns
+//! wait for the disk or more than [`APPLY_BACKLOG_TXNS_MAX`] wait to be applied; TCP then pushes
+//! back on the leader, whose send queue for this member fills and resets the stream (the member
+//! re-syncs). A leader refuses proposals past [`PROPOSALS_PENDING_MAX`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc as tmpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use super::disk::Disk;
+use super::{io_err, EngineError, Proposal, Waiter, BATCH_BYTES_MAX, BATCH_TXNS_MAX};
+use crate::log::RECORD_PAYLOAD_MAX;
+use crate::transport::{Event, Stream, Transport};
+use crate::zab::{self, Action, EpochFile, Message, PeerId, ProposeError, Replica, Role};
+use crate::{Epoch, Snapshot, StateMachine, Zxid};
+
+/// Txns appended by the core and not yet durable, past which the driver stops reading peers.
+pub const DISK_BACKLOG_TXNS_MAX: u64 = 100_000;
+/// Committed txns not yet applied, past which the driver stops reading peers.
+pub const APPLY_BACKLOG_TXNS_MAX: u64 = 100_000;
+/// Proposals a leader holds that are not yet applied; past it [`Member::propose`] refuses.
+pub const PROPOSALS_PENDING_MAX: usize = 100_000;
+
+/// How to open a [`Member`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    /// Holds the log, snapshots, epoch files and the lock file. Created if missing.
+    pub data_dir: PathBuf,
+    /// Take a snapshot after this many applied txns; 0 disables automatic snapshots.
+    pub snapshot_every_txns: u64,
+    /// Who is in the ensemble, and the timing.
+    pub zab: zab::Config,
+}
+
+/// Where a member stands, as its users need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub role: Role,
+    /// The epoch this member last joined (currentEpoch).
+    pub epoch: Epoch,
+    /// Whether it may serve clients: it leads an established epoch, or a leader has told it
+    /// that it is up to date. See [`Replica::is_serving`].
+    pub serving: bool,
+    /// Set once the member stopped for good (a disk failure, or shut down).
+    pub stopped: bool,
+}
+
+/// What the disk and snapshot threads tell the driver.
+enum Notice {
+    Persisted {
+        generation: u64,
+        zxid: Zxid,
+        txns: u64,
+    },
+    EpochPersisted(EpochFile, Epoch),
+    Compacted(Zxid),
+    Failed(String),
+}
+
+enum DiskJob {
+    Append {
+        zxid: Zxid,
+        txn: Bytes,
+        generation: u64,
+    },
+    Epoch(EpochFile, Epoch),
+    Truncate {
+        to: Zxid,
+        done: oneshot::Sender<Result<Zxid, String>>,
+    },
+    Install {
+        zxid: Zxid,
+        data: Bytes,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Stop,
+}
+
+enum ApplyJob<T> {
+    Txn {
+        zxid: Zxid,
+        txn: Bytes,
+        waiter: Option<Waiter<T>>,
+    },
+    /// Serialize the machine (at exactly what was applied before this job).
+    Serialize {
+        zxid: Zxid,
+        done: oneshot::Sender<Result<Bytes, String>>,
+    },
+    Restore {
+        zxid: Zxid,
+        data: Bytes,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Stop,
+}
+
+struct SnapshotJob<S> {
+    zxid: Zxid,
+    snapshot: S,
+}
+
+/// What proposers and the driver share under one lock.
+struct Core<T> {
+    replica: Replica,
+    /// Proposals made here, by zxid, until applied or abandoned.
+    waiters: BTreeMap<Zxid, Waiter<T>>,
+    stopped: Option<String>,
+}
+
+struct Shared<T> {
+    core: Mutex<Core<T>>,
+    /// Wakes the driver: a proposal added actions.
+    wake: Notify,
+    status: watch::Sender<MemberStatus>,
+    applied: watch::Sender<Zxid>,
+    /// Txns sent to the disk thread, and those it reported durable.
+    disk_sent: AtomicU64,
+    disk_done: AtomicU64,
+    /// Txns sent to the apply thread, and those it applied.
+    apply_sent: AtomicU64,
+    apply_done: AtomicU64,
+}
+
+/// A handle to one member of an ensemble: propose on the leader, watch the role, await
+/// applies. Clone it freely; [`Member::shutdown`] stops it.
+pub struct Member<M: StateMachine> {
+    shared: Arc<Shared<M::Output>>,
+    stop: Arc<watch::Sender<bool>>,
+    driver: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    data_dir: Arc<PathBuf>,
+}
+
+impl<M: StateMachine> Clone for Member<M> {
+    fn clone(&self) -> Self {
+        Member {
+            shared: Arc::clone(&self.shared),
+            stop: Arc::clone(&self.stop),
+            driver: Arc::clone(&self.driver),
+            data_dir: Arc::clone(&self.data_dir),
+        }
+    }
+}
+
+impl<M: StateMachine> std::fmt::Debug for Member<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("data_dir", &self.data_dir)
+            .field("status", &*self.shared.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: StateMachine> Member<M> {
+    /// Opens the data dir (see [`Disk`]: the snapshot is restored into `machine`, the log after
+    /// it is handed to the core unapplied), and starts looking for a leader over `transport`.
+    /// Must be called within a tokio runtime.
+    pub fn open<T: Transport>(
+        config: MemberConfig,
+        mut machine: M,
+        transport: T,
+    ) -> Result<Member<M>, EngineError> {
+        let (disk, durable) = Disk::open(&config.data_dir, &mut machine)?;
+        let snapshot_zxid = durable.snapshot_zxid;
+        tracing::info!(
+            dir = %config.data_dir.display(),
+            id = config.zab.id.0,
+            snapshot = %snapshot_zxid,
+            logged = durable.log.len(),
+            accepted_epoch = durable.accepted_epoch.0,
+            current_epoch = durable.current_epoch.0,
+            "member opened"
+        );
+        let replica = Replica::new(config.zab.clone(), durable, Duration::ZERO)?;
+        let status = MemberStatus {
+            role: replica.role(),
+            epoch: replica.current_epoch(),
+            serving: false,
+            stopped: false,
+        };
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                replica,
+                waiters: BTreeMap::new(),
+                stopped: None,
+            }),
+            wake: Notify::new(),
+            status: watch::Sender::new(status),
+            applied: watch::Sender::new(snapshot_zxid),
+            disk_sent: AtomicU64::new(0),
+            disk_done: AtomicU64::new(0),
+            apply_sent: AtomicU64::new(0),
+            apply_done: AtomicU64::new(0),
+        });
+        let dir = config.data_dir.clone();
+        let disk = Arc::new(Mutex::new(disk));
+        let (notice_tx, notices) = tmpsc::unbounded_channel();
+        let (disk_tx, disk_rx) = mpsc::channel();
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let (snapshot_tx, snapshot_rx) = mpsc::channel::<SnapshotJob<M::Snapshot>>();
+
+        let snapshot_thread = {
+            let (disk, notices, dir) = (Arc::clone(&disk), notice_tx.clone(), dir.clone());
+            spawn("coord-snapshot", &dir.clone(), move || {
+                snapshot_loop(snapshot_rx, &dir, &disk, &notices)
+            })?
+        };
+        let apply_thread = {
+            let shared = Arc::clone(&shared);
+            let every = config.snapshot_every_txns;
+            spawn("coord-apply", &dir, move || {
+                apply_loop(
+                    machine,
+                    apply_rx,
+                    snapshot_tx,
+                    &shared,
+                    every,
+                    snapshot_zxid,
+                )
+            })?
+        };
+        let disk_thread = {
+            let (disk, notices) = (Arc::clone(&disk), notice_tx);
+            spawn("coord-disk", &dir, move || {
+                disk_loop(disk_rx, &disk, &notices)
+            })?
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let driver = Driver {
+            shared: Arc::clone(&shared),
+            transport,
+            notices,
+            disk_tx,
+            apply_tx,
+            generation: 0,
+            tick: config.zab.tick,
+            started: Instant::now(),
+            threads: vec![disk_thread, apply_thread, snapshot_thread],
+        };
+        let driver = tokio::spawn(driver.run(stop_rx));
+        Ok(Member {
+            shared,
+            stop: Arc::new(stop),
+            driver: Arc::new(Mutex::new(Some(driver))),
+            data_dir: Arc::new(config.data_dir),
+        })
+    }
+
+    /// On an established leader: assigns the next zxid and lets `build` produce the txn for
+    /// it, atomically with respect to other proposals (proposal order = zxid order = the order
+    /// `build` ran). If `build` fails, no zxid is consumed and its error is returned. The
+    /// proposal resolves once a quorum has the txn durable and it is applied here, with the
+    /// machine's output.
+    ///
+    /// It resolves to [`EngineError::NotLeader`] on a member that is not an established
+    /// leader, and to [`EngineError::LeadershipLost`] if this member stops leading before the
+    /// txn is applied: then the txn may or may not commit under the next leader.
+    ///
+    /// `build` runs under the core's lock: keep it short and never call back into the member.
+    pub fn propose<E>(
+        &self,
+        build: impl FnOnce(Zxid) -> Result<Vec<u8>, E>,
+    ) -> Result<Proposal<M::Output>, E> {
+        let mut core = self.shared.core.lock();
+        if let Some(reason) = &core.stopped {
+            return Ok(Proposal::resolved(Err(EngineError::Failed {
+                reason: reason.clone(),
+            })));
+        }
+        if core.waiters.len() >= PROPOSALS_PENDING_MAX {
+            return Ok(Proposal::resolved(Err(EngineError::Overloaded {
+                pending: core.waiters.len(),
+            })));
+        }
+        let zxid = match core.replica.next_zxid() {
+            Ok(zxid) => zxid,
+            Err(err) => {
+                drop(core);
+                // Stepping down on an exhausted epoch yields actions.
+                self.shared.wake.notify_one();
+                return Ok(Proposal::resolved(Err(propose_error(err))));
+            }
+        };
+        let txn = build(zxid)?;
+        if txn.len() > RECORD_PAYLOAD_MAX {
+            return Ok(Proposal::resolved(Err(EngineError::TxnTooLarge {
+                len: txn.len(),
+                max: RECORD_PAYLOAD_MAX,
+            })));
+        }
+        let proposed = core.replica.handle_propose(Bytes::from(txn));
+        let reply = match proposed {
+            Ok(proposed) => {
+                assert_eq!(
+                    proposed, zxid,
+                    "the core assigned another zxid than it offered"
+                );
+                let (tx, rx) = oneshot::channel();
+                core.waiters.insert(zxid, tx);
+                Ok(rx)
+            }
+            Err(err) => Err(propose_error(err)),
+        };
+        drop(core);
+        self.shared.wake.notify_one();
+        Ok(match reply {
+            Ok(rx) => Proposal { rx },
+            Err(err) => Proposal::resolved(Err(err)),
+        })
+    }
+
+    /// Where this member stands now.
+    pub fn status(&self) -> MemberStatus {
+        *self.shared.status.borrow()
+    }
+
+    /// Changes of [`Member::status`].
+    pub fn watch_status(&self) -> watch::Receiver<MemberStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// The zxid of the last txn applied to the machine.
+    pub fn last_applied(&self) -> Zxid {
+        *self.shared.applied.borrow()
+    }
+
+    /// Resolves once every txn up to `zxid` is applied here (or the member stopped).
+    pub async fn applied(&self, zxid: Zxid) {
+        let mut applied = self.shared.applied.subscribe();
+        let _ = applied.wait_for(|last| *last >= zxid).await;
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Stops the member: its transport closes, what is queued for the disk is written, the
+    /// threads are joined and the data dir unlocked. Pending proposals fail. Idempotent.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let driver = self.driver.lock().take();
+        if let Some(driver) = driver {
+            if let Err(err) = driver.await {
+                tracing::error!(error = %err, "member driver task failed");
+            }
+        }
+    }
+}
+
+impl<M: StateMachine> Drop for Member<M> {
+    fn drop(&mut self) {
+        // The last handle gone: stop the driver (it cannot be awaited here).
+        if Arc::strong_count(&self.stop) == 1 {
+            let _ = self.stop.send(true);
+        }
+    }
+}
+
+fn propose_error(err: ProposeError) -> EngineError {
+    match err {
+        ProposeError::ZxidExhausted(epoch) => EngineError::ZxidExhausted(epoch),
+        _ => EngineError::NotLeader,
+    }
+}
+
+fn spawn(
+    name: &str,
+    dir: &Path,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, EngineError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(body)
+        .map_err(io_err(dir))
+}
+
+struct Driver<T: Transport, O> {
+    shared: Arc<Shared<O>>,
+    transport: T,
+    notices: tmpsc::UnboundedReceiver<Notice>,
+    disk_tx: mpsc::Sender<DiskJob>,
+    apply_tx: mpsc::Sender<ApplyJob<O>>,
+    /// Grows with every TRUNC and SNAP install: a durability notice for an append issued
+    /// before one of them says nothing about the log after it.
+    generation: u64,
+    tick: Duration,
+    started: Instant,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<T: Transport, O: Send + 'static> Driver<T, O> {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(self.tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let backlogged = self.backlogged();
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                notice = self.notices.recv() => match notice {
+                    Some(notice) => {
+                        if let Err(reason) = self.handle_notice(notice) {
+                            self.fail(reason);
+                            break;
+                        }
+                    }
+                    None => {
+                        self.fail("the disk thread is gone".to_string());
+                        break;
+                    }
+                },
+                _ = ticks.tick() => {
+                    let now = self.started.elapsed();
+                    self.shared.core.lock().replica.handle_tick(now);
+                }
+                event = self.transport.recv(), if !backlogged => match event {
+                    Some(event) => self.handle_event(event),
+                    None => {
+                        self.fail("the transport shut down".to_string());
+                        break;
+                    }
+                },
+                _ = self.shared.wake.notified() => {}
+            }
+            if let Err(reason) = self.run_actions().await {
+                self.fail(reason);
+                break;
+            }
+            self.publish_status();
+        }
+        self.finish().await;
+    }
+
+    fn backlogged(&self) -> bool {
+        let s = &self.shared;
+        let disk = s.disk_sent.load(Ordering::Acquire) - s.disk_done.load(Ordering::Acquire);
+        let apply = s.apply_sent.load(Ordering::Acquire) - s.apply_done.load(Ordering::Acquire);
+        disk > DISK_BACKLOG_TXNS_MAX || apply > APPLY_BACKLOG_TXNS_MAX
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Frame { from, frame, .. } => match Message::decode(&frame) {
+                Ok(message) => self
+                    .shared
+                    .core
+                    .lock()
+                    .replica
+                    .handle_message(from, message),
+                Err(err) => {
+                    // A peer that sends garbage gets its stream reset; the core re-syncs it.
+                    tracing::warn!(peer = from.0, error = %err, "malformed message from a peer");
+                    self.transport.reset(from, Stream::Replication);
+                }
+            },
+            Event::Reset {
+                peer,
+                stream: Stream::Replication,
+            } => self.shared.core.lock().replica.handle_link_reset(peer),
+            // Election notifications are repeated every tick: a gap needs nothing.
+            Event::Reset { .. } => {}
+        }
+    }
+
+    fn handle_notice(&mut self, notice: Notice) -> Result<(), String> {
+        let mut core = self.shared.core.lock();
+        match notice {
+            Notice::Persisted {
+                generation,
+                zxid,
+                txns,
+            } => {
+                self.shared.disk_done.fetch_add(txns, Ordering::AcqRel);
+                if generation == self.generation {
+                    core.replica.handle_persisted(zxid);
+                }
+            }
+            Notice::EpochPersisted(file, epoch) => core.replica.handle_epoch_persisted(file, epoch),
+            Notice::Compacted(zxid) => core.replica.handle_compacted(zxid),
+            Notice::Failed(reason) => return Err(reason),
+        }
+        Ok(())
+    }
+
+    /// Carries out the core's actions in order, until it yields none.
+    async fn run_actions(&mut self) -> Result<(), String> {
+        loop {
+            let actions: Vec<Action> = {
+                let mut core = self.shared.core.lock();
+                std::iter::from_fn(|| core.replica.poll_action()).collect()
+            };
+            if actions.is_empty() {
+                return Ok(());
+            }
+            for action in actions {
+                self.run_action(action).await?;
+            }
+        }
+    }
+
+    async fn run_action(&mut self, action: Action) -> Result<(), String> {
+        match action {
+            Action::Send { to, message } => self.send(to, &message),
+            Action::Disconnect { peer } => self.transport.reset(peer, Stream::Replication),
+            Action::PersistAcceptedEpoch(epoch) => {
+                self.to_disk(DiskJob::Epoch(EpochFile::Accepted, epoch))?
+            }
+            Action::PersistCurrentEpoch(epoch) => {
+                self.to_disk(DiskJob::Epoch(EpochFile::Current, epoch))?
+            }
+            Action::Append { zxid, txn } => {
+                self.shared.disk_sent.fetch_add(1, Ordering::AcqRel);
+                self.to_disk(DiskJob::Append {
+                    zxid,
+                    txn,
+                    generation: self.generation,
+                })?;
+            }
+            Action::Truncate { after } => {
+                self.generation += 1;
+                let (done, wait) = oneshot::channel();
+                self.to_disk(DiskJob::Truncate { to: after, done })?;
+                let durable_to = wait.await.map_err(|_| "the disk thread is gone")??;
+                // Appends up to the cut that were in flight are durable now; their notices
+                // belonged to the old generation.
+                let mut core = self.shared.core.lock();
+                if durable_to <= core.replica.last_appended() {
+                    core.replica.handle_persisted(durable_to);
+                }
+            }
+            Action::InstallSnapshot { zxid, data } => {
+                self.generation += 1;
+                let (disk_done, disk_wait) = oneshot::channel();
+                self.to_disk(DiskJob::Install {
+                    zxid,
+                    data: data.clone(),
+                    done: disk_done,
+                })?;
+                let (apply_done, apply_wait) = oneshot::channel();
+                self.to_apply(ApplyJob::Restore {
+                    zxid,
+                    data,
+                    done: apply_done,
+                })?;
+                disk_wait.await.map_err(|_| "the disk thread is gone")??;
+                apply_wait.await.map_err(|_| "the apply thread is gone")??;
+            }
+            Action::SendSnapshot { to, epoch, zxid } => {
+                let (done, wait) = oneshot::channel();
+                self.to_apply(ApplyJob::Serialize { zxid, done })?;
+                let data = wait.await.map_err(|_| "the apply thread is gone")??;
+                self.send(to, &Message::Snap { epoch, zxid, data });
+            }
+            Action::Commit { .. } => {}
+            Action::Apply { zxid, txn } => {
+                let waiter = self.shared.core.lock().waiters.remove(&zxid);
+                self.shared.apply_sent.fetch_add(1, Ordering::AcqRel);
+                self.to_apply(ApplyJob::Txn { zxid, txn, waiter })?;
+            }
+            Action::RoleChanged { role, epoch } => {
+                tracing::info!(?role, epoch = epoch.0, "member role changed");
+                // Proposals not applied by now may or may not commit under the next leader.
+                let waiters = std::mem::take(&mut self.shared.core.lock().waiters);
+                for (_, waiter) in waiters {
+                    let _ = waiter.send(Err(EngineError::LeadershipLost));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, to: PeerId, message: &Message) {
+        let mut frame = Vec::new();
+        message.encode(&mut frame);
+        if let Err(err) = self.transport.send(to, Stream::of(message), frame.into()) {
+            // A full queue resets the stream and the core re-syncs on the reset; a peer that
+            // is unreachable is retried by the transport and by the core's ticks.
+            tracing::debug!(peer = to.0, error = %err, "send to a peer failed");
+        }
+    }
+
+    fn to_disk(&self, job: DiskJob) -> Result<(), String> {
+        self.disk_tx
+            .send(job)
+            .map_err(|_| "the disk thread is gone".to_string())
+    }
+
+    fn to_apply(&self, job: ApplyJob<O>) -> Result<(), String> {
+        self.apply_tx
+            .send(job)
+            .map_err(|_| "the apply thread is gone".to_string())
+    }
+
+    fn publish_status(&self) {
+        let status = {
+            let core = self.shared.core.lock();
+            MemberStatus {
+                role: core.replica.role(),
+                epoch: core.replica.current_epoch(),
+                serving: core.replica.is_serving() && core.stopped.is_none(),
+                stopped: core.stopped.is_some(),
+            }
+        };
+        self.shared.status.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+    }
+
+    /// Stops for good: no more proposals, the pending ones fail.
+    fn fail(&self, reason: String) {
+        tracing::error!(%reason, "member stops");
+        let waiters = {
+            let mut core = self.shared.core.lock();
+            core.stopped.get_or_insert(reason.clone());
+            std::mem::take(&mut core.waiters)
+        };
+        for (_, waiter) in waiters {
+            let _ = waiter.send(Err(EngineError::Failed {
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    async fn finish(mut self) {
+        {
+            let mut core = self.shared.core.lock();
+            core.stopped.get_or_insert_with(|| "shut down".to_string());
+            for (_, waiter) in std::mem::take(&mut core.waiters) {
+                let _ = waiter.send(Err(EngineError::ShutDown));
+            }
+        }
+        self.publish_status();
+        let _ = self.disk_tx.send(DiskJob::Stop);
+        let _ = self.apply_tx.send(ApplyJob::Stop);
+        let threads = std::mem::take(&mut self.threads);
+        // Dropping the senders ends the snapshot thread once the apply thread is gone.
+        drop(self);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("member thread panicked");
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::error!("joining the member's threads failed");
+        }
+    }
+}
+
+fn disk_loop(
+    jobs: mpsc::Receiver<DiskJob>,
+    disk: &Mutex<Disk>,
+    notices: &tmpsc::UnboundedSender<Notice>,
+) {
+    let mut queue: VecDeque<DiskJob> = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match jobs.recv() {
+                Ok(job) => queue.push_back(job),
+                Err(_) => return,
+            }
+        }
+        queue.extend(jobs.try_iter());
+        let Some(job) = queue.pop_front() else {
+            continue;
+        };
+        let result = match job {
+            DiskJob::Append {
+                zxid,
+                txn,
+                generation,
+            } => {
+                // A group commit: this append and every append queued right behind it of the
+                // same generation, within the batch bounds.
+                let mut batch = vec![(zxid, txn)];
+                let mut bytes = batch[0].1.len();
+                while let Some(DiskJob::Append {
+                    txn, generation: g, ..
+                }) = queue.front()
+                {
+                    if *g != generation
+                        || batch.len() >= BATCH_TXNS_MAX
+                        || bytes + txn.len() > BATCH_BYTES_MAX
+                    {
+                        break;
+                    }
+                    bytes += txn.len();
+                    if let Some(DiskJob::Append { zxid, txn, .. }) = queue.pop_front() {
+                        batch.push((zxid, txn));
+                    }
+                }
+                let records: Vec<(Zxid, &[u8])> =
+                    batch.iter().map(|(zxid, txn)| (*zxid, &txn[..])).collect();
+                let last = records.last().map_or(zxid, |(zxid, _)| *zxid);
+                disk.lock().append(&records).map(|()| Notice::Persisted {
+                    generation,
+                    zxid: last,
+                    txns: batch.len() as u64,
+                })
+            }
+            DiskJob::Epoch(file, epoch) => disk
+                .lock()
+                .write_epoch(file, epoch)
+                .map(|()| Notice::EpochPersisted(file, epoch)),
+            DiskJob::Truncate { to, done } => {
+                let result = disk.lock().truncate_after(to).map_err(|e| e.to_string());
+                let failed = result.as_ref().err().cloned();
+                let _ = done.send(result);
+                match failed {
+                    Some(reason) => Ok(Notice::Failed(reason)),
+                    None => continue,
+                }
+            }
+            DiskJob::Install { zxid, data, done } => {
+                let result = disk
+                    .lock()
+                    .install_snapshot(zxid, data)
+                    .map_err(|e| e.to_string());
+                let failed = result.as_ref().err().cloned();
+                let _ = done.send(result);
+                match failed {
+                    Some(reason) => Ok(Notice::Failed(reason)),
+                    None => continue,
+                }
+            }
+            DiskJob::Stop => return,
+        };
+        let notice = result.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "member disk write failed");
+            Notice::Failed(err.to_string())
+        });
+        let failed = matches!(notice, Notice::Failed(_));
+        if notices.send(notice).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn apply_loop<M: StateMachine>(
+    mut machine: M,
+    jobs: mpsc::Receiver<ApplyJob<M::Output>>,
+    snapshots: mpsc::Sender<SnapshotJob<M::Snapshot>>,
+    shared: &Shared<M::Output>,
+    snapshot_every_txns: u64,
+    mut last_applied: Zxid,
+) {
+    let mut since_snapshot: u64 = 0;
+    while let Ok(job) = jobs.recv() {
+        match job {
+            ApplyJob::Txn { zxid, txn, waiter } => {
+                assert!(
+                    zxid > last_applied,
+                    "apply out of order: zxid {zxid} after {last_applied}"
+                );
+                let output = machine.apply(zxid, &txn);
+                last_applied = zxid;
+                shared.apply_done.fetch_add(1, Ordering::AcqRel);
+                shared.applied.send_replace(zxid);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(Ok((zxid, output)));
+                }
+                since_snapshot += 1;
+                if snapshot_every_txns > 0 && since_snapshot >= snapshot_every_txns {
+                    since_snapshot = 0;
+                    let job = SnapshotJob {
+                        zxid,
+                        snapshot: machine.snapshot(),
+                    };
+                    let _ = snapshots.send(job);
+                }
+            }
+            ApplyJob::Serialize { zxid, done } => {
+                let result = if zxid == last_applied {
+                    let mut data = Vec::new();
+                    machine
+                        .snapshot()
+                        .write_to(&mut data)
+                        .map(|()| Bytes::from(data))
+                        .map_err(|err| format!("serializing a snapshot: {err}"))
+                } else {
+                    Err(format!(
+                        "asked for a snapshot at {zxid}, but {last_applied} is applied"
+                    ))
+                };
+                let _ = done.send(result);
+            }
+            ApplyJob::Restore { zxid, data, done } => {
+                let result = machine
+                    .restore(&mut &data[..])
+                    .map_err(|err| format!("restoring the leader's snapshot at {zxid}: {err}"));
+                if result.is_ok() {
+                    last_applied = zxid;
+                    since_snapshot = 0;
+                    shared.applied.send_replace(zxid);
+                }
+                let _ = done.send(result);
+            }
+            ApplyJob::Stop => return,
+        }
+    }
+}
+
+fn snapshot_loop<S: Snapshot>(
+    jobs: mpsc::Receiver<SnapshotJob<S>>,
+    dir: &Path,
+    disk: &Mutex<Disk>,
+    notices: &tmpsc::UnboundedSender<Notice>,
+) {
+    while let Ok(job) = jobs.recv() {
+        let written = crate::snapshot::write(dir, job.zxid, &job.snapshot)
+            .map_err(EngineError::from)
+            .and_then(|_| disk.lock().drop_covered());
+        match written {
+            Ok(()) => {
+                tracing::info!(zxid = %job.zxid, "snapshot written");
+                let _ = notices.send(Notice::Compacted(job.zxid));
+            }
+            // The log still holds everything: a failed snapshot costs disk, not data.
+            Err(err) => tracing::error!(zxid = %job.zxid, error = %err, "snapshot failed"),
+        }
+    }
+}
