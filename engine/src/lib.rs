@@ -59,8 +59,9 @@ mod zxid;
 pub use bytes::Bytes;
 pub use machine::{RestoreError, Snapshot, StateMachine};
 pub use runtime::{
-    Engine, EngineConfig, EngineError, EngineStats, EpochError, Member, MemberConfig, MemberStatus,
-    Proposal, APPLY_BACKLOG_TXNS_MAX, BATCH_BYTES_MAX, BATCH_TXNS_MAX, DISK_BACKLOG_TXNS_MAX,
+    Engine, EngineConfig, EngineError, EngineStats, EpochError, Forward, ForwardReply, Forwarded,
+    Member, MemberConfig, MemberStatus, Proposal, APPLY_BACKLOG_TXNS_MAX, BATCH_BYTES_MAX,
+    BATCH_TXNS_MAX, DISK_BACKLOG_TXNS_MAX, FORWARDED_QUEUE_MAX, FORWARDS_PENDING_MAX,
     PROPOSALS_PENDING_MAX, SNAPSHOTS_RETAINED, SNAPSHOT_EVERY_TXNS_DEFAULT,
 };
 pub use zxid::{Epoch, Zxid};

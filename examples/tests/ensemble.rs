@@ -9,8 +9,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use coord_engine::zab::{Config, PeerId, Role};
-use coord_engine::{EngineError, Member, MemberConfig};
+use coord_engine::{EngineError, ForwardReply, Member, MemberConfig};
 use coord_examples::{add_txn, Counters};
 use coord_transport::{TcpConfig, TcpTransport};
 use tokio::time::Instant;
@@ -79,6 +80,7 @@ impl Ensemble {
         };
         let counters = Counters::default();
         let member = Member::open(config, counters.clone(), transport).unwrap();
+        tokio::spawn(decide_forwarded(member.clone()));
         self.members.insert(id, (member, counters));
     }
 
@@ -145,6 +147,28 @@ impl Ensemble {
         for id in ids {
             self.stop(id).await;
         }
+    }
+}
+
+/// The application's part on the leader: a forwarded request is `name delta`; a valid one is
+/// proposed, an invalid one answered with an error.
+async fn decide_forwarded(member: Member<Counters>) {
+    let mut requests = member.take_forwarded().unwrap();
+    while let Some(forwarded) = requests.recv().await {
+        let text = String::from_utf8_lossy(&forwarded.request).into_owned();
+        let parsed = text
+            .split_once(' ')
+            .and_then(|(name, delta)| Some((name.to_owned(), delta.parse::<i64>().ok()?)));
+        let Some((name, delta)) = parsed else {
+            member.answer_forwarded(forwarded, Bytes::from_static(b"malformed"));
+            continue;
+        };
+        let txn = add_txn(&name, delta);
+        if txn.is_err() {
+            member.answer_forwarded(forwarded, Bytes::from_static(b"bad name"));
+            continue;
+        }
+        let _ = member.propose_forwarded(forwarded, |_| txn);
     }
 }
 
@@ -247,6 +271,53 @@ async fn a_member_far_behind_is_brought_back_by_a_snapshot() {
     ensemble.open(behind).await;
     let value = ensemble.add("c0", 1).await;
     expected.insert("c0".to_string(), value);
+    ensemble.converged(&expected).await;
+    ensemble.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_writes_and_read_them_back_at_once() {
+    let ensemble = Ensemble::start(3, 0).await;
+    let leader = ensemble.leader().await;
+    let follower = *ensemble.members.keys().find(|id| **id != leader).unwrap();
+    let (member, counters) = &ensemble.members[&follower];
+    for i in 1..=20 {
+        let reply = member
+            .forward(Bytes::from(format!("hits {i}")))
+            .await
+            .unwrap();
+        let ForwardReply::Applied { output, .. } = reply else {
+            panic!("{reply:?}");
+        };
+        // The output is the follower's own: its state already reflects the write.
+        assert_eq!(output, Ok((1..=i).sum::<i64>()));
+        assert_eq!(counters.get("hits"), (1..=i).sum::<i64>());
+    }
+    let refused = member
+        .forward(Bytes::from_static(b"no!pe 1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        ForwardReply::Answered(Bytes::from_static(b"bad name"))
+    );
+
+    // The leader may forward to itself: the same path, decided locally.
+    let (member, counters) = &ensemble.members[&leader];
+    let reply = member.forward(Bytes::from_static(b"hits 1")).await.unwrap();
+    assert!(
+        matches!(
+            reply,
+            ForwardReply::Applied {
+                output: Ok(211),
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(counters.get("hits"), 211);
+    let mut expected = BTreeMap::new();
+    expected.insert("hits".to_string(), 211);
     ensemble.converged(&expected).await;
     ensemble.shutdown().await;
 }

@@ -20,6 +20,15 @@
 //! - **The snapshot thread** (`coord-snapshot`) writes this member's own snapshots every
 //!   `snapshot_every_txns` applied txns, then tells the core it may forget the txns they cover.
 //!
+//! # Forwarding
+//!
+//! A learner sends a request it cannot decide to the leader with [`Member::forward`]. The
+//! leader's application takes it from [`Member::take_forwarded`] and either proposes a txn for
+//! it ([`Member::propose_forwarded`]) or answers it ([`Member::answer_forwarded`]). A proposed
+//! request resolves at the learner once the learner has applied that txn itself, with the
+//! output of its own machine: it then reflects the write, as its clients expect. See
+//! `forward.rs` for why the learner cannot miss its txn.
+//!
 //! # Bounds
 //!
 //! The driver stops reading from the transport while more than [`DISK_BACKLOG_TXNS_MAX`] txns
@@ -27,10 +36,13 @@
 //! back on the leader, whose send queue for this member fills and resets the stream (the member
 //! re-syncs). A leader refuses proposals past [`PROPOSALS_PENDING_MAX`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,6 +52,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use super::disk::Disk;
+use super::forward::{Forwarding, Refusal, FIRST_TAG};
 use super::{io_err, EngineError, Proposal, Waiter, BATCH_BYTES_MAX, BATCH_TXNS_MAX};
 use crate::log::RECORD_PAYLOAD_MAX;
 use crate::transport::{Event, Stream, Transport};
@@ -52,6 +65,12 @@ pub const DISK_BACKLOG_TXNS_MAX: u64 = 100_000;
 pub const APPLY_BACKLOG_TXNS_MAX: u64 = 100_000;
 /// Proposals a leader holds that are not yet applied; past it [`Member::propose`] refuses.
 pub const PROPOSALS_PENDING_MAX: usize = 100_000;
+/// Requests this member forwarded that its leader has not decided yet; past it
+/// [`Member::forward`] refuses.
+pub const FORWARDS_PENDING_MAX: usize = 100_000;
+/// Forwarded requests a leader queues for its application; past it they are refused
+/// ([`EngineError::Overloaded`] at the learner).
+pub const FORWARDED_QUEUE_MAX: usize = 10_000;
 
 /// How to open a [`Member`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +94,79 @@ pub struct MemberStatus {
     pub serving: bool,
     /// Set once the member stopped for good (a disk failure, or shut down).
     pub stopped: bool,
+}
+
+/// How a forwarded request was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardReply<T> {
+    /// The leader proposed a txn for it; it committed and this member applied it.
+    Applied { zxid: Zxid, output: T },
+    /// The leader answered without a txn.
+    Answered(Bytes),
+}
+
+type ForwardWaiter<T> = oneshot::Sender<Result<ForwardReply<T>, EngineError>>;
+
+/// A forwarded request on its way: resolves to how the leader decided it.
+#[derive(Debug)]
+pub struct Forward<T> {
+    rx: oneshot::Receiver<Result<ForwardReply<T>, EngineError>>,
+}
+
+impl<T> Forward<T> {
+    fn resolved(reply: Result<ForwardReply<T>, EngineError>) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(reply);
+        Forward { rx }
+    }
+}
+
+impl<T> Future for Forward<T> {
+    type Output = Result<ForwardReply<T>, EngineError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|reply| reply.unwrap_or(Err(EngineError::ShutDown)))
+    }
+}
+
+/// A request a member forwarded to this leader, for the application to decide with
+/// [`Member::propose_forwarded`] or [`Member::answer_forwarded`]. One dropped undecided leaves
+/// its sender waiting until the leadership changes.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The member it came from, as the transport identified it (this member for a request
+    /// forwarded by itself).
+    pub origin: PeerId,
+    pub request: Bytes,
+    id: u64,
+}
+
+/// Who waits for a txn to be applied here.
+enum Pending<T> {
+    /// A proposal made on this member.
+    Proposal(Waiter<T>),
+    /// A request this member forwarded, which the leader proposed.
+    Forward(ForwardWaiter<T>),
+}
+
+impl<T> Pending<T> {
+    fn resolve(self, zxid: Zxid, output: T) {
+        let _ = match self {
+            Pending::Proposal(waiter) => waiter.send(Ok((zxid, output))).map_err(drop),
+            Pending::Forward(waiter) => waiter
+                .send(Ok(ForwardReply::Applied { zxid, output }))
+                .map_err(drop),
+        };
+    }
+
+    fn fail(self, err: EngineError) {
+        let _ = match self {
+            Pending::Proposal(waiter) => waiter.send(Err(err)).map_err(drop),
+            Pending::Forward(waiter) => waiter.send(Err(err)).map_err(drop),
+        };
+    }
 }
 
 /// What the disk and snapshot threads tell the driver.
@@ -112,7 +204,7 @@ enum ApplyJob<T> {
     Txn {
         zxid: Zxid,
         txn: Bytes,
-        waiter: Option<Waiter<T>>,
+        waiter: Option<Pending<T>>,
     },
     /// Serialize the machine (at exactly what was applied before this job).
     Serialize {
@@ -135,9 +227,32 @@ struct SnapshotJob<S> {
 /// What proposers and the driver share under one lock.
 struct Core<T> {
     replica: Replica,
-    /// Proposals made here, by zxid, until applied or abandoned.
-    waiters: BTreeMap<Zxid, Waiter<T>>,
+    /// Who waits for which txn to be applied here, until it is or the leadership changes.
+    waiters: BTreeMap<Zxid, Pending<T>>,
+    /// Requests forwarded to the leader and not yet decided, by request id.
+    forwards: HashMap<u64, ForwardWaiter<T>>,
+    next_forward_id: u64,
+    /// The runtime's own messages, sent before the core's next actions: a `Proposed` goes out
+    /// ahead of the proposal it announces.
+    sends: VecDeque<(PeerId, Forwarding)>,
     stopped: Option<String>,
+}
+
+impl<T> Core<T> {
+    /// Fails everything waiting: on a role change, the outcome of what was not applied is
+    /// unknown (it may still commit under the next leader).
+    fn fail_waiters(&mut self, err: impl Fn() -> EngineError) {
+        for (_, pending) in std::mem::take(&mut self.waiters) {
+            pending.fail(err());
+        }
+        for (_, waiter) in self.forwards.drain() {
+            let _ = waiter.send(Err(err()));
+        }
+    }
+
+    fn leads(&self) -> bool {
+        self.replica.role() == Role::Leading && self.replica.is_serving()
+    }
 }
 
 struct Shared<T> {
@@ -158,6 +273,7 @@ struct Shared<T> {
 /// applies. Clone it freely; [`Member::shutdown`] stops it.
 pub struct Member<M: StateMachine> {
     shared: Arc<Shared<M::Output>>,
+    forwarded: Arc<ForwardQueue>,
     stop: Arc<watch::Sender<bool>>,
     driver: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     data_dir: Arc<PathBuf>,
@@ -167,6 +283,7 @@ impl<M: StateMachine> Clone for Member<M> {
     fn clone(&self) -> Self {
         Member {
             shared: Arc::clone(&self.shared),
+            forwarded: Arc::clone(&self.forwarded),
             stop: Arc::clone(&self.stop),
             driver: Arc::clone(&self.driver),
             data_dir: Arc::clone(&self.data_dir),
@@ -214,6 +331,9 @@ impl<M: StateMachine> Member<M> {
             core: Mutex::new(Core {
                 replica,
                 waiters: BTreeMap::new(),
+                forwards: HashMap::new(),
+                next_forward_id: 1,
+                sends: VecDeque::new(),
                 stopped: None,
             }),
             wake: Notify::new(),
@@ -258,7 +378,10 @@ impl<M: StateMachine> Member<M> {
             })?
         };
         let (stop, stop_rx) = watch::channel(false);
+        let (forwarded_tx, forwarded_rx) = tmpsc::channel(FORWARDED_QUEUE_MAX);
         let driver = Driver {
+            forwarded: forwarded_tx.clone(),
+            applied_issued: snapshot_zxid,
             shared: Arc::clone(&shared),
             transport,
             notices,
@@ -272,6 +395,10 @@ impl<M: StateMachine> Member<M> {
         let driver = tokio::spawn(driver.run(stop_rx));
         Ok(Member {
             shared,
+            forwarded: Arc::new(ForwardQueue {
+                tx: forwarded_tx,
+                rx: Mutex::new(Some(forwarded_rx)),
+            }),
             stop: Arc::new(stop),
             driver: Arc::new(Mutex::new(Some(driver))),
             data_dir: Arc::new(config.data_dir),
@@ -328,7 +455,7 @@ impl<M: StateMachine> Member<M> {
                     "the core assigned another zxid than it offered"
                 );
                 let (tx, rx) = oneshot::channel();
-                core.waiters.insert(zxid, tx);
+                core.waiters.insert(zxid, Pending::Proposal(tx));
                 Ok(rx)
             }
             Err(err) => Err(propose_error(err)),
@@ -339,6 +466,140 @@ impl<M: StateMachine> Member<M> {
             Ok(rx) => Proposal { rx },
             Err(err) => Proposal::resolved(Err(err)),
         })
+    }
+
+    /// Sends `request` to the leader for its application to decide (see the module docs).
+    /// On the leader itself the request goes to its own [`Member::take_forwarded`] queue.
+    /// Resolves to [`EngineError::NotServing`] on a member that is not synced with a leader,
+    /// and to [`EngineError::LeadershipLost`] if the leader changes before it is decided and
+    /// applied here: then it may or may not have taken effect.
+    pub fn forward(&self, request: Bytes) -> Forward<M::Output> {
+        let mut core = self.shared.core.lock();
+        if let Some(reason) = &core.stopped {
+            return Forward::resolved(Err(EngineError::Failed {
+                reason: reason.clone(),
+            }));
+        }
+        if core.forwards.len() >= FORWARDS_PENDING_MAX {
+            return Forward::resolved(Err(EngineError::Overloaded {
+                pending: core.forwards.len(),
+            }));
+        }
+        let leader = match core.replica.role() {
+            _ if !core.replica.is_serving() => None,
+            Role::Following { leader } | Role::Observing { leader } => Some(leader),
+            Role::Leading => Some(core.replica.id()),
+            Role::Looking => None,
+        };
+        let Some(leader) = leader else {
+            return Forward::resolved(Err(EngineError::NotServing));
+        };
+        let id = core.next_forward_id;
+        core.next_forward_id += 1;
+        let (tx, rx) = oneshot::channel();
+        if leader == core.replica.id() {
+            let forwarded = Forwarded {
+                origin: leader,
+                request,
+                id,
+            };
+            if self.forwarded.tx.try_send(forwarded).is_err() {
+                return Forward::resolved(Err(EngineError::Overloaded {
+                    pending: FORWARDED_QUEUE_MAX,
+                }));
+            }
+        } else {
+            core.sends
+                .push_back((leader, Forwarding::Request { id, body: request }));
+        }
+        core.forwards.insert(id, tx);
+        drop(core);
+        self.shared.wake.notify_one();
+        Forward { rx }
+    }
+
+    /// The requests forwarded to this member while it leads. There is one queue per member:
+    /// the first call takes it, later ones get `None`. A member whose application never takes
+    /// it refuses forwarded requests once [`FORWARDED_QUEUE_MAX`] wait.
+    pub fn take_forwarded(&self) -> Option<tmpsc::Receiver<Forwarded>> {
+        self.forwarded.rx.lock().take()
+    }
+
+    /// Proposes a txn for a forwarded request, as [`Member::propose`] does; the member that
+    /// forwarded it is told the zxid ahead of the proposal and resolves its [`Forward`] with
+    /// its own machine's output once it applied the txn. Returns the zxid, or why nothing was
+    /// proposed (the request is then answered with that error).
+    pub fn propose_forwarded<E>(
+        &self,
+        forwarded: Forwarded,
+        build: impl FnOnce(Zxid) -> Result<Vec<u8>, E>,
+    ) -> Result<Result<Zxid, EngineError>, E> {
+        let mut core = self.shared.core.lock();
+        let zxid = match core.replica.next_zxid() {
+            Ok(zxid) => zxid,
+            Err(err) => {
+                refuse(&mut core, forwarded, Refusal::NotLeader);
+                drop(core);
+                self.shared.wake.notify_one();
+                return Ok(Err(propose_error(err)));
+            }
+        };
+        let txn = match build(zxid) {
+            Ok(txn) => txn,
+            Err(err) => {
+                // The application answers a request it refuses; nothing is sent here.
+                return Err(err);
+            }
+        };
+        if txn.len() > RECORD_PAYLOAD_MAX {
+            return Ok(Err(EngineError::TxnTooLarge {
+                len: txn.len(),
+                max: RECORD_PAYLOAD_MAX,
+            }));
+        }
+        let Forwarded { origin, id, .. } = forwarded;
+        // Announced first: the core's proposal goes out after the runtime's sends.
+        if origin != core.replica.id() {
+            core.sends
+                .push_back((origin, Forwarding::Proposed { id, zxid }));
+        }
+        let result = core.replica.handle_propose(Bytes::from(txn));
+        match result {
+            Ok(proposed) => {
+                assert_eq!(
+                    proposed, zxid,
+                    "the core assigned another zxid than it offered"
+                );
+                if origin == core.replica.id() {
+                    if let Some(waiter) = core.forwards.remove(&id) {
+                        core.waiters.insert(zxid, Pending::Forward(waiter));
+                    }
+                }
+            }
+            Err(_) => {
+                // `next_zxid` just succeeded under this lock, so the core cannot refuse.
+                unreachable!("the core refused a zxid it offered");
+            }
+        }
+        drop(core);
+        self.shared.wake.notify_one();
+        Ok(Ok(zxid))
+    }
+
+    /// Answers a forwarded request without a txn.
+    pub fn answer_forwarded(&self, forwarded: Forwarded, reply: Bytes) {
+        let mut core = self.shared.core.lock();
+        let Forwarded { origin, id, .. } = forwarded;
+        if origin == core.replica.id() {
+            if let Some(waiter) = core.forwards.remove(&id) {
+                let _ = waiter.send(Ok(ForwardReply::Answered(reply)));
+            }
+            return;
+        }
+        core.sends
+            .push_back((origin, Forwarding::Answered { id, body: reply }));
+        drop(core);
+        self.shared.wake.notify_one();
     }
 
     /// Where this member stands now.
@@ -388,6 +649,35 @@ impl<M: StateMachine> Drop for Member<M> {
     }
 }
 
+/// The queue of forwarded requests: the driver's sender (kept here for requests a leader
+/// forwards to itself) and the receiver until the application takes it.
+struct ForwardQueue {
+    tx: tmpsc::Sender<Forwarded>,
+    rx: Mutex<Option<tmpsc::Receiver<Forwarded>>>,
+}
+
+/// Refuses a forwarded request: at its origin, or here for one of this member's own.
+fn refuse<T>(core: &mut Core<T>, forwarded: Forwarded, refusal: Refusal) {
+    let Forwarded { origin, id, .. } = forwarded;
+    if origin == core.replica.id() {
+        if let Some(waiter) = core.forwards.remove(&id) {
+            let _ = waiter.send(Err(refusal_error(refusal)));
+        }
+    } else {
+        core.sends
+            .push_back((origin, Forwarding::Refused { id, refusal }));
+    }
+}
+
+fn refusal_error(refusal: Refusal) -> EngineError {
+    match refusal {
+        Refusal::NotLeader => EngineError::LeadershipLost,
+        Refusal::Overloaded => EngineError::Overloaded {
+            pending: FORWARDED_QUEUE_MAX,
+        },
+    }
+}
+
 fn propose_error(err: ProposeError) -> EngineError {
     match err {
         ProposeError::ZxidExhausted(epoch) => EngineError::ZxidExhausted(epoch),
@@ -408,6 +698,9 @@ fn spawn(
 
 struct Driver<T: Transport, O> {
     shared: Arc<Shared<O>>,
+    forwarded: tmpsc::Sender<Forwarded>,
+    /// The last txn handed to the apply thread.
+    applied_issued: Zxid,
     transport: T,
     notices: tmpsc::UnboundedReceiver<Notice>,
     disk_tx: mpsc::Sender<DiskJob>,
@@ -472,6 +765,15 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
 
     fn handle_event(&mut self, event: Event) {
         match event {
+            Event::Frame { from, frame, .. } if frame.first().is_some_and(|t| *t >= FIRST_TAG) => {
+                match Forwarding::decode(&frame) {
+                    Ok(message) => self.handle_forwarding(from, message),
+                    Err(err) => {
+                        tracing::warn!(peer = from.0, error = %err, "malformed message from a peer");
+                        self.transport.reset(from, Stream::Replication);
+                    }
+                }
+            }
             Event::Frame { from, frame, .. } => match Message::decode(&frame) {
                 Ok(message) => self
                     .shared
@@ -491,6 +793,55 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             } => self.shared.core.lock().replica.handle_link_reset(peer),
             // Election notifications are repeated every tick: a gap needs nothing.
             Event::Reset { .. } => {}
+        }
+    }
+
+    fn handle_forwarding(&mut self, from: PeerId, message: Forwarding) {
+        let mut core = self.shared.core.lock();
+        let from_leader = matches!(
+            core.replica.role(),
+            Role::Following { leader } | Role::Observing { leader } if leader == from
+        );
+        match message {
+            Forwarding::Request { id, body } => {
+                let forwarded = Forwarded {
+                    origin: from,
+                    request: body,
+                    id,
+                };
+                if !core.leads() {
+                    refuse(&mut core, forwarded, Refusal::NotLeader);
+                } else if let Err(err) = self.forwarded.try_send(forwarded) {
+                    let forwarded = match err {
+                        tmpsc::error::TrySendError::Full(f)
+                        | tmpsc::error::TrySendError::Closed(f) => f,
+                    };
+                    refuse(&mut core, forwarded, Refusal::Overloaded);
+                }
+            }
+            // Only the leader this member follows decides its requests.
+            _ if !from_leader => {}
+            Forwarding::Proposed { id, zxid } => {
+                let Some(waiter) = core.forwards.remove(&id) else {
+                    return;
+                };
+                if zxid <= self.applied_issued {
+                    // Cannot happen on a FIFO stream; if it did, the output is gone.
+                    let _ = waiter.send(Err(EngineError::LeadershipLost));
+                } else {
+                    core.waiters.insert(zxid, Pending::Forward(waiter));
+                }
+            }
+            Forwarding::Answered { id, body } => {
+                if let Some(waiter) = core.forwards.remove(&id) {
+                    let _ = waiter.send(Ok(ForwardReply::Answered(body)));
+                }
+            }
+            Forwarding::Refused { id, refusal } => {
+                if let Some(waiter) = core.forwards.remove(&id) {
+                    let _ = waiter.send(Err(refusal_error(refusal)));
+                }
+            }
         }
     }
 
@@ -517,12 +868,22 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     /// Carries out the core's actions in order, until it yields none.
     async fn run_actions(&mut self) -> Result<(), String> {
         loop {
-            let actions: Vec<Action> = {
+            let (sends, actions): (Vec<(PeerId, Forwarding)>, Vec<Action>) = {
                 let mut core = self.shared.core.lock();
-                std::iter::from_fn(|| core.replica.poll_action()).collect()
+                (
+                    core.sends.drain(..).collect(),
+                    std::iter::from_fn(|| core.replica.poll_action()).collect(),
+                )
             };
-            if actions.is_empty() {
+            if sends.is_empty() && actions.is_empty() {
                 return Ok(());
+            }
+            for (to, message) in sends {
+                let mut frame = Vec::new();
+                message.encode(&mut frame);
+                if let Err(err) = self.transport.send(to, Stream::Replication, frame.into()) {
+                    tracing::debug!(peer = to.0, error = %err, "send to a peer failed");
+                }
             }
             for action in actions {
                 self.run_action(action).await?;
@@ -585,17 +946,18 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             }
             Action::Commit { .. } => {}
             Action::Apply { zxid, txn } => {
+                self.applied_issued = zxid;
                 let waiter = self.shared.core.lock().waiters.remove(&zxid);
                 self.shared.apply_sent.fetch_add(1, Ordering::AcqRel);
                 self.to_apply(ApplyJob::Txn { zxid, txn, waiter })?;
             }
             Action::RoleChanged { role, epoch } => {
                 tracing::info!(?role, epoch = epoch.0, "member role changed");
-                // Proposals not applied by now may or may not commit under the next leader.
-                let waiters = std::mem::take(&mut self.shared.core.lock().waiters);
-                for (_, waiter) in waiters {
-                    let _ = waiter.send(Err(EngineError::LeadershipLost));
-                }
+                // What is not applied by now may or may not commit under the next leader.
+                self.shared
+                    .core
+                    .lock()
+                    .fail_waiters(|| EngineError::LeadershipLost);
             }
         }
         Ok(())
@@ -643,25 +1005,18 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     /// Stops for good: no more proposals, the pending ones fail.
     fn fail(&self, reason: String) {
         tracing::error!(%reason, "member stops");
-        let waiters = {
-            let mut core = self.shared.core.lock();
-            core.stopped.get_or_insert(reason.clone());
-            std::mem::take(&mut core.waiters)
-        };
-        for (_, waiter) in waiters {
-            let _ = waiter.send(Err(EngineError::Failed {
-                reason: reason.clone(),
-            }));
-        }
+        let mut core = self.shared.core.lock();
+        core.stopped.get_or_insert(reason.clone());
+        core.fail_waiters(|| EngineError::Failed {
+            reason: reason.clone(),
+        });
     }
 
     async fn finish(mut self) {
         {
             let mut core = self.shared.core.lock();
             core.stopped.get_or_insert_with(|| "shut down".to_string());
-            for (_, waiter) in std::mem::take(&mut core.waiters) {
-                let _ = waiter.send(Err(EngineError::ShutDown));
-            }
+            core.fail_waiters(|| EngineError::ShutDown);
         }
         self.publish_status();
         let _ = self.disk_tx.send(DiskJob::Stop);
@@ -793,7 +1148,7 @@ fn apply_loop<M: StateMachine>(
                 shared.apply_done.fetch_add(1, Ordering::AcqRel);
                 shared.applied.send_replace(zxid);
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(Ok((zxid, output)));
+                    waiter.resolve(zxid, output);
                 }
                 since_snapshot += 1;
                 if snapshot_every_txns > 0 && since_snapshot >= snapshot_every_txns {

@@ -18,6 +18,7 @@
 
 mod disk;
 mod epoch;
+mod forward;
 mod member;
 
 use std::collections::VecDeque;
@@ -41,8 +42,8 @@ use tokio::sync::oneshot;
 pub use self::epoch::EpochError;
 use self::epoch::{ACCEPTED_EPOCH_FILE, CURRENT_EPOCH_FILE};
 pub use self::member::{
-    Member, MemberConfig, MemberStatus, APPLY_BACKLOG_TXNS_MAX, DISK_BACKLOG_TXNS_MAX,
-    PROPOSALS_PENDING_MAX,
+    Forward, ForwardReply, Forwarded, Member, MemberConfig, MemberStatus, APPLY_BACKLOG_TXNS_MAX,
+    DISK_BACKLOG_TXNS_MAX, FORWARDED_QUEUE_MAX, FORWARDS_PENDING_MAX, PROPOSALS_PENDING_MAX,
 };
 use crate::fsutil::create_dir_all_durably;
 use crate::log::{Log, LogError, RECORD_PAYLOAD_MAX};
@@ -143,8 +144,11 @@ pub enum EngineError {
     /// the next leader.
     #[error("leadership was lost before the txn committed; its outcome is unknown")]
     LeadershipLost,
-    #[error("{pending} proposals are pending; try again later")]
+    #[error("{pending} requests are pending; try again later")]
     Overloaded { pending: usize },
+    /// The member is not synced with a leader: it cannot forward, and its state may be behind.
+    #[error("this member is not synced with a leader")]
+    NotServing,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> EngineError + '_ {

@@ -39,6 +39,8 @@ const COMMIT: u8 = 12;
 const INFORM: u8 = 13;
 const PING: u8 = 14;
 const PONG: u8 = 15;
+/// The highest tag a Zab message uses; the runtime's own messages use higher ones.
+pub(crate) const LAST_TAG: u8 = PONG;
 
 fn state_code(state: PeerState) -> u8 {
     match state {
@@ -49,8 +51,8 @@ fn state_code(state: PeerState) -> u8 {
     }
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl Reader<'_> {
@@ -63,15 +65,15 @@ impl Reader<'_> {
         Ok(*head)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take::<1>()?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.take()?))
     }
 
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.take()?))
     }
 
@@ -79,7 +81,7 @@ impl Reader<'_> {
         Ok(Epoch(self.u32()?))
     }
 
-    fn zxid(&mut self) -> Result<Zxid, DecodeError> {
+    pub(crate) fn zxid(&mut self) -> Result<Zxid, DecodeError> {
         Ok(Zxid::from_u64(self.u64()?))
     }
 
@@ -88,7 +90,7 @@ impl Reader<'_> {
     }
 
     /// A length-prefixed byte string; the length is checked against what is left first.
-    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u32()? as usize;
         if len > self.buf.len() {
             return Err(DecodeError::Truncated);
@@ -99,7 +101,7 @@ impl Reader<'_> {
     }
 }
 
-fn put_bytes(out: &mut impl BufMut, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut impl BufMut, b: &[u8]) {
     // A txn or snapshot chunk is bounded far below 4 GiB by the log and the frame bounds.
     let len =
         u32::try_from(b.len()).unwrap_or_else(|_| panic!("message field of {} bytes", b.len()));

@@ -6,7 +6,7 @@
 //! runtime and the [simulator](crate::sim) drive the same code. [`solo`] is the single-voter
 //! core the standalone runtime drives today.
 
-mod codec;
+pub(crate) mod codec;
 mod message;
 mod replica;
 pub mod solo;
