@@ -60,8 +60,8 @@ pub use bytes::Bytes;
 pub use machine::{RestoreError, Snapshot, StateMachine};
 pub use runtime::{
     Engine, EngineConfig, EngineError, EngineStats, EpochError, Forward, ForwardReply, Forwarded,
-    Member, MemberConfig, MemberStatus, Proposal, APPLY_BACKLOG_TXNS_MAX, BATCH_BYTES_MAX,
-    BATCH_TXNS_MAX, DISK_BACKLOG_TXNS_MAX, FORWARDED_QUEUE_MAX, FORWARDS_PENDING_MAX,
-    PROPOSALS_PENDING_MAX, SNAPSHOTS_RETAINED, SNAPSHOT_EVERY_TXNS_DEFAULT,
+    Member, MemberConfig, MemberStats, MemberStatus, Proposal, APPLY_BACKLOG_TXNS_MAX,
+    BATCH_BYTES_MAX, BATCH_TXNS_MAX, DISK_BACKLOG_TXNS_MAX, FORWARDED_QUEUE_MAX,
+    FORWARDS_PENDING_MAX, PROPOSALS_PENDING_MAX, SNAPSHOTS_RETAINED, SNAPSHOT_EVERY_TXNS_DEFAULT,
 };
 pub use zxid::{Epoch, Zxid};

@@ -160,15 +160,15 @@ async fn decide_forwarded(member: Member<Counters>) {
             .split_once(' ')
             .and_then(|(name, delta)| Some((name.to_owned(), delta.parse::<i64>().ok()?)));
         let Some((name, delta)) = parsed else {
-            member.answer_forwarded(forwarded, Bytes::from_static(b"malformed"));
+            member.answer_forwarded(&forwarded, Bytes::from_static(b"malformed"));
             continue;
         };
         let txn = add_txn(&name, delta);
         if txn.is_err() {
-            member.answer_forwarded(forwarded, Bytes::from_static(b"bad name"));
+            member.answer_forwarded(&forwarded, Bytes::from_static(b"bad name"));
             continue;
         }
-        let _ = member.propose_forwarded(forwarded, |_| txn);
+        let _ = member.propose_forwarded(&forwarded, |_| txn);
     }
 }
 

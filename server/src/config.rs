@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::ensemble::{EnsembleConfig, Role, ServerEntry};
+
 /// The four-letter words answered when the configuration does not list any.
 pub const FOUR_LETTER_WORDS_DEFAULT: [&str; 4] = ["srvr", "ruok", "isro", "mntr"];
 
@@ -115,6 +117,28 @@ pub struct Flags {
     pub log_level: Option<String>,
 }
 
+/// The `[ensemble]` section of the TOML file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnsembleFile {
+    id: u64,
+    init_limit_ticks: Option<u32>,
+    sync_limit_ticks: Option<u32>,
+    servers: Vec<ServerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    id: u64,
+    peer_addr: String,
+    client_addr: String,
+    role: Option<String>,
+}
+
+/// The highest member id: ZooKeeper puts it in the top byte of session ids.
+pub const SERVER_ID_MAX: u64 = 255;
+
 /// The TOML file: the same settings as the flags, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +157,7 @@ struct File {
     snapshot_every_txns: Option<u64>,
     superuser_digest: Option<String>,
     log_level: Option<String>,
+    ensemble: Option<EnsembleFile>,
 }
 
 /// The settings in force, every value checked.
@@ -156,6 +181,8 @@ pub struct Config {
     pub snapshot_every_txns: u64,
     pub superuser_digest: Option<String>,
     pub log_level: String,
+    /// Set when this server is a member of an ensemble.
+    pub ensemble: Option<EnsembleConfig>,
 }
 
 /// A configuration problem, reported in one line naming the key.
@@ -190,9 +217,16 @@ impl Config {
     }
 
     fn merge(flags: Flags, file: File) -> Result<Config, ConfigError> {
+        let ensemble = file.ensemble.map(ensemble).transpose()?;
+        // A member listens where the ensemble's list says, unless told otherwise.
+        let member_client_addr = ensemble
+            .as_ref()
+            .and_then(|e| e.me())
+            .map(|me| me.client_addr.to_string());
         let client_addr = flags
             .client_addr
             .or(file.client_addr)
+            .or(member_client_addr)
             .unwrap_or_else(|| "127.0.0.1:2181".to_owned());
         let client_addr: SocketAddr = client_addr
             .parse()
@@ -341,6 +375,7 @@ impl Config {
             snapshot_every_txns,
             superuser_digest,
             log_level,
+            ensemble,
         })
     }
 
@@ -380,6 +415,88 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
             + &e.span()
                 .map(|s| format!(" (at byte {})", s.start))
                 .unwrap_or_default(),
+    })
+}
+
+fn ensemble(file: EnsembleFile) -> Result<EnsembleConfig, ConfigError> {
+    let init_limit_ticks = file.init_limit_ticks.unwrap_or(10);
+    let sync_limit_ticks = file.sync_limit_ticks.unwrap_or(5);
+    if init_limit_ticks == 0 {
+        return Err(invalid("ensemble.init_limit_ticks", "must be at least 1"));
+    }
+    if sync_limit_ticks == 0 {
+        return Err(invalid("ensemble.sync_limit_ticks", "must be at least 1"));
+    }
+    let mut servers: Vec<ServerEntry> = Vec::with_capacity(file.servers.len());
+    for server in file.servers {
+        if !(1..=SERVER_ID_MAX).contains(&server.id) {
+            return Err(invalid(
+                "ensemble.servers",
+                format!("id {} is outside 1..={SERVER_ID_MAX}", server.id),
+            ));
+        }
+        let addr = |what: &str, text: &str| {
+            text.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "ensemble.servers",
+                    format!("{what} {text:?} of server {}: {e}", server.id),
+                )
+            })
+        };
+        let peer_addr = addr("peer_addr", &server.peer_addr)?;
+        let client_addr = addr("client_addr", &server.client_addr)?;
+        let role = match server.role.as_deref() {
+            None | Some("participant") => Role::Participant,
+            Some("observer") => Role::Observer,
+            Some(other) => {
+                return Err(invalid(
+                    "ensemble.servers",
+                    format!(
+                        "role {other:?} of server {}: expected \"participant\" or \"observer\"",
+                        server.id
+                    ),
+                ))
+            }
+        };
+        for seen in &servers {
+            let clash = if seen.id == server.id {
+                Some(format!("id {} is listed twice", server.id))
+            } else if seen.peer_addr == peer_addr || seen.client_addr == client_addr {
+                Some(format!(
+                    "servers {} and {} share an address",
+                    seen.id, server.id
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = clash {
+                return Err(invalid("ensemble.servers", message));
+            }
+        }
+        servers.push(ServerEntry {
+            id: server.id,
+            peer_addr,
+            client_addr,
+            role,
+        });
+    }
+    if !servers.iter().any(|s| s.role == Role::Participant) {
+        return Err(invalid(
+            "ensemble.servers",
+            "no participant: a quorum of voters is impossible",
+        ));
+    }
+    if !servers.iter().any(|s| s.id == file.id) {
+        return Err(invalid(
+            "ensemble.id",
+            format!("{} is not among ensemble.servers", file.id),
+        ));
+    }
+    Ok(EnsembleConfig {
+        id: file.id,
+        init_limit_ticks,
+        sync_limit_ticks,
+        servers,
     })
 }
 
@@ -493,6 +610,63 @@ mod tests {
             .to_string();
         assert!(err.contains("tick_msec"), "{err}");
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    fn ensemble_file(body: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coord.toml");
+        std::fs::write(&path, body).unwrap();
+        parse(&["--config", path.to_str().unwrap()])
+    }
+
+    const SERVERS: &str = r#"servers = [
+  { id = 1, peer_addr = "127.0.0.1:2888", client_addr = "127.0.0.1:2181" },
+  { id = 2, peer_addr = "127.0.0.1:2889", client_addr = "127.0.0.1:2182" },
+  { id = 3, peer_addr = "127.0.0.1:2890", client_addr = "127.0.0.1:2183", role = "observer" },
+]
+"#;
+
+    #[test]
+    fn an_ensemble_member_listens_where_its_entry_says() {
+        let config = ensemble_file(&format!("[ensemble]\nid = 2\n{SERVERS}")).unwrap();
+        assert_eq!(config.client_addr.to_string(), "127.0.0.1:2182");
+        let ensemble = config.ensemble.unwrap();
+        assert_eq!(
+            (ensemble.init_limit_ticks, ensemble.sync_limit_ticks),
+            (10, 5)
+        );
+        assert_eq!(ensemble.servers[2].role, Role::Observer);
+    }
+
+    #[test]
+    fn bad_ensembles_name_their_key() {
+        for (body, key) in [
+            (format!("[ensemble]\nid = 4\n{SERVERS}"), "ensemble.id"),
+            (
+                format!("[ensemble]\nid = 1\n{}", SERVERS.replace("id = 2", "id = 1")),
+                "ensemble.servers",
+            ),
+            (
+                format!("[ensemble]\nid = 1\n{}", SERVERS.replace(":2889", ":2888")),
+                "ensemble.servers",
+            ),
+            (
+                format!("[ensemble]\nid = 1\n{}", SERVERS.replace("observer", "boss")),
+                "ensemble.servers",
+            ),
+            (
+                "[ensemble]\nid = 1\nservers = [{ id = 1, peer_addr = \"127.0.0.1:1\", client_addr = \"127.0.0.1:2\", role = \"observer\" }]\n".to_string(),
+                "ensemble.servers",
+            ),
+            (
+                format!("[ensemble]\nid = 1\nsync_limit_ticks = 0\n{SERVERS}"),
+                "ensemble.sync_limit_ticks",
+            ),
+        ] {
+            let err = ensemble_file(&body).unwrap_err().to_string();
+            assert!(err.contains(key), "{body}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

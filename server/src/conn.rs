@@ -17,7 +17,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use coord_engine::Proposal;
 use coord_proto::{
     decode_frame, four_letter_word, ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Id,
     OpCode, Request, RequestHeader,
@@ -31,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::ops::{self, Reply};
 use crate::server::Shared;
+use crate::write::{Pending, WriteError};
 
 /// Writes one connection may have proposed and not yet answered.
 const INFLIGHT_WRITES_MAX: usize = 1024;
@@ -70,11 +70,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request, from anywhere on the server, to end a connection.
 #[derive(Default)]
 pub struct Closing {
+    /// The connection's id (0 in tests): how the leader tells this member's connections apart.
+    pub id: ConnId,
     requested: AtomicBool,
     notify: Notify,
 }
 
 impl Closing {
+    fn new(id: ConnId) -> Closing {
+        Closing {
+            id,
+            ..Closing::default()
+        }
+    }
+
     pub fn request(&self) {
         self.requested.store(true, Ordering::Release);
         self.notify.notify_one();
@@ -177,7 +186,7 @@ struct InFlight {
     xid: i32,
     op: OpCode,
     write: ops::WriteShape,
-    proposal: Proposal<Applied>,
+    proposal: Pending,
     /// The proposal's outcome, once it has been polled to completion.
     done: Option<Committed>,
     received: Instant,
@@ -195,7 +204,7 @@ impl InFlight {
     }
 }
 
-type Committed = Result<(coord_engine::Zxid, Applied), coord_engine::EngineError>;
+type Committed = Result<(coord_engine::Zxid, Applied), WriteError>;
 
 /// Why the request loop ended.
 enum End {
@@ -216,7 +225,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     debug!(%peer, conn_id, "connection accepted");
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let closing = Arc::new(Closing::default());
+    let closing = Arc::new(Closing::new(conn_id));
     let outbox = Outbox::new(tx, shared.config.outbox_bytes_max(), closing.clone());
     let info = Arc::new(ConnInfo {
         peer,
@@ -500,6 +509,12 @@ impl Conn {
     /// connection must close (a session that is gone or a wrong password).
     async fn connect(&mut self, request: ConnectRequest, read_only_sent: bool) -> bool {
         let shared = self.shared.clone();
+        // ZooKeeper closes connections while it has no quorum ("not running"); the client
+        // tries another server.
+        if !shared.mode().serves() {
+            debug!(peer = %self.peer, "not serving (no quorum); closing");
+            return false;
+        }
         // ZooKeeperServer.processConnectRequest: a server behind what the client has seen would
         // answer it from the past; it closes without a response, and the client tries another.
         // The tree's zxid, which read replies carry (the engine's counter follows it).
@@ -525,11 +540,14 @@ impl Conn {
                 timeout_ms: timeout_ms as i32,
                 passwd: passwd.clone(),
             };
-            let committed = match shared.propose(&self.auth.ids, self.auth.is_super, 0, None, write)
-            {
-                Ok(proposal) => proposal.await.is_ok(),
-                Err(_) => false,
-            };
+            // Its owner is this connection: on the leader of an ensemble, writes through any
+            // other connection get SessionMoved.
+            let owner = Some(&self.info.closing);
+            let committed =
+                match shared.propose(&self.auth.ids, self.auth.is_super, 0, owner, write) {
+                    Ok(proposal) => proposal.await.is_ok(),
+                    Err(_) => false,
+                };
             if !committed {
                 warn!(peer = %self.peer, "could not persist a new session; closing");
                 shared.sessions.detach_closing(session_id);
@@ -538,17 +556,20 @@ impl Conn {
             (session_id, passwd)
         } else {
             let known = shared.tree.read().session(request.session_id);
+            // A session being expired or closed is gone, though its txn may still be in flight:
+            // resume only one still tracked (by the leader, in an ensemble), in one step with
+            // the check.
+            let resumed = shared
+                .resume_anywhere(
+                    request.session_id,
+                    &request.passwd,
+                    timeout_ms,
+                    &self.info.closing,
+                )
+                .await;
             let password_ok = known
                 .as_ref()
                 .is_some_and(|info| info.passwd == request.passwd);
-            // A session being expired or closed is gone, though its txn may still be in flight:
-            // resume only one still tracked, in one step with the check.
-            let resumed = match password_ok {
-                true => {
-                    shared.resume_session(request.session_id, timeout_ms, self.info.closing.clone())
-                }
-                false => None,
-            };
             match resumed {
                 Some(last_proposed) => {
                     // Read-your-writes across connections: what the session's earlier
@@ -740,6 +761,10 @@ impl Conn {
                 }
                 ops::Classified::Read(read) => {
                     self.drain_inflight().await?;
+                    if matches!(read, ops::Read::Sync { .. }) && !self.shared.sync().await {
+                        warn!(peer = %self.peer, "sync found no leader; closing");
+                        return Err(End::Misbehaved);
+                    }
                     ops::read_and_reply(
                         &self.shared,
                         self.id,
@@ -863,6 +888,14 @@ impl Conn {
             Ok((zxid, applied)) => {
                 let reply = ops::applied(front.write, front.op, applied);
                 self.send_reply(front.xid, zxid.as_i64(), reply);
+                self.shared.stats.record_latency(front.received.elapsed());
+                Ok(())
+            }
+            // The leader refused a forwarded write: answered once what it rested on is here.
+            Err(WriteError::Refused(refused)) => {
+                self.shared.applied(refused.after).await;
+                let reply = ops::rejected(front.write, refused.rejection);
+                self.send_reply(front.xid, self.shared.last_zxid(), reply);
                 self.shared.stats.record_latency(front.received.elapsed());
                 Ok(())
             }

@@ -16,6 +16,9 @@ pub fn answer(shared: &Shared, word: &str) -> String {
     if !shared.config.allows_four_letter_word(word) {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
+    if !shared.mode().serves() && !matches!(word, "ruok" | "conf" | "envi") {
+        return "This ZooKeeper instance is not currently serving requests\n".to_owned();
+    }
     match word {
         "ruok" => "imok".to_owned(),
         "isro" => "rw".to_owned(),
@@ -110,7 +113,7 @@ fn server_stats(shared: &Shared, with_clients: bool) -> String {
     let _ = writeln!(out, "Connections: {}", shared.conn_infos().len());
     let _ = writeln!(out, "Outstanding: 0");
     let _ = writeln!(out, "Zxid: 0x{:x}", shared.last_zxid());
-    let _ = writeln!(out, "Mode: standalone");
+    let _ = writeln!(out, "Mode: {}", shared.mode().name());
     let node_count = zookeeper_node_count(shared.tree.read().node_count());
     let _ = writeln!(out, "Node count: {node_count}");
     out
@@ -135,7 +138,7 @@ fn monitor(shared: &Shared) -> String {
         let _ = writeln!(out, "{key}\t{value}");
     };
     line("zk_version", format!("{}, built on coord", version()));
-    line("zk_server_state", "standalone".to_owned());
+    line("zk_server_state", shared.mode().name().to_owned());
     line("zk_avg_latency", format!("{avg:.4}"));
     line("zk_max_latency", format!("{max:.0}"));
     line("zk_min_latency", format!("{min:.0}"));
@@ -200,7 +203,28 @@ fn configuration(shared: &Shared) -> String {
     let _ = writeln!(out, "jute.maxbuffer={}", c.max_frame_bytes);
     let _ = writeln!(out, "snapCount={}", c.snapshot_every_txns);
     let _ = writeln!(out, "reapIntervalMs={}", c.reap_interval_ms);
-    let _ = writeln!(out, "serverId=0");
+    let _ = writeln!(out, "serverId={}", shared.engine.server_id());
+    if let Some(ensemble) = &c.ensemble {
+        let _ = writeln!(out, "initLimit={}", ensemble.init_limit_ticks);
+        let _ = writeln!(out, "syncLimit={}", ensemble.sync_limit_ticks);
+        for server in &ensemble.servers {
+            let role = match server.role {
+                crate::ensemble::Role::Participant => "participant",
+                crate::ensemble::Role::Observer => "observer",
+            };
+            // ZooKeeper's form: host:quorumPort:electionPort:role;clientAddress. coord carries
+            // election and replication on one peer port.
+            let _ = writeln!(
+                out,
+                "server.{}={}:{}:{}:{role};{}",
+                server.id,
+                server.peer_addr.ip(),
+                server.peer_addr.port(),
+                server.peer_addr.port(),
+                server.client_addr
+            );
+        }
+    }
     out
 }
 

@@ -3,11 +3,13 @@
 
 pub mod config;
 pub mod conn;
+pub mod ensemble;
 pub mod fourlw;
 pub mod machine;
 pub mod ops;
 pub mod server;
 pub mod watch;
+pub mod write;
 
 pub use config::{Config, Flags};
 pub use server::{Server, StartError};

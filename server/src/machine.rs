@@ -5,10 +5,11 @@ use std::io;
 use std::sync::Arc;
 
 use coord_engine::{RestoreError, StateMachine, Zxid};
-use coord_znode::{Applied, Tree, TreeSnapshot};
+use coord_znode::{Applied, Tree, TreeSnapshot, TxnResult};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
+use crate::server::Sessions;
 use crate::watch::WatchManager;
 
 pub struct ServerMachine {
@@ -16,6 +17,9 @@ pub struct ServerMachine {
     watches: Arc<Mutex<WatchManager>>,
     /// Publishes each applied zxid, for replies that must wait for a state to be visible.
     applied: watch::Sender<Zxid>,
+    /// Learns of every session that starts or ends, whoever decided it: in an ensemble the
+    /// leader expires sessions, and every member closes its own connection of one that ended.
+    sessions: Arc<Sessions>,
 }
 
 impl ServerMachine {
@@ -23,11 +27,13 @@ impl ServerMachine {
         tree: Arc<RwLock<Tree>>,
         watches: Arc<Mutex<WatchManager>>,
         applied: watch::Sender<Zxid>,
+        sessions: Arc<Sessions>,
     ) -> Self {
         ServerMachine {
             tree,
             watches,
             applied,
+            sessions,
         }
     }
 }
@@ -46,7 +52,18 @@ impl StateMachine for ServerMachine {
                 .lock()
                 .trigger(&applied.events, &applied.event_acls, zxid.as_i64());
         }
+        let created = match &applied.result {
+            Ok(TxnResult::SessionCreated { session_id }) => tree
+                .session(*session_id)
+                .map(|info| (*session_id, info.timeout_ms)),
+            _ => None,
+        };
         drop(tree);
+        match (&applied.result, created) {
+            (_, Some((id, timeout_ms))) => self.sessions.created(id, timeout_ms),
+            (Ok(TxnResult::SessionClosed { session_id }), _) => self.sessions.closed(*session_id),
+            _ => {}
+        }
         self.applied.send_replace(zxid);
         applied
     }
@@ -56,6 +73,16 @@ impl StateMachine for ServerMachine {
     }
 
     fn restore(&mut self, reader: &mut dyn io::Read) -> Result<(), RestoreError> {
-        self.tree.write().restore(reader)
+        let mut tree = self.tree.write();
+        tree.restore(reader)?;
+        let sessions: Vec<(i64, i32)> = tree
+            .sessions()
+            .map(|(id, info)| (id, info.timeout_ms))
+            .collect();
+        drop(tree);
+        for (id, timeout_ms) in sessions {
+            self.sessions.created(id, timeout_ms);
+        }
+        Ok(())
     }
 }

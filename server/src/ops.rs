@@ -505,8 +505,8 @@ pub fn applied(shape: WriteShape, _op: OpCode, applied: Applied) -> Reply {
         (
             TxnResult::Deleted
             | TxnResult::Checked
-            | TxnResult::SessionCreated
-            | TxnResult::SessionClosed,
+            | TxnResult::SessionCreated { .. }
+            | TxnResult::SessionClosed { .. },
             _,
         ) => None,
     })

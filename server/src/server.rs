@@ -1,5 +1,6 @@
-//! The standalone server: the engine with the znode tree as its machine, the client port, session
-//! expiry and the reaper of containers and TTL nodes.
+//! The server: the engine (standalone, or a member of an ensemble) with the znode tree as its
+//! machine, the client port, session expiry and the reaper of containers and TTL nodes (both run
+//! only where writes are decided: standalone, or on the leader).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -7,9 +8,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use coord_engine::{Engine, EngineConfig, Proposal, Zxid};
+use coord_engine::zab::{self, PeerId};
+use coord_engine::{Engine, EngineConfig, Forwarded, Member, MemberConfig, Zxid};
 use coord_proto::{ErrorCode, Id};
-use coord_znode::{Applied, Caller, Checked, Prep, ReapCursor, Rejection, Tree, Write};
+use coord_transport::{TcpConfig, TcpTransport};
+use coord_znode::{Caller, Checked, Prep, ReapCursor, Rejection, RemoteWrite, Tree, Write};
 use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -17,8 +20,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::conn::{Closing, ConnId, ConnInfo};
+use crate::ensemble::{self, PeerRequest, Role};
 use crate::machine::ServerMachine;
 use crate::watch::WatchManager;
+use crate::write::{Backend, Mode, Pending};
 
 /// State shared by every connection and background task of one server.
 pub struct Shared {
@@ -31,8 +36,8 @@ pub struct Shared {
     write_path: Mutex<WritePath>,
     /// The zxid of the last txn applied to the tree, as the apply thread publishes it.
     applied: tokio::sync::watch::Receiver<Zxid>,
-    pub engine: Engine<ServerMachine>,
-    pub sessions: Sessions,
+    pub engine: Backend,
+    pub sessions: Arc<Sessions>,
     /// Bytes (in KiB units) of writes proposed and not yet resolved, server-wide.
     pub write_budget: Arc<tokio::sync::Semaphore>,
     pub stats: Stats,
@@ -54,6 +59,11 @@ pub enum StartError {
     },
     #[error("{0}")]
     Engine(coord_engine::EngineError),
+    #[error("invalid ensemble.servers: cannot listen on peer_addr {addr}: {source}")]
+    PeerListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl From<coord_engine::EngineError> for StartError {
@@ -73,7 +83,7 @@ impl StartError {
     /// Configuration problems exit with 2; a refusal to start on bad data with 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::DataDir(_) | StartError::Listen { .. } => 2,
+            StartError::DataDir(_) | StartError::Listen { .. } | StartError::PeerListen { .. } => 2,
             StartError::Engine(_) => 1,
         }
     }
@@ -109,8 +119,19 @@ impl Shared {
         )
     }
 
-    /// Decides `write` for the caller and proposes it. A refused write is not logged; see
-    /// [`Refused`] for when it may be answered.
+    /// What this server is now.
+    pub fn mode(&self) -> Mode {
+        self.engine.mode()
+    }
+
+    /// The last txn this server proposed (on the leader: every write decided so far).
+    pub fn last_proposed(&self) -> Zxid {
+        self.write_path.lock().last_proposed
+    }
+
+    /// Decides `write` for the caller and proposes it, or, on a follower, forwards it to the
+    /// leader, which does. A write refused here is not logged; see [`Refused`] for when it may
+    /// be answered. A forwarded one may come back refused through the [`Pending`] too.
     ///
     /// `owner` is the connection the write came from, if a client sent it: a connection that no
     /// longer owns its session (the client moved to another connection) is refused with
@@ -124,15 +145,110 @@ impl Shared {
         session_id: i64,
         owner: Option<&Arc<Closing>>,
         write: Write,
-    ) -> Result<Proposal<Applied>, Refused> {
+    ) -> Result<Pending, Refused> {
+        let mode = self.mode();
+        if !mode.decides() {
+            let Some(member) = self.engine.member() else {
+                unreachable!("only a member does not decide its writes");
+            };
+            if !mode.serves() {
+                return Ok(Pending::Forward(member.forward(bytes::Bytes::new())));
+            }
+            let request = PeerRequest::Write {
+                owner: owner.map(|c| c.id),
+                write: RemoteWrite {
+                    session_id,
+                    is_super,
+                    ids: ids.to_vec(),
+                    write,
+                },
+            };
+            return Ok(Pending::Forward(member.forward(request.encode())));
+        }
         let caller = Caller {
             session_id,
             ids,
             is_super,
         };
+        let owner = match owner {
+            Some(conn) => SessionOwner::Local(conn.clone()),
+            None => SessionOwner::None,
+        };
+        let mut proposal = None;
+        self.decide(&caller, &owner, write, |build| {
+            proposal = Some(self.engine.propose(build)?);
+            Ok(())
+        })?;
+        match proposal {
+            Some(proposal) => Ok(Pending::Local(proposal)),
+            None => unreachable!("a decided write was proposed"),
+        }
+    }
+
+    /// On the leader: decides a write a follower forwarded, and proposes it through the member
+    /// (which tells the follower its zxid ahead of the proposal).
+    pub fn propose_forwarded(
+        &self,
+        forwarded: &Forwarded,
+        owner: SessionOwner,
+        remote: RemoteWrite,
+    ) -> Result<(), Refused> {
+        let Some(member) = self.engine.member() else {
+            return Err(Refused {
+                rejection: Rejection::Error(ErrorCode::SystemError),
+                after: Zxid::ZERO,
+            });
+        };
+        // A forwarded `auth` ACL is expanded with the caller's ids as the follower knew them.
+        let caller = Caller {
+            session_id: remote.session_id,
+            ids: &remote.ids,
+            is_super: remote.is_super,
+        };
+        if let Write::CreateSession {
+            session_id,
+            timeout_ms,
+            ..
+        } = &remote.write
+        {
+            // Tracked before it exists, so that it expires even if the client never returns.
+            self.sessions.track(
+                *session_id,
+                timeout_ms.max(&0).unsigned_abs() as u64,
+                owner.clone(),
+            );
+        }
+        let closes = match &remote.write {
+            Write::CloseSession { session_id } => Some(*session_id),
+            _ => None,
+        };
+        self.decide(&caller, &owner, remote.write.clone(), |build| match member
+            .propose_forwarded(forwarded, build)?
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                debug!(error = %err, "forwarded write not proposed");
+                Ok(())
+            }
+        })?;
+        if let Some(session_id) = closes {
+            self.sessions.detach_closing(session_id);
+        }
+        Ok(())
+    }
+
+    /// The write path: ACL fix-up and the size bound before the lock, then, under it, the
+    /// session-owner check and the decision, handed to `submit` to be proposed for the next zxid.
+    fn decide(
+        &self,
+        caller: &Caller<'_>,
+        owner: &SessionOwner,
+        write: Write,
+        submit: impl FnOnce(&mut dyn FnMut(Zxid) -> Result<Vec<u8>, Rejection>) -> Result<(), Rejection>,
+    ) -> Result<(), Refused> {
         // ACL fix-up and the size bound need no lock: done before the write path's is taken.
         let checked =
-            Checked::new(write, &caller, self.config.txn_bytes_max()).map_err(|rejection| {
+            Checked::new(write, caller, self.config.txn_bytes_max()).map_err(|rejection| {
                 Refused {
                     rejection,
                     after: Zxid::ZERO,
@@ -145,26 +261,26 @@ impl Shared {
             prep,
             last_proposed,
         } = &mut *path;
-        if let Some(owner) = owner {
-            if self.sessions.is_moved(session_id, owner) {
-                return Err(Refused {
-                    rejection: Rejection::Error(ErrorCode::SessionMoved),
-                    after: Zxid::ZERO,
-                });
-            }
+        if !matches!(owner, SessionOwner::None) && self.sessions.is_moved(caller.session_id, owner)
+        {
+            return Err(Refused {
+                rejection: Rejection::Error(ErrorCode::SessionMoved),
+                after: Zxid::ZERO,
+            });
         }
         let mut proposed = None;
-        let result = self.engine.propose(|zxid| {
+        let mut build = |zxid: Zxid| {
             let tree = self.tree.read();
             prep.applied(applied);
-            let txn = prep.prepare_checked(&tree, &caller, &checked, zxid, now)?;
+            let txn = prep.prepare_checked(&tree, caller, &checked, zxid, now)?;
             proposed = Some(zxid);
             Ok(txn.encode())
-        });
+        };
+        let result = submit(&mut build);
         if let Some(zxid) = proposed {
             *last_proposed = zxid;
-            if owner.is_some() {
-                self.sessions.record_proposed(session_id, zxid);
+            if !matches!(owner, SessionOwner::None) {
+                self.sessions.record_proposed(caller.session_id, zxid);
             }
         }
         result.map_err(|rejection| Refused {
@@ -177,14 +293,68 @@ impl Shared {
     /// the session's earlier connections proposed: the new connection must not answer a read
     /// before it is applied, or a client could miss its own write. Taken under the write path's
     /// lock, so that no write of an earlier connection is proposed after this point.
-    pub fn resume_session(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) -> Option<Zxid> {
+    pub fn resume_session(&self, id: i64, timeout_ms: u64, owner: SessionOwner) -> Option<Zxid> {
         let path = self.write_path.lock();
         // A session whose close is proposed is gone, though its client's connection may not
         // have untracked it yet.
         if path.prep.is_closing(id) {
             return None;
         }
-        self.sessions.resume(id, timeout_ms, conn)
+        self.sessions.resume(id, timeout_ms, owner)
+    }
+
+    /// Attaches `conn` to a live session through whichever member decides writes: here, or
+    /// the leader (which then knows this member's connection owns it). `None` if the session
+    /// is gone, or there is no leader to ask.
+    pub async fn resume_anywhere(
+        &self,
+        id: i64,
+        passwd: &[u8],
+        timeout_ms: u64,
+        conn: &Arc<Closing>,
+    ) -> Option<Zxid> {
+        if self.mode().decides() {
+            let password_ok = self
+                .tree
+                .read()
+                .session(id)
+                .is_some_and(|info| info.passwd == passwd);
+            if !password_ok {
+                return None;
+            }
+            return self.resume_session(id, timeout_ms, SessionOwner::Local(conn.clone()));
+        }
+        let request = PeerRequest::Resume {
+            session_id: id,
+            passwd: passwd.to_vec(),
+            timeout_ms,
+            owner: conn.id,
+        };
+        match ensemble::ask_leader(self, request).await {
+            Some(ensemble::PeerAnswer::Resumed { last_proposed }) => {
+                // Tracked here too: this member reports it alive while the connection lasts.
+                self.sessions
+                    .resume(id, timeout_ms, SessionOwner::Local(conn.clone()));
+                Some(last_proposed)
+            }
+            _ => None,
+        }
+    }
+
+    /// Resolves once every write committed before the call is applied here: at once where
+    /// writes are decided (a connection's reads already wait for its own writes), after asking
+    /// the leader on a follower. False if there is no leader to ask.
+    pub async fn sync(&self) -> bool {
+        if self.mode().decides() {
+            return true;
+        }
+        match ensemble::ask_leader(self, PeerRequest::Sync).await {
+            Some(ensemble::PeerAnswer::Synced { zxid }) => {
+                self.applied(zxid).await;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Resolves once every txn up to `zxid` is applied to the tree.
@@ -319,9 +489,38 @@ struct Live {
     timeout: Duration,
     /// The expiry bucket of the session's deadline (see [`SessionTable`]).
     bucket: u64,
-    conn: Option<Arc<Closing>>,
+    owner: SessionOwner,
     /// The last txn proposed for this session by a client connection.
     last_proposed: Zxid,
+}
+
+/// The connection a session is attached to.
+#[derive(Clone, Default)]
+pub enum SessionOwner {
+    /// None: the client is between connections, or the write is the server's own.
+    #[default]
+    None,
+    /// A connection to this server.
+    Local(Arc<Closing>),
+    /// A connection to another member (known on the leader).
+    Remote(PeerId, ConnId),
+}
+
+impl SessionOwner {
+    fn is(&self, other: &SessionOwner) -> bool {
+        match (self, other) {
+            (SessionOwner::Local(a), SessionOwner::Local(b)) => Arc::ptr_eq(a, b),
+            (SessionOwner::Remote(p, c), SessionOwner::Remote(q, d)) => p == q && c == d,
+            _ => false,
+        }
+    }
+
+    fn local(&self) -> Option<&Arc<Closing>> {
+        match self {
+            SessionOwner::Local(conn) => Some(conn),
+            _ => None,
+        }
+    }
 }
 
 /// The live sessions, and the same sessions by deadline in buckets of `width` (as ZooKeeper's
@@ -345,7 +544,7 @@ impl SessionTable {
         u64::try_from(since.div_ceil(width)).unwrap_or(u64::MAX)
     }
 
-    fn insert(&mut self, id: i64, timeout: Duration, conn: Option<Arc<Closing>>) {
+    fn insert(&mut self, id: i64, timeout: Duration, owner: SessionOwner) {
         // Out of its old bucket first: the new one may be the same.
         if let Some(old) = self.live.remove(&id) {
             self.unbucket(id, old.bucket);
@@ -357,7 +556,7 @@ impl SessionTable {
             Live {
                 timeout,
                 bucket,
-                conn,
+                owner,
                 last_proposed: Zxid::ZERO,
             },
         );
@@ -415,10 +614,10 @@ impl SessionTable {
 
 impl Sessions {
     /// `width`: the granularity of deadlines, the period of the expiry pass.
-    fn new(width: Duration) -> Self {
-        // As ZooKeeper's SessionTrackerImpl.initializeNextSessionId with server id 0: the time in
-        // the high bits keeps ids unique across restarts.
-        let first = ((now_ms() << 24) as u64 >> 8) as i64;
+    fn new(width: Duration, server_id: u64) -> Self {
+        // As ZooKeeper's SessionTrackerImpl.initializeNextSessionId: the server id in the top
+        // byte keeps members' ids apart, the time below it keeps them unique across restarts.
+        let first = (((now_ms() << 24) as u64 >> 8) | (server_id << 56)) as i64;
         Sessions {
             table: Mutex::new(SessionTable {
                 live: HashMap::new(),
@@ -443,23 +642,80 @@ impl Sessions {
                 break id;
             }
         };
-        table.insert(id, Duration::from_millis(timeout_ms), Some(conn));
+        table.insert(
+            id,
+            Duration::from_millis(timeout_ms),
+            SessionOwner::Local(conn),
+        );
         (id, passwd)
+    }
+
+    /// Tracks a session created through another member's connection (on the leader).
+    fn track(&self, id: i64, timeout_ms: u64, owner: SessionOwner) {
+        self.table
+            .lock()
+            .insert(id, Duration::from_millis(timeout_ms), owner);
     }
 
     /// Tracks a session recovered from disk, attached to no connection.
     fn recover(&self, id: i64, timeout: Duration) {
-        self.table.lock().insert(id, timeout, None);
+        self.table.lock().insert(id, timeout, SessionOwner::None);
+    }
+
+    /// A session came to exist (its txn was applied): tracked, with a full timeout, unless it
+    /// already is. So every member knows every session, and a new leader can expire them.
+    pub fn created(&self, id: i64, timeout_ms: i32) {
+        let mut table = self.table.lock();
+        if !table.live.contains_key(&id) {
+            let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+            table.insert(id, timeout, SessionOwner::None);
+        }
+    }
+
+    /// A session ended (its txn was applied): untracked, and a connection of it here closed.
+    pub fn closed(&self, id: i64) {
+        let removed = self.table.lock().remove(id);
+        if let Some(conn) = removed.as_ref().and_then(|live| live.owner.local()) {
+            conn.request();
+        }
+    }
+
+    /// The sessions attached to a connection to this server.
+    pub fn attached(&self) -> Vec<i64> {
+        let table = self.table.lock();
+        table
+            .live
+            .iter()
+            .filter(|(_, live)| live.owner.local().is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Restarts every session's clock, in pages so that packets are not held up: a new leader
+    /// does not know how recently followers heard from their clients.
+    pub async fn renew_all(&self) {
+        const PAGE: usize = 4096;
+        let ids: Vec<i64> = self.table.lock().live.keys().copied().collect();
+        for page in ids.chunks(PAGE) {
+            {
+                let mut table = self.table.lock();
+                for id in page {
+                    table.touch(*id);
+                }
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Attaches a connection to a session that is still tracked (not expired, not closing),
     /// restarting its clock, and returns the last txn proposed for the session; None if the
     /// session is gone. Use [`Shared::resume_session`], which orders this with proposals.
-    fn resume(&self, id: i64, timeout_ms: u64, conn: Arc<Closing>) -> Option<Zxid> {
+    fn resume(&self, id: i64, timeout_ms: u64, owner: SessionOwner) -> Option<Zxid> {
         let mut table = self.table.lock();
         let entry = table.live.get_mut(&id)?;
         entry.timeout = Duration::from_millis(timeout_ms);
-        if let Some(old) = entry.conn.replace(conn) {
+        let old = std::mem::replace(&mut entry.owner, owner);
+        if let Some(old) = old.local() {
             old.request();
         }
         let last_proposed = entry.last_proposed;
@@ -467,13 +723,13 @@ impl Sessions {
         Some(last_proposed)
     }
 
-    /// Whether the session is live and attached to a connection other than `conn`.
-    fn is_moved(&self, id: i64, conn: &Arc<Closing>) -> bool {
+    /// Whether the session is live and attached to a connection other than `owner`.
+    fn is_moved(&self, id: i64, owner: &SessionOwner) -> bool {
         self.table
             .lock()
             .live
             .get(&id)
-            .is_some_and(|l| !l.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)))
+            .is_some_and(|l| !l.owner.is(owner))
     }
 
     fn record_proposed(&self, id: i64, zxid: Zxid) {
@@ -491,8 +747,8 @@ impl Sessions {
     pub fn detach(&self, id: i64, conn: &Arc<Closing>) {
         let mut table = self.table.lock();
         if let Some(live) = table.live.get_mut(&id) {
-            if live.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                live.conn = None;
+            if live.owner.local().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                live.owner = SessionOwner::None;
                 table.touch(id);
             }
         }
@@ -508,7 +764,7 @@ impl Sessions {
         let due = self.table.lock().take_due(now);
         due.into_iter()
             .map(|(id, live)| {
-                if let Some(conn) = live.conn {
+                if let Some(conn) = live.owner.local() {
                     conn.request();
                 }
                 id
@@ -528,31 +784,91 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the data dir (recovering snapshot and log) and binds the client port.
+    /// Opens the data dir (recovering snapshot and log) and binds the client port; in an
+    /// ensemble also the peer port, and the member starts looking for a leader.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         check_data_dir(&config.data_dir)?;
         let tree = Arc::new(RwLock::new(Tree::new()));
         let watches = Arc::new(Mutex::new(WatchManager::default()));
+        let server_id = config.ensemble.as_ref().map_or(0, |e| e.id);
+        let sessions = Arc::new(Sessions::new(expiry_period(&config), server_id));
         let (applied_tx, applied) = tokio::sync::watch::channel(Zxid::ZERO);
-        let machine = ServerMachine::new(tree.clone(), watches.clone(), applied_tx);
-        let engine = Engine::open(
-            EngineConfig {
-                data_dir: config.data_dir.clone(),
-                snapshot_every_txns: config.snapshot_every_txns,
-            },
-            machine,
-        )?;
+        let machine =
+            ServerMachine::new(tree.clone(), watches.clone(), applied_tx, sessions.clone());
+        let engine = match &config.ensemble {
+            None => {
+                let engine = Engine::open(
+                    EngineConfig {
+                        data_dir: config.data_dir.clone(),
+                        snapshot_every_txns: config.snapshot_every_txns,
+                    },
+                    machine,
+                )?;
+                // Sessions recovered from disk get a full timeout to come back, as in ZooKeeper.
+                for (id, info) in tree.read().sessions() {
+                    sessions.recover(id, Duration::from_millis(info.timeout_ms.max(0) as u64));
+                }
+                Backend::Standalone(engine)
+            }
+            Some(ensemble) => {
+                let me = ensemble.me().ok_or_else(|| {
+                    StartError::DataDir("ensemble.id is not among ensemble.servers".into())
+                })?;
+                let peers = ensemble
+                    .servers
+                    .iter()
+                    .filter(|s| s.id != ensemble.id)
+                    .map(|s| (PeerId(s.id), s.peer_addr))
+                    .collect();
+                let mut tcp = TcpConfig::new(PeerId(ensemble.id), me.peer_addr, peers);
+                // A SNAP travels as one message: it must fit a frame.
+                tcp.frame_bytes_max = coord_engine::log::RECORD_PAYLOAD_MAX * 4;
+                let transport =
+                    TcpTransport::bind(tcp)
+                        .await
+                        .map_err(|source| StartError::PeerListen {
+                            addr: me.peer_addr,
+                            source,
+                        })?;
+                let zab = zab::Config {
+                    id: PeerId(ensemble.id),
+                    voters: ensemble
+                        .servers
+                        .iter()
+                        .filter(|s| s.role == Role::Participant)
+                        .map(|s| PeerId(s.id))
+                        .collect(),
+                    observers: ensemble
+                        .servers
+                        .iter()
+                        .filter(|s| s.role == Role::Observer)
+                        .map(|s| PeerId(s.id))
+                        .collect(),
+                    tick: Duration::from_millis(config.tick_ms),
+                    init_limit_ticks: ensemble.init_limit_ticks,
+                    sync_limit_ticks: ensemble.sync_limit_ticks,
+                };
+                let member = Member::open(
+                    MemberConfig {
+                        data_dir: config.data_dir.clone(),
+                        snapshot_every_txns: config.snapshot_every_txns,
+                        zab,
+                    },
+                    machine,
+                    transport,
+                )?;
+                Backend::Member {
+                    member,
+                    id: PeerId(ensemble.id),
+                }
+            }
+        };
         let listener = TcpListener::bind(config.client_addr)
             .await
             .map_err(|source| StartError::Listen {
                 addr: config.client_addr,
                 source,
             })?;
-        let sessions = Sessions::new(expiry_period(&config));
-        // Sessions recovered from disk get a full timeout to come back, as in ZooKeeper.
-        for (id, info) in tree.read().sessions() {
-            sessions.recover(id, Duration::from_millis(info.timeout_ms.max(0) as u64));
-        }
         let write_budget_units = config.write_budget_units();
         let shared = Arc::new(Shared {
             config,
@@ -583,14 +899,33 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let Server { shared, listener } = self;
         let addr = listener.local_addr().ok();
-        info!(
-            "coord listening on {} (standalone), data in {}, last zxid 0x{:x}",
-            addr.map(|a| a.to_string()).unwrap_or_default(),
-            shared.config.data_dir.display(),
-            shared.last_zxid()
-        );
-        let expirer = tokio::spawn(expire_sessions(shared.clone()));
-        let reaper = tokio::spawn(reap(shared.clone()));
+        match &shared.config.ensemble {
+            None => info!(
+                "coord listening on {} (standalone), data in {}, last zxid 0x{:x}",
+                addr.map(|a| a.to_string()).unwrap_or_default(),
+                shared.config.data_dir.display(),
+                shared.last_zxid()
+            ),
+            Some(ensemble) => info!(
+                "coord listening on {} (member {} of {}), data in {}",
+                addr.map(|a| a.to_string()).unwrap_or_default(),
+                ensemble.id,
+                ensemble.servers.len(),
+                shared.config.data_dir.display(),
+            ),
+        }
+        let mut tasks = vec![
+            tokio::spawn(expire_sessions(shared.clone())),
+            tokio::spawn(reap(shared.clone())),
+        ];
+        if shared.engine.member().is_some() {
+            tasks.push(tokio::spawn(ensemble::decide_forwarded(shared.clone())));
+            tasks.push(tokio::spawn(ensemble::report_sessions(
+                shared.clone(),
+                expiry_period(&shared.config),
+            )));
+            tasks.push(tokio::spawn(ensemble::follow_status(shared.clone())));
+        }
         let accept = async {
             loop {
                 match listener.accept().await {
@@ -609,9 +944,10 @@ impl Server {
             () = accept => {}
             () = shutdown => info!("shutting down"),
         }
-        expirer.abort();
-        reaper.abort();
-        shared.engine.shutdown();
+        for task in tasks {
+            task.abort();
+        }
+        shared.engine.shutdown().await;
     }
 }
 
@@ -635,6 +971,10 @@ async fn expire_sessions(shared: Arc<Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        // Only where writes are decided: a follower's sessions are the leader's to expire.
+        if !shared.mode().decides() {
+            continue;
+        }
         // Every expiry is proposed before any is awaited, so they share one group commit.
         let mut proposals = Vec::new();
         for id in shared.sessions.take_expired(Instant::now()) {
@@ -663,6 +1003,9 @@ async fn reap(shared: Arc<Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        if !shared.mode().decides() {
+            continue;
+        }
         // In parts, so that the tree's read lock, which the apply thread waits for, is held
         // for at most REAP_SCAN_MAX nodes at a time however many containers there are.
         let now = now_ms();
@@ -711,8 +1054,8 @@ mod tests {
     fn sessions_expire_by_bucket_and_touch_moves_them() {
         let mut t = table();
         let start = Instant::now();
-        t.insert(1, Duration::from_millis(250), None);
-        t.insert(2, Duration::from_millis(1000), None);
+        t.insert(1, Duration::from_millis(250), SessionOwner::None);
+        t.insert(2, Duration::from_millis(1000), SessionOwner::None);
         assert!(t.take_due(start + Duration::from_millis(200)).is_empty());
         let due: Vec<i64> = t
             .take_due(start + Duration::from_millis(450))
@@ -722,7 +1065,7 @@ mod tests {
         assert_eq!(due, [1]);
         // A touch pushes the deadline out; a removed session never comes due.
         t.touch(2);
-        t.insert(3, Duration::from_millis(10), None);
+        t.insert(3, Duration::from_millis(10), SessionOwner::None);
         assert!(t.remove(3).is_some());
         assert!(t.take_due(start + Duration::from_millis(900)).is_empty());
         assert_eq!(t.take_due(start + Duration::from_secs(5)).len(), 1);

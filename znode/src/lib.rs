@@ -38,6 +38,7 @@ mod error;
 mod node;
 mod path;
 mod prep;
+mod remote;
 mod tree;
 mod txn;
 
@@ -46,11 +47,12 @@ pub use error::Error;
 pub use node::ephemeral;
 pub use path::ZPath;
 pub use prep::{Checked, Prep, Rejection, Write, TXN_BYTES_MAX_DEFAULT};
+pub use remote::{decode_rejection, encode_rejection, RemoteWrite, CALLER_IDS_MAX};
 pub use tree::{
     Applied, ChangeEvent, OpResult, ReapCursor, SessionInfo, Tree, TreeSnapshot, TxnResult,
     SYSTEM_PATHS,
 };
-pub use txn::{Txn, TxnOp, MULTI_OPS_MAX};
+pub use txn::{Reader, Txn, TxnOp, MULTI_OPS_MAX};
 
 #[cfg(test)]
 mod tests;

@@ -551,7 +551,10 @@ fn close_session_removes_its_ephemerals_with_events() {
         )
         .unwrap();
     let applied = h.commit(zc, &tc);
-    assert_eq!(applied.result, Ok(TxnResult::SessionClosed));
+    assert_eq!(
+        applied.result,
+        Ok(TxnResult::SessionClosed { session_id: 0x55 })
+    );
     assert_eq!(
         applied.events,
         vec![

@@ -58,8 +58,8 @@ pub enum TxnResult {
     SetAcl(Stat),
     Checked,
     Multi(Vec<OpResult>),
-    SessionCreated,
-    SessionClosed,
+    SessionCreated { session_id: i64 },
+    SessionClosed { session_id: i64 },
 }
 
 /// The outcome of one op of a multi.
@@ -488,7 +488,9 @@ impl Tree {
                         passwd: passwd.clone(),
                     },
                 );
-                Ok(TxnResult::SessionCreated)
+                Ok(TxnResult::SessionCreated {
+                    session_id: *session_id,
+                })
             }
             TxnOp::CloseSession { session_id } => {
                 self.sessions.remove(session_id);
@@ -498,7 +500,9 @@ impl Tree {
                     // A path already gone is skipped, as DataTree.deleteNodes does.
                     let _ = self.delete_node(&path, z, events);
                 }
-                Ok(TxnResult::SessionClosed)
+                Ok(TxnResult::SessionClosed {
+                    session_id: *session_id,
+                })
             }
             TxnOp::Create {
                 path,
@@ -722,8 +726,8 @@ fn op_result(r: TxnResult) -> OpResult {
         // Prepare never puts these in a multi; the decoder rejects sessions and nesting.
         TxnResult::SetAcl(_)
         | TxnResult::Multi(_)
-        | TxnResult::SessionCreated
-        | TxnResult::SessionClosed => OpResult::Error(ErrorCode::MarshallingError),
+        | TxnResult::SessionCreated { .. }
+        | TxnResult::SessionClosed { .. } => OpResult::Error(ErrorCode::MarshallingError),
     }
 }
 

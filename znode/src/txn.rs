@@ -109,7 +109,7 @@ impl Txn {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     // Lengths come from in-memory values; a u32 covers jute.maxbuffer many times over.
     let len = u32::try_from(b.len()).unwrap_or_else(|_| panic!("txn field of {} bytes", b.len()));
     out.extend_from_slice(&len.to_be_bytes());
@@ -275,13 +275,22 @@ fn malformed(msg: impl Into<String>) -> Error {
     Error::Malformed(msg.into())
 }
 
-/// A bounded big-endian reader over a byte slice.
-pub(crate) struct Reader<'a> {
+/// A bounded big-endian reader over a byte slice: every read checks what is left first.
+pub struct Reader<'a> {
     pub buf: &'a [u8],
     pub pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self
             .pos

@@ -96,6 +96,23 @@ pub struct MemberStatus {
     pub stopped: bool,
 }
 
+/// Counters for monitoring (the server's `mntr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberStats {
+    pub status: MemberStatus,
+    /// The last txn durable in this member's log.
+    pub last_logged: Zxid,
+    pub last_applied: Zxid,
+    /// Txns written to the log since open.
+    pub txns_logged: u64,
+    /// Log flushes (`fdatasync` calls) since open.
+    pub fsyncs: u64,
+    /// Snapshots written since open.
+    pub snapshots: u64,
+    /// Proposals and forwarded requests waiting here.
+    pub pending: usize,
+}
+
 /// How a forwarded request was decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardReply<T> {
@@ -267,6 +284,9 @@ struct Shared<T> {
     /// Txns sent to the apply thread, and those it applied.
     apply_sent: AtomicU64,
     apply_done: AtomicU64,
+    last_logged: AtomicU64,
+    fsyncs: AtomicU64,
+    snapshots: AtomicU64,
 }
 
 /// A handle to one member of an ensemble: propose on the leader, watch the role, await
@@ -343,6 +363,9 @@ impl<M: StateMachine> Member<M> {
             disk_done: AtomicU64::new(0),
             apply_sent: AtomicU64::new(0),
             apply_done: AtomicU64::new(0),
+            last_logged: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
         });
         let dir = config.data_dir.clone();
         let disk = Arc::new(Mutex::new(disk));
@@ -353,8 +376,9 @@ impl<M: StateMachine> Member<M> {
 
         let snapshot_thread = {
             let (disk, notices, dir) = (Arc::clone(&disk), notice_tx.clone(), dir.clone());
+            let shared = Arc::clone(&shared);
             spawn("coord-snapshot", &dir.clone(), move || {
-                snapshot_loop(snapshot_rx, &dir, &disk, &notices)
+                snapshot_loop(snapshot_rx, &dir, &disk, &notices, &shared)
             })?
         };
         let apply_thread = {
@@ -372,9 +396,9 @@ impl<M: StateMachine> Member<M> {
             })?
         };
         let disk_thread = {
-            let (disk, notices) = (Arc::clone(&disk), notice_tx);
+            let (disk, notices, shared) = (Arc::clone(&disk), notice_tx, Arc::clone(&shared));
             spawn("coord-disk", &dir, move || {
-                disk_loop(disk_rx, &disk, &notices)
+                disk_loop(disk_rx, &disk, &notices, &shared)
             })?
         };
         let (stop, stop_rx) = watch::channel(false);
@@ -531,7 +555,7 @@ impl<M: StateMachine> Member<M> {
     /// proposed (the request is then answered with that error).
     pub fn propose_forwarded<E>(
         &self,
-        forwarded: Forwarded,
+        forwarded: &Forwarded,
         build: impl FnOnce(Zxid) -> Result<Vec<u8>, E>,
     ) -> Result<Result<Zxid, EngineError>, E> {
         let mut core = self.shared.core.lock();
@@ -544,20 +568,15 @@ impl<M: StateMachine> Member<M> {
                 return Ok(Err(propose_error(err)));
             }
         };
-        let txn = match build(zxid) {
-            Ok(txn) => txn,
-            Err(err) => {
-                // The application answers a request it refuses; nothing is sent here.
-                return Err(err);
-            }
-        };
+        // A request the application refuses it answers itself; nothing is sent here.
+        let txn = build(zxid)?;
         if txn.len() > RECORD_PAYLOAD_MAX {
             return Ok(Err(EngineError::TxnTooLarge {
                 len: txn.len(),
                 max: RECORD_PAYLOAD_MAX,
             }));
         }
-        let Forwarded { origin, id, .. } = forwarded;
+        let (origin, id) = (forwarded.origin, forwarded.id);
         // Announced first: the core's proposal goes out after the runtime's sends.
         if origin != core.replica.id() {
             core.sends
@@ -587,9 +606,9 @@ impl<M: StateMachine> Member<M> {
     }
 
     /// Answers a forwarded request without a txn.
-    pub fn answer_forwarded(&self, forwarded: Forwarded, reply: Bytes) {
+    pub fn answer_forwarded(&self, forwarded: &Forwarded, reply: Bytes) {
         let mut core = self.shared.core.lock();
-        let Forwarded { origin, id, .. } = forwarded;
+        let (origin, id) = (forwarded.origin, forwarded.id);
         if origin == core.replica.id() {
             if let Some(waiter) = core.forwards.remove(&id) {
                 let _ = waiter.send(Ok(ForwardReply::Answered(reply)));
@@ -605,6 +624,23 @@ impl<M: StateMachine> Member<M> {
     /// Where this member stands now.
     pub fn status(&self) -> MemberStatus {
         *self.shared.status.borrow()
+    }
+
+    pub fn stats(&self) -> MemberStats {
+        let s = &self.shared;
+        let pending = {
+            let core = s.core.lock();
+            core.waiters.len() + core.forwards.len()
+        };
+        MemberStats {
+            status: self.status(),
+            last_logged: Zxid::from_u64(s.last_logged.load(Ordering::Acquire)),
+            last_applied: self.last_applied(),
+            txns_logged: s.disk_done.load(Ordering::Acquire),
+            fsyncs: s.fsyncs.load(Ordering::Relaxed),
+            snapshots: s.snapshots.load(Ordering::Relaxed),
+            pending,
+        }
     }
 
     /// Changes of [`Member::status`].
@@ -657,8 +693,8 @@ struct ForwardQueue {
 }
 
 /// Refuses a forwarded request: at its origin, or here for one of this member's own.
-fn refuse<T>(core: &mut Core<T>, forwarded: Forwarded, refusal: Refusal) {
-    let Forwarded { origin, id, .. } = forwarded;
+fn refuse<T>(core: &mut Core<T>, forwarded: &Forwarded, refusal: Refusal) {
+    let (origin, id) = (forwarded.origin, forwarded.id);
     if origin == core.replica.id() {
         if let Some(waiter) = core.forwards.remove(&id) {
             let _ = waiter.send(Err(refusal_error(refusal)));
@@ -810,13 +846,13 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                     id,
                 };
                 if !core.leads() {
-                    refuse(&mut core, forwarded, Refusal::NotLeader);
+                    refuse(&mut core, &forwarded, Refusal::NotLeader);
                 } else if let Err(err) = self.forwarded.try_send(forwarded) {
                     let forwarded = match err {
                         tmpsc::error::TrySendError::Full(f)
                         | tmpsc::error::TrySendError::Closed(f) => f,
                     };
-                    refuse(&mut core, forwarded, Refusal::Overloaded);
+                    refuse(&mut core, &forwarded, Refusal::Overloaded);
                 }
             }
             // Only the leader this member follows decides its requests.
@@ -1038,10 +1074,11 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     }
 }
 
-fn disk_loop(
+fn disk_loop<T>(
     jobs: mpsc::Receiver<DiskJob>,
     disk: &Mutex<Disk>,
     notices: &tmpsc::UnboundedSender<Notice>,
+    shared: &Shared<T>,
 ) {
     let mut queue: VecDeque<DiskJob> = VecDeque::new();
     loop {
@@ -1083,10 +1120,14 @@ fn disk_loop(
                 let records: Vec<(Zxid, &[u8])> =
                     batch.iter().map(|(zxid, txn)| (*zxid, &txn[..])).collect();
                 let last = records.last().map_or(zxid, |(zxid, _)| *zxid);
-                disk.lock().append(&records).map(|()| Notice::Persisted {
-                    generation,
-                    zxid: last,
-                    txns: batch.len() as u64,
+                disk.lock().append(&records).map(|()| {
+                    shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    shared.last_logged.store(last.as_u64(), Ordering::Release);
+                    Notice::Persisted {
+                        generation,
+                        zxid: last,
+                        txns: batch.len() as u64,
+                    }
                 })
             }
             DiskJob::Epoch(file, epoch) => disk
@@ -1191,11 +1232,12 @@ fn apply_loop<M: StateMachine>(
     }
 }
 
-fn snapshot_loop<S: Snapshot>(
+fn snapshot_loop<S: Snapshot, T>(
     jobs: mpsc::Receiver<SnapshotJob<S>>,
     dir: &Path,
     disk: &Mutex<Disk>,
     notices: &tmpsc::UnboundedSender<Notice>,
+    shared: &Shared<T>,
 ) {
     while let Ok(job) = jobs.recv() {
         let written = crate::snapshot::write(dir, job.zxid, &job.snapshot)
@@ -1203,6 +1245,7 @@ fn snapshot_loop<S: Snapshot>(
             .and_then(|_| disk.lock().drop_covered());
         match written {
             Ok(()) => {
+                shared.snapshots.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(zxid = %job.zxid, "snapshot written");
                 let _ = notices.send(Notice::Compacted(job.zxid));
             }

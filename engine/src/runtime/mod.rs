@@ -42,8 +42,9 @@ use tokio::sync::oneshot;
 pub use self::epoch::EpochError;
 use self::epoch::{ACCEPTED_EPOCH_FILE, CURRENT_EPOCH_FILE};
 pub use self::member::{
-    Forward, ForwardReply, Forwarded, Member, MemberConfig, MemberStatus, APPLY_BACKLOG_TXNS_MAX,
-    DISK_BACKLOG_TXNS_MAX, FORWARDED_QUEUE_MAX, FORWARDS_PENDING_MAX, PROPOSALS_PENDING_MAX,
+    Forward, ForwardReply, Forwarded, Member, MemberConfig, MemberStats, MemberStatus,
+    APPLY_BACKLOG_TXNS_MAX, DISK_BACKLOG_TXNS_MAX, FORWARDED_QUEUE_MAX, FORWARDS_PENDING_MAX,
+    PROPOSALS_PENDING_MAX,
 };
 use crate::fsutil::create_dir_all_durably;
 use crate::log::{Log, LogError, RECORD_PAYLOAD_MAX};
