@@ -34,6 +34,7 @@ struct Cluster {
     /// Every message sent, for scenarios that check what went out.
     sent: Vec<(PeerId, PeerId, Message)>,
     now: Duration,
+    diff_txns_max: usize,
 }
 
 impl Cluster {
@@ -50,6 +51,7 @@ impl Cluster {
             inflight: VecDeque::new(),
             sent: Vec::new(),
             now: Duration::ZERO,
+            diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
         };
         let ids: Vec<PeerId> = cluster
             .voters
@@ -72,6 +74,7 @@ impl Cluster {
             tick: TICK,
             init_limit_ticks: 10,
             sync_limit_ticks: 5,
+            diff_txns_max: self.diff_txns_max,
         };
         let disk = self.disks[&id].clone();
         let durable = Durable {
@@ -392,6 +395,7 @@ fn follower_awaiting_sync(log: &[(u32, &str)]) -> Replica {
         tick: TICK,
         init_limit_ticks: 10,
         sync_limit_ticks: 5,
+        diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
     };
     let log = log
         .iter()
@@ -518,6 +522,7 @@ fn an_epoch_accepted_before_is_not_acknowledged_as_fresh() {
         tick: TICK,
         init_limit_ticks: 10,
         sync_limit_ticks: 5,
+        diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
     };
     let durable = Durable {
         accepted_epoch: Epoch(4),
@@ -616,6 +621,47 @@ fn a_follower_behind_the_compacted_log_gets_a_snapshot() {
     assert_eq!(txns(&c.applied[&follower]), ["a", "b", "c", "d"]);
 }
 
+/// A DIFF longer than a link queues can never get through: past `diff_txns_max` a learner
+/// gets a SNAP, even though the leader's log still reaches back to it.
+#[test]
+fn a_follower_too_far_behind_for_a_diff_gets_a_snapshot() {
+    let mut c = Cluster::new(3, 0);
+    c.diff_txns_max = 3;
+    let ids: Vec<PeerId> = c.voters.iter().copied().collect();
+    for id in ids {
+        c.start(id);
+    }
+    c.run(Duration::from_secs(2));
+    let leader = c.leader().expect("leader");
+    let follower = c.voters.iter().copied().find(|id| *id != leader).unwrap();
+    c.write("a");
+    c.run(Duration::from_millis(200));
+    c.crash(follower);
+    for t in ["b", "c", "d", "e"] {
+        c.write(t);
+    }
+    c.run(Duration::from_millis(200));
+    c.sent.clear();
+    c.start(follower);
+    c.run(Duration::from_secs(3));
+    let to_follower: Vec<&Message> = c
+        .sent
+        .iter()
+        .filter(|(from, to, _)| *from == leader && *to == follower)
+        .map(|(_, _, m)| m)
+        .collect();
+    assert!(
+        to_follower
+            .iter()
+            .any(|m| matches!(m, Message::Snap { .. })),
+        "no SNAP: {to_follower:?}"
+    );
+    assert!(!to_follower
+        .iter()
+        .any(|m| matches!(m, Message::Diff { .. })));
+    assert_eq!(txns(&c.applied[&follower]), ["a", "b", "c", "d", "e"]);
+}
+
 /// PITFALLS 10 and 4712: a leader demoted while its appends are still being written must not
 /// advertise a log before the writer drained; then its vote names the txn, and the new
 /// leader cuts it (TRUNC) because nobody else has it.
@@ -710,6 +756,7 @@ fn lone_config() -> Config {
         tick: TICK,
         init_limit_ticks: 10,
         sync_limit_ticks: 5,
+        diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
     }
 }
 

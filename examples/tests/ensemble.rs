@@ -76,6 +76,7 @@ impl Ensemble {
                 tick: TICK,
                 init_limit_ticks: 10,
                 sync_limit_ticks: 5,
+                diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
             },
         };
         let counters = Counters::default();

@@ -847,6 +847,8 @@ impl Server {
                     tick: Duration::from_millis(config.tick_ms),
                     init_limit_ticks: ensemble.init_limit_ticks,
                     sync_limit_ticks: ensemble.sync_limit_ticks,
+                    // Well within the transport's queue of 4096 frames per peer.
+                    diff_txns_max: zab::DIFF_TXNS_MAX_DEFAULT,
                 };
                 let member = Member::open(
                     MemberConfig {

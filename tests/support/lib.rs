@@ -5,6 +5,7 @@
 //! Every server started here is killed when its [`CoordServer`] is dropped, so a failing test
 //! never leaks a process.
 
+pub mod ensemble;
 pub mod raw;
 
 use std::fs::{self, File};

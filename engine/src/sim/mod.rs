@@ -48,6 +48,8 @@ pub struct SimConfig {
     pub fault_every: Duration,
     /// Mean virtual time between client writes.
     pub write_every: Duration,
+    /// [`Config::diff_txns_max`]: small ones make learners go by SNAP.
+    pub diff_txns_max: usize,
 }
 
 impl SimConfig {
@@ -68,6 +70,8 @@ impl SimConfig {
             duplicate_chance: [0.0, 0.005][rng.gen_range(0..2)],
             fault_every: Duration::from_millis(rng.gen_range(300..3000)),
             write_every: Duration::from_millis(rng.gen_range(5..50)),
+            // Drawn last, so that the draws above stay what they were for every seed.
+            diff_txns_max: [usize::MAX, usize::MAX, 1, 16][rng.gen_range(0..4)],
         }
     }
 }
@@ -308,6 +312,7 @@ impl Sim {
             tick: TICK,
             init_limit_ticks: 10,
             sync_limit_ticks: 5,
+            diff_txns_max: self.config.diff_txns_max,
         }
     }
 

@@ -248,8 +248,14 @@ impl Replica {
         } else {
             self.last_appended
         };
-        let from = if last_zxid < self.log_base {
-            // Older than this leader's log reaches: the state, exact at the commit point.
+        let shared_log = last_zxid == self.log_base || self.log_index(last_zxid).is_some();
+        // A DIFF longer than a link's queue can never get through (the queue overflows, the
+        // stream resets, the learner asks again for a longer one): past the bound, a SNAP.
+        let diff_len = self.log.len() - self.log.partition_point(|(z, _)| *z <= last_zxid);
+        let too_long = diff_len > self.config.diff_txns_max;
+        let from = if last_zxid < self.log_base || (too_long && last_zxid < self.last_committed) {
+            // Older than this leader's log reaches, or too far behind: the state, exact at the
+            // commit point.
             let zxid = self.last_committed;
             self.actions.push_back(Action::SendSnapshot {
                 to: peer,
@@ -257,7 +263,7 @@ impl Replica {
                 zxid,
             });
             zxid
-        } else if last_zxid == self.log_base || self.log_index(last_zxid).is_some() {
+        } else if shared_log {
             if last_zxid > end {
                 // An observer ahead of the commit point cannot be: it only logs commits.
                 return;

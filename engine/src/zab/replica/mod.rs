@@ -47,7 +47,14 @@ pub struct Config {
     pub init_limit_ticks: u32,
     /// Ticks a leader and a follower may go without hearing each other (syncLimit).
     pub sync_limit_ticks: u32,
+    /// The most txns a leader sends a learner as a DIFF (or after a TRUNC); a learner further
+    /// behind gets a SNAP. Keep it well under what a link queues
+    /// ([`DIFF_TXNS_MAX_DEFAULT`] fits the TCP transport's default queue).
+    pub diff_txns_max: usize,
 }
+
+/// The default [`Config::diff_txns_max`].
+pub const DIFF_TXNS_MAX_DEFAULT: usize = 1000;
 
 impl Config {
     fn is_member(&self, peer: PeerId) -> bool {
