@@ -115,6 +115,27 @@ pub struct Flags {
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+/// What else `coord` can do than run one server.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Runs a local ensemble on loopback, one process per member, each with its own data dir
+    /// under DIR; prints the connect string; Ctrl-C stops them all.
+    Dev {
+        /// How many members (1, 3, 5, ...; at most 9).
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        servers: usize,
+        /// Where the members' configs, data dirs and logs go.
+        #[arg(long, default_value = "coord-dev", value_name = "DIR")]
+        dir: PathBuf,
+        /// The members' tick in milliseconds.
+        #[arg(long = "tick-ms", default_value_t = 2000, value_name = "MS")]
+        tick_ms: u64,
+    },
 }
 
 /// The `[ensemble]` section of the TOML file.

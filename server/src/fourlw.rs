@@ -283,3 +283,16 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 fn open_file_descriptors() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
 }
+
+/// Asks the server at `addr` a four-letter word; None if it does not answer within a second.
+pub fn ask(addr: std::net::SocketAddr, word: &str) -> Option<String> {
+    use std::io::{Read, Write as _};
+    let timeout = std::time::Duration::from_secs(1);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.write_all(word.as_bytes()).ok()?;
+    let mut answer = String::new();
+    // Bounded: the server closes after answering, and the read times out otherwise.
+    stream.take(1 << 20).read_to_string(&mut answer).ok()?;
+    Some(answer)
+}

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod dev;
 pub mod ensemble;
 pub mod fourlw;
 pub mod machine;

@@ -1,10 +1,24 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use coord::config::Subcommand;
+use coord::dev::{self, DevOptions};
 use coord::{Config, Flags, Server};
 
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let mut flags = Flags::parse();
+    if let Some(Subcommand::Dev {
+        servers,
+        dir,
+        tick_ms,
+    }) = flags.command.take()
+    {
+        return run_dev(DevOptions {
+            servers,
+            dir,
+            tick_ms,
+        });
+    }
     let config = match Config::load(flags) {
         Ok(config) => config,
         Err(e) => {
@@ -43,6 +57,30 @@ fn main() -> ExitCode {
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+fn run_dev(options: DevOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("coord: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dev::run(options, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ dev::DevError::Servers(_)) => {
+            eprintln!("coord dev: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("coord dev: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn shutdown_signal() {

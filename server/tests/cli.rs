@@ -159,3 +159,93 @@ fn no_arguments_starts_a_standalone_server_with_local_data() {
         .unwrap_or_else(|| panic!("no listening line in: {stderr}"));
     assert!(line.contains("coord-data"), "{line}");
 }
+
+#[test]
+fn dev_runs_a_local_ensemble_until_stopped() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coord"))
+        .args(["dev", "--servers", "3", "--tick-ms", "100", "--dir", "ens"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run coord dev");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut connect = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("coord dev reports a leader");
+        if let Some(string) = line.strip_prefix("connect string: ") {
+            connect = Some(string.to_owned());
+        }
+        if line.ends_with("the ensemble serves") {
+            break;
+        }
+    }
+    let addrs: Vec<String> = connect.unwrap().split(',').map(str::to_owned).collect();
+    assert_eq!(addrs.len(), 3);
+    let srvr = |addr: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        stream.write_all(b"srvr").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    };
+    let modes: Vec<String> = addrs
+        .iter()
+        .map(|a| srvr(a).unwrap_or_default())
+        .map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Mode: "))
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        modes.iter().filter(|m| *m == "leader").count(),
+        1,
+        "{modes:?}"
+    );
+    assert_eq!(
+        modes.iter().filter(|m| *m == "follower").count(),
+        2,
+        "{modes:?}"
+    );
+    for id in 1..=3 {
+        assert!(dir.path().join(format!("ens/m{id}")).is_dir());
+    }
+
+    // SIGTERM (as Ctrl-C) stops every member.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "coord dev did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for addr in &addrs {
+        assert!(srvr(addr).is_none(), "member at {addr} still answers");
+    }
+}
+
+#[test]
+fn dev_refuses_an_unreasonable_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = coord(&["dev", "--servers", "12"], dir.path());
+    assert_config_error(&output, "--servers");
+}
