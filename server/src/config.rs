@@ -53,6 +53,11 @@ pub struct Flags {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Start from an existing ZooKeeper zoo.cfg (and the myid file in its dataDir) instead of
+    /// a TOML file; coord keeps its files in <dataDir>/coord. Flags still win.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub zoo_cfg: Option<PathBuf>,
+
     /// Address the ZooKeeper client port listens on [default: 127.0.0.1:2181].
     #[arg(long, value_name = "ADDR")]
     pub client_addr: Option<String>,
@@ -135,6 +140,9 @@ pub enum Subcommand {
         /// The members' tick in milliseconds.
         #[arg(long = "tick-ms", default_value_t = 2000, value_name = "MS")]
         tick_ms: u64,
+        /// Any free ports, instead of 2181.. and 2888.. when those are free.
+        #[arg(long)]
+        any_ports: bool,
     },
 }
 
@@ -204,6 +212,8 @@ pub struct Config {
     pub log_level: String,
     /// Set when this server is a member of an ensemble.
     pub ensemble: Option<EnsembleConfig>,
+    /// Settings read and not used (from a zoo.cfg), one line each, for the log.
+    pub warnings: Vec<String>,
 }
 
 /// A configuration problem, reported in one line naming the key.
@@ -230,11 +240,19 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 impl Config {
     /// Merges defaults, the file named by `--config` (if any) and the flags, then checks values.
     pub fn load(flags: Flags) -> Result<Config, ConfigError> {
-        let file = match &flags.config {
-            Some(path) => read_file(path)?,
-            None => File::default(),
+        let mut warnings = Vec::new();
+        let file = match (&flags.config, &flags.zoo_cfg) {
+            (Some(path), _) => read_file(path)?,
+            (None, Some(path)) => {
+                let zoo = crate::zoocfg::read(path)?;
+                warnings.clone_from(&zoo.warnings);
+                from_zoo_cfg(zoo)
+            }
+            (None, None) => File::default(),
         };
-        Self::merge(flags, file)
+        let mut config = Self::merge(flags, file)?;
+        config.warnings = warnings;
+        Ok(config)
     }
 
     fn merge(flags: Flags, file: File) -> Result<Config, ConfigError> {
@@ -397,6 +415,7 @@ impl Config {
             superuser_digest,
             log_level,
             ensemble,
+            warnings: Vec::new(),
         })
     }
 
@@ -437,6 +456,38 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
                 .map(|s| format!(" (at byte {})", s.start))
                 .unwrap_or_default(),
     })
+}
+
+/// The settings of a zoo.cfg, as if they came from a TOML file.
+fn from_zoo_cfg(zoo: crate::zoocfg::ZooCfg) -> File {
+    let ensemble = (!zoo.servers.is_empty()).then(|| EnsembleFile {
+        id: zoo.myid.unwrap_or(0),
+        init_limit_ticks: zoo.init_limit,
+        sync_limit_ticks: zoo.sync_limit,
+        servers: zoo
+            .servers
+            .iter()
+            .map(|(id, peer, client, observer)| ServerFile {
+                id: *id,
+                peer_addr: peer.to_string(),
+                client_addr: client.to_string(),
+                role: Some(if *observer { "observer" } else { "participant" }.to_owned()),
+            })
+            .collect(),
+    });
+    File {
+        client_addr: zoo.client_addr.map(|a| a.to_string()),
+        data_dir: zoo.data_dir,
+        tick_ms: zoo.tick_ms,
+        min_session_timeout_ms: zoo.min_session_timeout_ms,
+        max_session_timeout_ms: zoo.max_session_timeout_ms,
+        max_frame_bytes: zoo.jute_maxbuffer,
+        max_connections_per_ip: zoo.max_client_cnxns,
+        four_letter_words: zoo.four_letter_words,
+        snapshot_every_txns: zoo.snap_count,
+        ensemble,
+        ..File::default()
+    }
 }
 
 fn ensemble(file: EnsembleFile) -> Result<EnsembleConfig, ConfigError> {

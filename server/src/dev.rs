@@ -17,6 +17,8 @@ pub struct DevOptions {
     pub servers: usize,
     pub dir: PathBuf,
     pub tick_ms: u64,
+    /// Any free ports rather than ZooKeeper's usual ones.
+    pub any_ports: bool,
 }
 
 /// Why the dev ensemble could not start.
@@ -37,10 +39,12 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DevError {
     move |source| DevError::Io { what, source }
 }
 
-/// `preferred` if it can be bound now, else any free port.
-fn port_near(preferred: u16) -> io::Result<u16> {
-    if TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
-        return Ok(preferred);
+/// `preferred` if given and it can be bound now, else any free port.
+fn port_near(preferred: Option<u16>) -> io::Result<u16> {
+    if let Some(preferred) = preferred {
+        if TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+            return Ok(preferred);
+        }
     }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -67,8 +71,9 @@ pub async fn run(
     // Ports near ZooKeeper's usual ones when they are free, so the connect string is familiar.
     let mut members = Vec::new();
     for i in 0..n {
-        let client = port_near(2181 + i as u16).map_err(io_err("choosing a client port"))?;
-        let peer = port_near(2888 + i as u16).map_err(io_err("choosing a peer port"))?;
+        let usual = |base: u16| (!options.any_ports).then_some(base + i as u16);
+        let client = port_near(usual(2181)).map_err(io_err("choosing a client port"))?;
+        let peer = port_near(usual(2888)).map_err(io_err("choosing a peer port"))?;
         members.push((
             i + 1,
             SocketAddr::from(([127, 0, 0, 1], client)),

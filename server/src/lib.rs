@@ -11,6 +11,7 @@ pub mod ops;
 pub mod server;
 pub mod watch;
 pub mod write;
+pub mod zoocfg;
 
 pub use config::{Config, Flags};
 pub use server::{Server, StartError};

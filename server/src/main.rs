@@ -11,12 +11,14 @@ fn main() -> ExitCode {
         servers,
         dir,
         tick_ms,
+        any_ports,
     }) = flags.command.take()
     {
         return run_dev(DevOptions {
             servers,
             dir,
             tick_ms,
+            any_ports,
         });
     }
     let config = match Config::load(flags) {
@@ -34,6 +36,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -165,7 +165,16 @@ fn dev_runs_a_local_ensemble_until_stopped() {
     use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_coord"))
-        .args(["dev", "--servers", "3", "--tick-ms", "100", "--dir", "ens"])
+        .args([
+            "dev",
+            "--servers",
+            "3",
+            "--tick-ms",
+            "100",
+            "--dir",
+            "ens",
+            "--any-ports",
+        ])
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -248,4 +257,60 @@ fn dev_refuses_an_unreasonable_size() {
     let dir = tempfile::tempdir().unwrap();
     let output = coord(&["dev", "--servers", "12"], dir.path());
     assert_config_error(&output, "--servers");
+}
+
+#[test]
+fn a_zoo_cfg_starts_coord_with_its_data_beside_zookeepers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let zk_data = dir.path().join("zk");
+    let cfg = dir.path().join("zoo.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "tickTime=100\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+             4lw.commands.whitelist=ruok,srvr\nautopurge.purgeInterval=1\n",
+            zk_data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coord"))
+        .args(["--zoo-cfg", cfg.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answered = false;
+    while Instant::now() < deadline && !answered {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            stream.write_all(b"ruok").unwrap();
+            let mut reply = String::new();
+            let _ = stream.read_to_string(&mut reply);
+            answered = reply == "imok";
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    assert!(answered, "no imok on the zoo.cfg's clientPort");
+    assert!(
+        zk_data.join("coord").is_dir(),
+        "data not in <dataDir>/coord"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("autopurge.purgeInterval"),
+        "no warning for an unused key: {stderr}"
+    );
+
+    std::fs::write(&cfg, format!("clientPort={port}\nsecureClientPort=2281\n")).unwrap();
+    let output = coord(&["--zoo-cfg", cfg.to_str().unwrap()], dir.path());
+    assert_config_error(&output, "secureClientPort");
 }
