@@ -114,10 +114,13 @@ pub fn parse(text: &str) -> Result<ZooCfg, ConfigError> {
         };
         let (key, value) = (key.trim(), value.trim());
         if UNSUPPORTED.contains(&key) || UNSUPPORTED_PREFIXES.iter().any(|p| key.starts_with(p)) {
-            // electionAlg=3 is the only one ZooKeeper still has, and coord's.
-            if !(key == "electionAlg" && value == "3")
-                && !(key == "reconfigEnabled" && value == "false")
-            {
+            // electionAlg=3 is the only one ZooKeeper still has, and coord's; reconfig off is
+            // what coord does anyway.
+            let harmless = matches!(
+                (key, value),
+                ("electionAlg", "3") | ("reconfigEnabled", "false")
+            );
+            if !harmless {
                 return Err(invalid(
                     "zoo_cfg",
                     format!("{key} is not supported by coord"),
