@@ -123,12 +123,14 @@ fn monitor(shared: &Shared) -> String {
     let (min, avg, max) = shared.stats.latency_ms();
     // Counters only: mntr is scraped often, and must not walk the tree or the watches under
     // the locks the apply thread needs.
-    let (node_count, ephemerals, data_size) = {
+    let (node_count, ephemerals, data_size, digest, digest_zxid) = {
         let tree = shared.tree.read();
         (
             zookeeper_node_count(tree.node_count()),
             tree.ephemeral_count(),
             tree.approximate_data_size(),
+            tree.digest(),
+            tree.last_zxid(),
         )
     };
     let (_, _, watch_count) = shared.watches.lock().counts();
@@ -165,6 +167,23 @@ fn monitor(shared: &Shared) -> String {
     line("zk_txns_logged", engine.txns_logged.to_string());
     line("zk_fsync_count", engine.fsyncs.to_string());
     line("zk_snapshot_count", engine.snapshots.to_string());
+    // coord's: a digest of every node (path, data, Stat, ACL), kept as the tree changes, so
+    // that replicas can be compared at the same zxid.
+    line("zk_tree_digest", format!("{digest:016x}"));
+    line(
+        "zk_tree_digest_zxid",
+        format!("0x{:x}", digest_zxid.as_u64()),
+    );
+    if let Some(learners) = shared.engine.member().and_then(|m| m.stats().learners) {
+        line(
+            "zk_learners",
+            (learners.followers + learners.observers).to_string(),
+        );
+        line("zk_followers", learners.followers.to_string());
+        line("zk_synced_followers", learners.synced_followers.to_string());
+        line("zk_synced_observers", learners.synced_observers.to_string());
+        line("zk_pending_syncs", learners.pending_syncs.to_string());
+    }
     if let Some(fds) = open_file_descriptors() {
         line("zk_open_file_descriptor_count", fds.to_string());
     }

@@ -61,8 +61,10 @@ async fn children_on(addr: SocketAddr, path: &str) -> BTreeSet<String> {
     children.into_iter().collect()
 }
 
-/// Every running member holds the same children of `path`, a superset of `acked`.
+/// Every running member holds the same children of `path`, a superset of `acked`, and, once
+/// all have applied the same last txn, the same tree digest.
 async fn assert_replicated(ensemble: &Ensemble, path: &str, acked: &HashSet<String>) {
+    assert_same_digest(ensemble).await;
     let mut first: Option<BTreeSet<String>> = None;
     for i in 0..ensemble.nodes.len() {
         if !ensemble.is_running(i) {
@@ -80,6 +82,30 @@ async fn assert_replicated(ensemble: &Ensemble, path: &str, acked: &HashSet<Stri
             None => first = Some(children),
             Some(first) => assert_eq!(first, &children, "member {} differs", ensemble.nodes[i].id),
         }
+    }
+}
+
+/// Waits until every running member reports the same digest at the same zxid.
+async fn assert_same_digest(ensemble: &Ensemble) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let digests: Vec<(Option<String>, Option<String>)> = (0..ensemble.nodes.len())
+            .filter(|i| ensemble.is_running(*i))
+            .map(|i| {
+                (
+                    ensemble.mntr(i, "zk_tree_digest_zxid"),
+                    ensemble.mntr(i, "zk_tree_digest"),
+                )
+            })
+            .collect();
+        if digests[0].1.is_some() && digests.iter().all(|d| d == &digests[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas' trees differ: {digests:?}"
+        );
+        sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -268,6 +294,13 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
         let counts: Vec<Option<String>> =
             (0..3).map(|i| ensemble.mntr(i, "zk_znode_count")).collect();
         assert!(counts.iter().all(|c| c == &counts[0]), "{counts:?}");
+        let leader = ensemble
+            .wait_for_leader(DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ensemble.mntr(leader, "zk_synced_followers").as_deref(),
+            Some("2")
+        );
     };
     timeout(DEADLINE, run).await.expect("test deadline");
 }

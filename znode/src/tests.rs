@@ -975,8 +975,10 @@ fn snapshot_restores_an_identical_tree() {
     );
     let snap = h.tree.snapshot();
     let want = h.tree.dump();
+    let digest = h.tree.digest();
     // The tree moves on while the snapshot is written: the snapshot is unaffected.
     h.ok(&ANON, &persistent("/after"));
+    assert_ne!(h.tree.digest(), digest);
     let mut bytes = Vec::new();
     snap.write_to(&mut bytes).unwrap();
 
@@ -984,6 +986,8 @@ fn snapshot_restores_an_identical_tree() {
     restored.restore(&mut &bytes[..]).unwrap();
     assert_eq!(restored.node_count(), h.tree.node_count() - 1);
     assert_eq!(restored.dump(), want);
+    // The digest kept as nodes change equals the one computed from scratch.
+    assert_eq!(restored.digest(), digest);
     assert_eq!(restored.sessions().count(), 1);
     assert_eq!(restored.get_ephemerals(9, ""), vec!["/a/e".to_string()]);
     assert_eq!(
@@ -1004,6 +1008,20 @@ fn snapshot_restores_an_identical_tree() {
     };
     r.ok(&ANON, &Write::CloseSession { session_id: 9 });
     assert!(r.tree.stat("/a/e").is_none());
+    // After more changes (a delete, an ACL change), still equal to a fresh computation.
+    r.ok(
+        &ANON,
+        &Write::SetAcl {
+            path: "/a".into(),
+            acl: Acl::read_unsafe(),
+            version: -1,
+        },
+    );
+    let mut bytes_after = Vec::new();
+    r.tree.snapshot().write_to(&mut bytes_after).unwrap();
+    let mut again = Tree::new();
+    again.restore(&mut &bytes_after[..]).unwrap();
+    assert_eq!(again.digest(), r.tree.digest());
     r.now = T0 + 60_001;
     let reaped = r.ok(&ANON, &Write::Reap { path: "/t".into() });
     assert_eq!(reaped.events[0], ChangeEvent::Deleted("/t".into()));

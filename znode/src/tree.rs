@@ -140,6 +140,9 @@ pub struct Tree {
     ttls: BTreeSet<Box<str>>,
     /// Sum over nodes of path length + data length (ZooKeeper's `approximateDataSize`).
     data_size: u64,
+    /// Wrapping sum of every node's [`Tree::node_digest`], kept as nodes change: replicas
+    /// with the same nodes have the same digest, and reading it costs nothing.
+    digest: u64,
     last_zxid: Zxid,
 }
 
@@ -163,6 +166,7 @@ impl Tree {
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
             data_size: 0,
+            digest: 0,
             last_zxid: Zxid::ZERO,
         };
         let open = Acl::open_unsafe();
@@ -186,8 +190,59 @@ impl Tree {
 
     fn insert_entry(&mut self, e: Entry) {
         self.data_size += (e.path().len() + e.data().len()) as u64;
+        self.digest = self.digest.wrapping_add(self.node_digest(&e));
         let fresh = self.nodes.insert(e);
         assert!(fresh, "inserted a node that exists");
+    }
+
+    /// Replaces a node with a new version of itself (same path), keeping the digest. `old_digest`
+    /// is the old version's, taken before its ACL could be released.
+    fn replace_entry(&mut self, new: Entry, old_digest: u64) {
+        self.digest = self
+            .digest
+            .wrapping_sub(old_digest)
+            .wrapping_add(self.node_digest(&new));
+        self.nodes.replace(new);
+    }
+
+    /// A 64-bit checksum of everything observable about a node: path, data, Stat and ACL. Two
+    /// crc32c passes with different seeds (deterministic across processes and builds).
+    fn node_digest(&self, e: &Entry) -> u64 {
+        let stat = e.stat();
+        let mut bytes = Vec::with_capacity(e.path().len() + e.data().len() + 96);
+        bytes.extend_from_slice(&(e.path().len() as u32).to_be_bytes());
+        bytes.extend_from_slice(e.path().as_bytes());
+        bytes.extend_from_slice(&(e.data().len() as u32).to_be_bytes());
+        bytes.extend_from_slice(e.data());
+        for field in [
+            stat.czxid,
+            stat.mzxid,
+            stat.ctime,
+            stat.mtime,
+            stat.ephemeral_owner,
+            stat.pzxid,
+        ] {
+            bytes.extend_from_slice(&field.to_be_bytes());
+        }
+        for field in [
+            stat.version,
+            stat.cversion,
+            stat.aversion,
+            stat.data_length,
+            stat.num_children,
+        ] {
+            bytes.extend_from_slice(&field.to_be_bytes());
+        }
+        crate::txn::put_acl(&mut bytes, &self.acl_of(e));
+        let high = crc32c::crc32c_append(0x636f_6f72, &bytes);
+        let low = crc32c::crc32c_append(0x6469_6773, &bytes);
+        (u64::from(high) << 32) | u64::from(low)
+    }
+
+    /// The digest of the whole tree: equal on replicas that hold the same nodes (compare at the
+    /// same [`Tree::last_zxid`]).
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     pub(crate) fn entry(&self, path: &str) -> Option<&Entry> {
@@ -544,10 +599,11 @@ impl Tree {
                 meta.mzxid = z;
                 let old_len = e.data().len() as u64;
                 let acl = self.acl_of(e);
+                let old_digest = self.node_digest(e);
                 let new = Entry::new(&meta, path, data);
                 let stat = new.stat();
                 self.data_size = self.data_size - old_len + data.len() as u64;
-                self.nodes.replace(new);
+                self.replace_entry(new, old_digest);
                 events.push(ChangeEvent::DataChanged(path.clone()), acl);
                 Ok(TxnResult::SetData(stat))
             }
@@ -557,13 +613,14 @@ impl Tree {
                     .ok_or_else(|| Error::NoNode(path.clone()))?
                     .clone();
                 let mut meta = e.meta();
+                let old_digest = self.node_digest(&e);
                 let new_index = self.acls.intern(acl);
                 self.acls.release(meta.acl);
                 meta.acl = new_index;
                 meta.aversion = *version;
                 let new = e.with_meta(&meta);
                 let stat = new.stat();
-                self.nodes.replace(new);
+                self.replace_entry(new, old_digest);
                 Ok(TxnResult::SetAcl(stat))
             }
             TxnOp::Check { path, .. } => {
@@ -608,8 +665,9 @@ impl Tree {
         }
         pmeta.num_children += 1;
         let parent_acl = self.acl_of(parent);
+        let parent_digest = self.node_digest(parent);
         let new_parent = parent.with_meta(&pmeta);
-        self.nodes.replace(new_parent);
+        self.replace_entry(new_parent, parent_digest);
 
         let meta = Meta {
             czxid: zxid,
@@ -673,8 +731,10 @@ impl Tree {
         }
         let parent_acl = self.acl_of(parent);
         let node_acl = self.acl_of(&node);
+        let parent_digest = self.node_digest(parent);
         let new_parent = parent.with_meta(&pmeta);
-        self.nodes.replace(new_parent);
+        self.replace_entry(new_parent, parent_digest);
+        self.digest = self.digest.wrapping_sub(self.node_digest(&node));
         self.nodes.remove(&Probe::of(path) as &dyn Key);
         self.acls.release(node.acl_index());
         self.data_size -= (path.len() + node.data().len()) as u64;
@@ -921,15 +981,18 @@ impl StateMachine for Tree {
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
             data_size: 0,
+            digest: 0,
             last_zxid,
         };
         if tree.entry("/").is_none() {
             return Err(malformed("snapshot has no root"));
         }
         let mut data_size = 0u64;
+        let mut digest = 0u64;
         for e in &tree.nodes {
             let path = e.path();
             data_size += (path.len() + e.data().len()) as u64;
+            digest = digest.wrapping_add(tree.node_digest(e));
             if let Some(parent) = parent_of(path) {
                 if tree.entry(parent).is_none() {
                     return Err(malformed(format!("node {path} has no parent")));
@@ -959,6 +1022,7 @@ impl StateMachine for Tree {
             }
         }
         tree.data_size = data_size;
+        tree.digest = digest;
         *self = tree;
         Ok(())
     }

@@ -111,6 +111,8 @@ pub struct MemberStats {
     pub snapshots: u64,
     /// Proposals and forwarded requests waiting here.
     pub pending: usize,
+    /// On the leader, its learners.
+    pub learners: Option<zab::Learners>,
 }
 
 /// How a forwarded request was decided.
@@ -628,9 +630,12 @@ impl<M: StateMachine> Member<M> {
 
     pub fn stats(&self) -> MemberStats {
         let s = &self.shared;
-        let pending = {
+        let (pending, learners) = {
             let core = s.core.lock();
-            core.waiters.len() + core.forwards.len()
+            (
+                core.waiters.len() + core.forwards.len(),
+                core.replica.learners(),
+            )
         };
         MemberStats {
             status: self.status(),
@@ -640,6 +645,7 @@ impl<M: StateMachine> Member<M> {
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             snapshots: s.snapshots.load(Ordering::Relaxed),
             pending,
+            learners,
         }
     }
 

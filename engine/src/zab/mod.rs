@@ -14,6 +14,6 @@ pub mod solo;
 pub use codec::DecodeError;
 pub use message::{Message, PeerId, PeerState, Vote};
 pub use replica::{
-    Action, Config, Durable, DurableError, EpochFile, ProposeError, Replica, Role,
+    Action, Config, Durable, DurableError, EpochFile, Learners, ProposeError, Replica, Role,
     DIFF_TXNS_MAX_DEFAULT, ELECTION_FINALIZE_WAIT,
 };

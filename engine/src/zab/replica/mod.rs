@@ -106,6 +106,20 @@ pub enum Role {
     Leading,
 }
 
+/// What a leader knows of its learners, for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Learners {
+    /// Followers connected to this leader (in any phase).
+    pub followers: usize,
+    /// Followers in Broadcast: they acknowledged NEWLEADER.
+    pub synced_followers: usize,
+    pub observers: usize,
+    /// Observers in Broadcast.
+    pub synced_observers: usize,
+    /// Learners that were sent their sync payload and have not finished syncing.
+    pub pending_syncs: usize,
+}
+
 /// Work for the caller, carried out in the order yielded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -307,6 +321,31 @@ impl Replica {
             State::Learning(l) => l.phase == LearnerPhase::Broadcast,
             State::Looking(_) => false,
         }
+    }
+
+    /// On a leader, its learners; None on other members.
+    pub fn learners(&self) -> Option<Learners> {
+        let State::Leading(leader) = &self.state else {
+            return None;
+        };
+        let mut counts = Learners::default();
+        for link in leader.learners.values() {
+            if link.observer {
+                counts.observers += 1;
+                if matches!(link.sync, leader::LearnerSync::Up) {
+                    counts.synced_observers += 1;
+                }
+            } else {
+                counts.followers += 1;
+                if matches!(link.sync, leader::LearnerSync::Up) {
+                    counts.synced_followers += 1;
+                }
+            }
+            if matches!(link.sync, leader::LearnerSync::Syncing { .. }) {
+                counts.pending_syncs += 1;
+            }
+        }
+        Some(counts)
     }
 
     pub fn accepted_epoch(&self) -> Epoch {
