@@ -38,3 +38,6 @@ cargo test --workspace
 
 step "Python system tests (kazoo, zkCli.sh, cli_mt)"
 python3 -m pytest -q tests/python
+
+step "Python system tests against a 3-member ensemble (clients spread over the members)"
+TARGET=ensemble python3 -m pytest -q tests/python

@@ -1,6 +1,9 @@
 """Fixtures: a coord server (or, with TARGET=zookeeper, a real Apache ZooKeeper) and kazoo clients.
 
 TARGET=coord (default) runs $COORD_BIN or <repo>/target/debug/coord.
+TARGET=ensemble runs the shared server as a 3-member coord ensemble on loopback; each new kazoo
+client connects to the next member in turn, so a test's clients sit on different members (tests
+that start their own servers still get standalone ones).
 TARGET=zookeeper runs org.apache.zookeeper.server.ZooKeeperServerMain from Debian's `zookeeper`
 package (or $ZK_CLASSPATH) with the same tick, session bounds, reap interval, four-letter-word
 list and superuser digest, so every assertion can be checked against the reference.
@@ -191,13 +194,103 @@ class Server:
 
 
 def _new_server(**kw):
+    if kw.get("target") is None and TARGET == "ensemble":
+        kw["target"] = "coord"
     return Server(**kw).start()
+
+
+class Ensemble:
+    """A local coord ensemble that stands in for the shared Server: `host`/`port`/`hosts` name
+    its first member (raw clients, four-letter words); kazoo clients spread over every member."""
+
+    def __init__(self, n=3):
+        self.target = "ensemble"
+        self.tick_ms = TICK_MS
+        self.min_session_timeout_ms = 2 * TICK_MS
+        self.max_session_timeout_ms = 20 * TICK_MS
+        self.four_letter_words = "*"
+        self.workdir = tempfile.mkdtemp(prefix="coord-py-ensemble-")
+        self.members = []
+        servers = []
+        for i in range(1, n + 1):
+            client, peer = free_port(), free_port()
+            servers.append(
+                f'  {{ id = {i}, peer_addr = "127.0.0.1:{peer}", client_addr = "127.0.0.1:{client}" }},'
+            )
+            self.members.append({"id": i, "port": client})
+        for m in self.members:
+            data = os.path.join(self.workdir, f"m{m['id']}")
+            cfg = os.path.join(self.workdir, f"m{m['id']}.toml")
+            with open(cfg, "w") as f:
+                f.write(
+                    f'data_dir = "{data}"\ntick_ms = {TICK_MS}\nreap_interval_ms = {REAP_MS}\n'
+                    f'four_letter_words = ["*"]\nsuperuser_digest = "{SUPER_DIGEST}"\n'
+                    f"[ensemble]\nid = {m['id']}\nservers = [\n" + "\n".join(servers) + "\n]\n"
+                )
+            m["config"] = cfg
+            m["log"] = os.path.join(self.workdir, f"m{m['id']}.log")
+        self.host = "127.0.0.1"
+        self.port = self.members[0]["port"]
+        self.hosts = f"{self.host}:{self.port}"
+        self.next_member = 0
+
+    def start(self):
+        binary = os.environ.get("COORD_BIN", os.path.join(REPO, "target", "debug", "coord"))
+        for m in self.members:
+            m["logf"] = open(m["log"], "ab")
+            m["proc"] = subprocess.Popen(
+                [binary, "--config", m["config"]],
+                stdout=m["logf"],
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            modes = []
+            for m in self.members:
+                try:
+                    srvr = four_letter(m["port"], "srvr", timeout=1.0)
+                    modes.append(next((l[6:] for l in srvr.splitlines() if l.startswith("Mode: ")), None))
+                except OSError:
+                    modes.append(None)
+            if modes.count("leader") == 1 and all(m in ("leader", "follower") for m in modes):
+                return self
+            if time.monotonic() > deadline:
+                self.cleanup()
+                raise RuntimeError(f"ensemble not ready: {modes}")
+            time.sleep(0.05)
+
+    def member_hosts(self):
+        """The next member's address, in turn."""
+        m = self.members[self.next_member % len(self.members)]
+        self.next_member += 1
+        return f"127.0.0.1:{m['port']}"
+
+    def four_letter(self, word):
+        return four_letter(self.port, word)
+
+    def log_tail(self, n=4000):
+        return ""
+
+    def cleanup(self):
+        for m in self.members:
+            proc = m.get("proc")
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            if m.get("logf"):
+                m["logf"].close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def is_ensemble():
+    return TARGET == "ensemble"
 
 
 @pytest.fixture(scope="session")
 def server():
     """One server shared by the whole session; tests isolate themselves under `base`."""
-    s = _new_server()
+    s = Ensemble().start() if is_ensemble() else _new_server()
     yield s
     s.cleanup()
 
@@ -227,7 +320,8 @@ def _client_factory(default_server):
 
     def make(srv=None, timeout=2.0, start=True, **kw):
         srv = srv or default_server
-        c = KazooClient(hosts=srv.hosts, timeout=timeout, **kw)
+        hosts = srv.member_hosts() if isinstance(srv, Ensemble) else srv.hosts
+        c = KazooClient(hosts=hosts, timeout=timeout, **kw)
         clients.append(c)
         if start:
             c.start(timeout=15)
