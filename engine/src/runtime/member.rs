@@ -738,6 +738,16 @@ fn spawn(
         .map_err(io_err(dir))
 }
 
+/// What woke the driver.
+enum Input {
+    Timeout,
+    Notice(Notice),
+    Tick,
+    Event(Event),
+    /// A proposer queued actions.
+    Wake,
+}
+
 struct Driver<T: Transport, O> {
     shared: Arc<Shared<O>>,
     forwarded: tmpsc::Sender<Forwarded>,
@@ -761,33 +771,47 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let backlogged = self.backlogged();
-            tokio::select! {
+            let timeout = self.shared.core.lock().replica.poll_timeout();
+            let timer = async {
+                match timeout {
+                    Some(at) => tokio::time::sleep_until(self.started + at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let input = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                () = timer => Input::Timeout,
                 notice = self.notices.recv() => match notice {
-                    Some(notice) => {
-                        if let Err(reason) = self.handle_notice(notice) {
-                            self.fail(reason);
-                            break;
-                        }
-                    }
+                    Some(notice) => Input::Notice(notice),
                     None => {
                         self.fail("the disk thread is gone".to_string());
                         break;
                     }
                 },
-                _ = ticks.tick() => {
-                    let now = self.started.elapsed();
-                    self.shared.core.lock().replica.handle_tick(now);
-                }
+                _ = ticks.tick() => Input::Tick,
                 event = self.transport.recv(), if !backlogged => match event {
-                    Some(event) => self.handle_event(event),
+                    Some(event) => Input::Event(event),
                     None => {
                         self.fail("the transport shut down".to_string());
                         break;
                     }
                 },
-                _ = self.shared.wake.notified() => {}
+                _ = self.shared.wake.notified() => Input::Wake,
+            };
+            // Every input happens at a time: the core records it exactly, and runs what is due.
+            let now = self.started.elapsed();
+            self.shared.core.lock().replica.handle_timeout(now);
+            match input {
+                Input::Notice(notice) => {
+                    if let Err(reason) = self.handle_notice(notice) {
+                        self.fail(reason);
+                        break;
+                    }
+                }
+                Input::Tick => self.shared.core.lock().replica.handle_tick(now),
+                Input::Event(event) => self.handle_event(event),
+                Input::Timeout | Input::Wake => {}
             }
             if let Err(reason) = self.run_actions().await {
                 self.fail(reason);

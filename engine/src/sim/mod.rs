@@ -107,6 +107,11 @@ enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// What [`Replica::poll_timeout`] asked for.
+    Timeout {
+        node: usize,
+        incarnation: u64,
+    },
     Fsync {
         node: usize,
         incarnation: u64,
@@ -155,6 +160,8 @@ struct Node {
     fsync_pending: bool,
     /// Writes complete in the order issued, as one runtime thread does them.
     disk_busy_until: Duration,
+    /// The [`Event::Timeout`] scheduled for this member, if any.
+    timeout_at: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -234,6 +241,7 @@ impl Sim {
                 machine: Vec::new(),
                 fsync_pending: false,
                 disk_busy_until: Duration::ZERO,
+                timeout_at: None,
             })
             .collect();
         let mut links = BTreeMap::new();
@@ -321,6 +329,7 @@ impl Sim {
         let config = self.replica_config(id);
         let n = &mut self.nodes[node];
         n.incarnation += 1;
+        n.timeout_at = None;
         n.disk.unsynced.clear();
         n.fsync_pending = false;
         n.disk_busy_until = Duration::ZERO;
@@ -429,7 +438,34 @@ impl Sim {
     }
 
     fn step(&mut self, event: Event) {
+        // As the runtime does: every input to a member comes at a time the core learns first.
+        let target = match &event {
+            Event::Deliver { to, .. } => Some((to.0 - 1) as usize),
+            Event::LinkReset { node, .. }
+            | Event::Tick { node, .. }
+            | Event::Fsync { node, .. }
+            | Event::EpochPersisted { node, .. } => Some(*node),
+            _ => None,
+        };
+        if let Some(node) = target {
+            let now = self.now;
+            if let Some(replica) = &mut self.nodes[node].replica {
+                replica.handle_timeout(now);
+            }
+        }
         match event {
+            Event::Timeout { node, incarnation } => {
+                let now = self.now;
+                let n = &mut self.nodes[node];
+                if n.incarnation != incarnation {
+                    return;
+                }
+                n.timeout_at = None;
+                if let Some(replica) = &mut n.replica {
+                    replica.handle_timeout(now);
+                    self.drain(node);
+                }
+            }
             Event::Deliver {
                 from,
                 to,
@@ -634,6 +670,7 @@ impl Sim {
         n.disk.unsynced.clear();
         n.machine.clear();
         n.incarnation += 1;
+        n.timeout_at = None;
         self.report.crashes += 1;
     }
 
@@ -838,8 +875,23 @@ impl Sim {
         }
     }
 
-    /// Carries out a member's actions, in order, and checks what they claim.
+    /// Carries out a member's actions, in order, and checks what they claim; then arms the
+    /// member's timer if it asks for one.
     fn drain(&mut self, node: usize) {
+        self.drain_actions(node);
+        let n = &mut self.nodes[node];
+        let wanted = n.replica.as_ref().and_then(Replica::poll_timeout);
+        if let Some(at) = wanted {
+            if n.timeout_at != Some(at) {
+                n.timeout_at = Some(at);
+                let incarnation = n.incarnation;
+                let after = at.saturating_sub(self.now);
+                self.schedule(after, Event::Timeout { node, incarnation });
+            }
+        }
+    }
+
+    fn drain_actions(&mut self, node: usize) {
         loop {
             let Some(action) = self.nodes[node]
                 .replica

@@ -585,6 +585,29 @@ impl Replica {
         }
     }
 
+    /// When this member next needs [`Replica::handle_timeout`], if before the next tick: a
+    /// vote that has a quorum is decided [`ELECTION_FINALIZE_WAIT`] after it got it, not at a
+    /// tick (which may be seconds away).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        match &self.state {
+            State::Looking(election) => election
+                .quorum_since
+                .map(|since| since + ELECTION_FINALIZE_WAIT),
+            _ => None,
+        }
+    }
+
+    /// The clock moved to `now` between ticks: runs what [`Replica::poll_timeout`] asked for.
+    /// A runtime may call it before any input, so that the times the core records are exact.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+        if let State::Looking(election) = &self.state {
+            if election.started {
+                self.check_election();
+            }
+        }
+    }
+
     /// The clock: call once per [`Config::tick`]. Repeats what may have been lost and gives up
     /// on a leader, follower or election that went quiet.
     pub fn handle_tick(&mut self, now: Duration) {
