@@ -777,6 +777,9 @@ impl Sessions {
     }
 }
 
+/// The largest frame between members.
+pub const PEER_FRAME_BYTES_MAX: usize = 1 << 30;
+
 /// A running server.
 pub struct Server {
     shared: Arc<Shared>,
@@ -821,8 +824,10 @@ impl Server {
                     .map(|s| (PeerId(s.id), s.peer_addr))
                     .collect();
                 let mut tcp = TcpConfig::new(PeerId(ensemble.id), me.peer_addr, peers);
-                // A SNAP travels as one message: it must fit a frame.
-                tcp.frame_bytes_max = coord_engine::log::RECORD_PAYLOAD_MAX * 4;
+                // A SNAP travels as one message (until snapshots stream in chunks): it must fit
+                // a frame. Peers are trusted on TCP; a frame's length is checked before the
+                // buffer is allocated.
+                tcp.frame_bytes_max = PEER_FRAME_BYTES_MAX;
                 let transport =
                     TcpTransport::bind(tcp)
                         .await
