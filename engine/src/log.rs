@@ -173,6 +173,9 @@ pub struct Log {
     /// With no segments left after recovery removed a last segment that held no batches: the
     /// previous zxid its header recorded, i.e. where the history it continued ends.
     stub_base: Option<Zxid>,
+    /// Recovery dropped bytes after the valid prefix of the last segment (a torn or damaged
+    /// last batch): records there may have been durable, and acknowledged, before the damage.
+    dropped_tail: bool,
 }
 
 impl Log {
@@ -189,6 +192,7 @@ impl Log {
         let mut segments: Vec<Segment> = Vec::with_capacity(count);
         let mut last_zxid = Zxid::ZERO;
         let mut stub_base = None;
+        let mut dropped_tail = false;
         for (index, (first_zxid, path)) in found.into_iter().enumerate() {
             let is_last = index + 1 == count;
             let bytes = fs::read(&path).map_err(io_err(&path))?;
@@ -239,6 +243,7 @@ impl Log {
                 last_zxid,
             };
             let valid_len = scan.run(&mut visit)?;
+            dropped_tail |= valid_len < bytes.len();
             if valid_len < bytes.len() {
                 // Only a torn tail of the last segment gets here; `Scan::run` fails otherwise.
                 tracing::warn!(
@@ -283,7 +288,16 @@ impl Log {
             last_zxid,
             failed: false,
             stub_base,
+            dropped_tail,
         })
+    }
+
+    /// Whether [`Log::open`] cut a torn or damaged last batch off. A crash during a write
+    /// leaves one, and nothing in it was acknowledged; damage to a batch that was durable looks
+    /// the same, and that one may have been. A replica must not count on its log until it is
+    /// synced again (see `runtime::disk`).
+    pub fn dropped_tail(&self) -> bool {
+        self.dropped_tail
     }
 
     /// The zxid of the last record, or what the log continues from if it has no segments
@@ -569,6 +583,7 @@ impl Log {
         self.stub_base = None;
         self.last_zxid = zxid;
         self.failed = false;
+        self.dropped_tail = false;
         Ok(())
     }
 }

@@ -73,9 +73,11 @@ const REGRESSIONS: &[(u64, &str)] = &[
 fn seeds_that_once_failed_pass() {
     for (seed, bug) in REGRESSIONS {
         println!("seed {seed}: {bug}");
-        // As the seed ran when it failed: before learners could be sent a SNAP for a long gap.
+        // As the seed ran when it failed: before learners could be sent a SNAP for a long gap,
+        // and before logs were damaged.
         let config = SimConfig {
             diff_txns_max: usize::MAX,
+            damage_chance: 0.0,
             ..SimConfig::from_seed(*seed)
         };
         Sim::new(config).run();

@@ -17,6 +17,7 @@ struct Disk {
     accepted: Epoch,
     current: Epoch,
     log: Vec<(Zxid, Bytes)>,
+    suspect: bool,
 }
 
 struct Cluster {
@@ -82,6 +83,7 @@ impl Cluster {
             current_epoch: disk.current,
             snapshot_zxid: Zxid::ZERO,
             log: disk.log,
+            log_suspect: disk.suspect,
         };
         self.applied.insert(id, Vec::new());
         self.unsynced.insert(id, Vec::new());
@@ -169,6 +171,7 @@ impl Cluster {
                     self.unsynced.get_mut(&id).unwrap().clear();
                 }
                 Action::Apply { zxid, txn } => self.applied.get_mut(&id).unwrap().push((zxid, txn)),
+                Action::LogTrusted => self.disks.get_mut(&id).unwrap().suspect = false,
                 Action::Commit { .. } | Action::RoleChanged { .. } | Action::Disconnect { .. } => {}
             }
         }
@@ -406,6 +409,7 @@ fn follower_awaiting_sync(log: &[(u32, &str)]) -> Replica {
         current_epoch: Epoch(1),
         snapshot_zxid: Zxid::ZERO,
         log,
+        log_suspect: false,
     };
     let mut r = Replica::new(config, durable, Duration::ZERO).expect("starts");
     let leader = coord_engine::zab::Vote {
@@ -662,6 +666,51 @@ fn a_follower_too_far_behind_for_a_diff_gets_a_snapshot() {
     assert_eq!(txns(&c.applied[&follower]), ["a", "b", "c", "d", "e"]);
 }
 
+/// Protocol-aware recovery (Alagappan et al., FAST 2018): a member whose durable log lost a
+/// tail it had acknowledged must not vote, nor count in a quorum, until a leader synced it.
+/// Here C acknowledged "x" (committed by A and C), then lost it to damage; with A down, B and C
+/// must not elect a leader without "x". When A is back, "x" survives and C is whole again.
+#[test]
+fn a_member_whose_log_lost_acknowledged_txns_does_not_vote_until_synced() {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let a = c.leader().expect("leader");
+    let others: Vec<PeerId> = c.voters.iter().copied().filter(|id| *id != a).collect();
+    let (b, cc) = (others[0], others[1]);
+    c.write("before");
+    c.run(Duration::from_millis(200));
+    c.isolate(b);
+    c.write("x");
+    c.run(Duration::from_millis(200));
+    assert_eq!(txns(&c.applied[&a]), ["before", "x"]);
+    // A dies; C restarts with "x" cut off its log by damage, and knows it.
+    c.crash(a);
+    c.crash(cc);
+    let disk = c.disks.get_mut(&cc).unwrap();
+    disk.log.pop();
+    disk.suspect = true;
+    c.heal();
+    c.isolate(a);
+    c.start(cc);
+    c.run(Duration::from_secs(3));
+    assert_eq!(
+        c.leader(),
+        None,
+        "B and C elected a leader that lacks \"x\""
+    );
+    // A returns: the ensemble has a leader again, with "x", and C counts again.
+    c.heal();
+    c.start(a);
+    c.run(Duration::from_secs(3));
+    assert!(c.leader().is_some());
+    c.write("after");
+    c.run(Duration::from_secs(1));
+    for id in [a, b, cc] {
+        assert_eq!(txns(&c.applied[&id]), ["before", "x", "after"], "{id:?}");
+    }
+    assert!(!c.disks[&cc].suspect, "C was synced but is still suspect");
+}
+
 /// PITFALLS 10 and 4712: a leader demoted while its appends are still being written must not
 /// advertise a log before the writer drained; then its vote names the txn, and the new
 /// leader cuts it (TRUNC) because nobody else has it.
@@ -811,6 +860,7 @@ fn nothing_past_the_snapshot_is_applied_at_start() {
             Zxid::new(Epoch(2), 2),
             Bytes::from_static(b"maybe uncommitted"),
         )],
+        log_suspect: false,
     };
     let mut r = Replica::new(lone_config(), durable, Duration::ZERO).expect("starts");
     r.handle_tick(TICK);

@@ -30,6 +30,9 @@ use crate::{Snapshot, StateMachine, Zxid};
 
 /// Names the snapshot being installed while an install is under way.
 const INSTALL_MARKER_FILE: &str = "snapshot.installing";
+/// Present while the log is suspect: recovery cut a damaged tail off it, which may have held
+/// acknowledged txns. The member does not count until a leader synced it; then it is removed.
+pub(crate) const LOG_SUSPECT_FILE: &str = "log.suspect";
 
 /// Machine bytes received from a leader, written as a snapshot file as they are.
 struct Received(Bytes);
@@ -111,7 +114,22 @@ impl Disk {
             }
             Some(_) => {}
         }
+        let suspect_path = dir.join(LOG_SUSPECT_FILE);
+        if log.dropped_tail() {
+            // Kept across restarts until a leader has synced this member: the shortened log
+            // looks whole from now on.
+            write_atomically(&suspect_path, b"the end of the txn log was damaged\n")
+                .map_err(io_err(&suspect_path))?;
+            tracing::warn!(
+                dir = %dir.display(),
+                "the txn log's last batch was damaged and cut off; this member will not vote \
+                 until a leader has synced it (if no quorum of undamaged members is left, see \
+                 README: Durability)"
+            );
+        }
+        let log_suspect = suspect_path.exists();
         let durable = Durable {
+            log_suspect,
             accepted_epoch: epoch::read(dir, ACCEPTED_EPOCH_FILE)?,
             current_epoch: epoch::read(dir, CURRENT_EPOCH_FILE)?,
             snapshot_zxid,
@@ -164,6 +182,18 @@ impl Disk {
         }
         self.log.reset_after(zxid)?;
         remove_install_marker(&self.dir)
+    }
+
+    /// A leader synced this member: its log counts again.
+    pub(crate) fn trust_log(&self) -> Result<(), EngineError> {
+        let path = self.dir.join(LOG_SUSPECT_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(EngineError::Io { path, source }),
+        }
+        tracing::info!("a leader synced this member; its txn log counts again");
+        sync_dir(&self.dir).map_err(io_err(&self.dir))
     }
 
     /// A snapshot of this member's own state was written: drops the log and the older
@@ -312,5 +342,39 @@ mod tests {
         assert!(machine.0.is_empty());
         assert_eq!(zxids(&durable), (1..=5).map(z).collect::<Vec<_>>());
         assert!(!dir.path().join(INSTALL_MARKER_FILE).exists());
+    }
+
+    #[test]
+    fn a_damaged_tail_makes_the_log_suspect_until_a_leader_synced_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut disk, durable, _) = open(dir.path());
+        assert!(!durable.log_suspect);
+        append(&mut disk, 1..=2);
+        append(&mut disk, 3..=4);
+        drop(disk);
+        // The last batch loses its last bytes, as a torn write or bit rot leaves it.
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("log."))
+            .unwrap();
+        let len = std::fs::metadata(&segment).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (disk, durable, _) = open(dir.path());
+        assert!(durable.log_suspect);
+        assert_eq!(zxids(&durable), vec![z(1), z(2)]);
+        drop(disk);
+        // The cut log looks whole now; the marker remembers.
+        let (disk, durable, _) = open(dir.path());
+        assert!(durable.log_suspect);
+        disk.trust_log().unwrap();
+        drop(disk);
+        let (_, durable, _) = open(dir.path());
+        assert!(!durable.log_suspect);
     }
 }

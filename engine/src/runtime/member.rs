@@ -207,6 +207,7 @@ enum DiskJob {
         generation: u64,
     },
     Epoch(EpochFile, Epoch),
+    TrustLog,
     Truncate {
         to: Zxid,
         done: oneshot::Sender<Result<Zxid, String>>,
@@ -1011,6 +1012,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 self.send(to, &Message::Snap { epoch, zxid, data });
             }
             Action::Commit { .. } => {}
+            Action::LogTrusted => self.to_disk(DiskJob::TrustLog)?,
             Action::Apply { zxid, txn } => {
                 self.applied_issued = zxid;
                 let waiter = self.shared.core.lock().waiters.remove(&zxid);
@@ -1164,6 +1166,10 @@ fn disk_loop<T>(
                 .lock()
                 .write_epoch(file, epoch)
                 .map(|()| Notice::EpochPersisted(file, epoch)),
+            DiskJob::TrustLog => match disk.lock().trust_log() {
+                Ok(()) => continue,
+                Err(err) => Err(err),
+            },
             DiskJob::Truncate { to, done } => {
                 let result = disk.lock().truncate_after(to).map_err(|e| e.to_string());
                 let failed = result.as_ref().err().cloned();

@@ -50,6 +50,8 @@ pub struct SimConfig {
     pub write_every: Duration,
     /// [`Config::diff_txns_max`]: small ones make learners go by SNAP.
     pub diff_txns_max: usize,
+    /// Chance that a restarting member finds the end of its durable log damaged.
+    pub damage_chance: f64,
 }
 
 impl SimConfig {
@@ -72,6 +74,7 @@ impl SimConfig {
             write_every: Duration::from_millis(rng.gen_range(5..50)),
             // Drawn last, so that the draws above stay what they were for every seed.
             diff_txns_max: [usize::MAX, usize::MAX, 1, 16][rng.gen_range(0..4)],
+            damage_chance: [0.0, 0.3][rng.gen_range(0..2)],
         }
     }
 }
@@ -136,6 +139,9 @@ struct Disk {
     log: Vec<(Zxid, Bytes)>,
     /// Appended, not yet fsynced: lost on a crash.
     unsynced: Vec<(Zxid, Bytes)>,
+    /// Recovery found the log's tail damaged and cut it: the member must not count until a
+    /// leader synced it (`Durable::log_suspect`).
+    suspect: bool,
 }
 
 impl Disk {
@@ -340,6 +346,7 @@ impl Sim {
             current_epoch: n.disk.current,
             snapshot_zxid: n.disk.snapshot.0,
             log: n.disk.log.clone(),
+            log_suspect: n.disk.suspect,
         };
         match Replica::new(config, durable, self.now) {
             Ok(replica) => self.nodes[node].replica = Some(replica),
@@ -350,6 +357,42 @@ impl Sim {
         let incarnation = self.nodes[node].incarnation;
         self.schedule(jitter, Event::Tick { node, incarnation });
         self.drain(node);
+    }
+
+    /// Before a restart, sometimes damages the end of the member's durable log, as bit rot of
+    /// a batch that was fsynced (and may have been acknowledged): recovery cuts it and marks
+    /// the log suspect. Only while a quorum of voters stays trusted, or no leader could ever
+    /// be elected again (which is what the rule is for: an operator must step in then).
+    fn maybe_damage(&mut self, node: usize) {
+        if self.chaos_over || self.config.damage_chance == 0.0 {
+            return;
+        }
+        if !self.rng.gen_bool(self.config.damage_chance) {
+            return;
+        }
+        let voters = self.nodes.iter().filter(|n| n.voter).count();
+        let quorum = voters / 2 + 1;
+        let suspect = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| n.voter && (n.disk.suspect || *i == node))
+            .count();
+        if self.nodes[node].voter && voters - suspect < quorum {
+            return;
+        }
+        let cut = self.rng.gen_range(1..=3);
+        let id = self.nodes[node].id;
+        let disk = &mut self.nodes[node].disk;
+        if disk.log.is_empty() {
+            return;
+        }
+        let keep = disk.log.len().saturating_sub(cut);
+        disk.log.truncate(keep);
+        disk.suspect = true;
+        if self.verbose {
+            eprintln!("  damage {id:?}: log cut to {}", disk.last_zxid());
+        }
     }
 
     /// Runs the whole simulation: faults for `chaos`, then healing and `settle`.
@@ -541,6 +584,7 @@ impl Sim {
             }
             Event::Restart(node) => {
                 if self.nodes[node].replica.is_none() {
+                    self.maybe_damage(node);
                     self.start(node);
                 }
             }
@@ -970,6 +1014,7 @@ impl Sim {
                     self.break_link(id, peer);
                     self.break_link(peer, id);
                 }
+                Action::LogTrusted => self.nodes[node].disk.suspect = false,
                 Action::RoleChanged { .. } => {
                     // A new role: proposals the old one made are no longer the client's.
                     self.proposed.retain(|(n, _), _| *n != node);

@@ -55,6 +55,13 @@ impl Replica {
         self.config.voters.contains(&self.config.id)
     }
 
+    /// Whether this member's vote and acknowledgements count: a voter whose log is not suspect.
+    /// A suspect one takes part in elections as an observer does (it follows an established
+    /// leader, never elects one) until that leader has synced it.
+    pub(super) fn counts(&self) -> bool {
+        self.is_voter() && !self.log_suspect
+    }
+
     /// Votes go out only once every append is durable, so the log a vote describes is the log
     /// this member has (PITFALLS 10: stop and drain the writer, then report).
     pub(super) fn start_election_if_drained(&mut self) {
@@ -63,7 +70,7 @@ impl Replica {
         }
         let own = self.own_vote();
         let id = self.config.id;
-        let voter = self.is_voter();
+        let voter = self.counts();
         let State::Looking(election) = &mut self.state else {
             return;
         };
@@ -87,7 +94,7 @@ impl Replica {
         let message = Message::Notification {
             vote: election.vote,
             round: self.round,
-            state: if self.is_voter() {
+            state: if self.counts() {
                 PeerState::Looking
             } else {
                 PeerState::Observing
@@ -107,15 +114,14 @@ impl Replica {
         state: PeerState,
     ) {
         let sender_voter = self.config.voters.contains(&from);
+        let counts = self.counts();
         match &mut self.state {
             State::Looking(election) => {
                 if !election.started {
                     return;
                 }
                 match state {
-                    PeerState::Looking
-                        if sender_voter && self.config.voters.contains(&self.config.id) =>
-                    {
+                    PeerState::Looking if sender_voter && counts => {
                         if round > self.round {
                             self.round = round;
                             election.votes.clear();
@@ -189,6 +195,7 @@ impl Replica {
     /// Joins an established ensemble a quorum reports, or decides this round once its vote
     /// has had a quorum for [`ELECTION_FINALIZE_WAIT`] without a better one arriving.
     pub(super) fn check_election(&mut self) {
+        let counts_here = self.counts();
         let quorum = self.config.quorum();
         let now = self.now;
         let id = self.config.id;
@@ -213,7 +220,7 @@ impl Replica {
             self.learn(leader, vote);
             return;
         }
-        if !self.config.voters.contains(&id) {
+        if !counts_here {
             return;
         }
         let support = election

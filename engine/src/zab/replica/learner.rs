@@ -183,6 +183,11 @@ impl Replica {
                 if let State::Learning(learner) = &mut self.state {
                     learner.phase = LearnerPhase::Broadcast;
                 }
+                if self.log_suspect {
+                    // Synced with the leader's history, durable with its epoch: whole again.
+                    self.log_suspect = false;
+                    self.actions.push_back(Action::LogTrusted);
+                }
                 self.commit_to(committed);
                 self.ack_persisted();
             }
@@ -265,7 +270,9 @@ impl Replica {
             epoch: learner.epoch.unwrap_or_default(),
             current_epoch: self.current_epoch,
             last_zxid: self.last_persisted,
-            fresh: learner.fresh_accept,
+            // A suspect log may lack txns a quorum counted on: its history must not decide the
+            // new leader's.
+            fresh: learner.fresh_accept && !self.log_suspect,
         };
         let leader = learner.leader;
         self.send(leader, message);

@@ -76,6 +76,10 @@ pub struct Durable {
     pub snapshot_zxid: Zxid,
     /// Txns after `snapshot_zxid`, in zxid order.
     pub log: Vec<(Zxid, Bytes)>,
+    /// Recovery cut a damaged tail off the log: txns this member acknowledged may be gone. It
+    /// must not vote, nor count in a quorum, until a leader has synced it (protocol-aware
+    /// recovery: the lost txns come back from the peers, never from the shortened log).
+    pub log_suspect: bool,
 }
 
 /// Why a member cannot start from what its disk holds (ZAB-PITFALLS 6).
@@ -176,6 +180,9 @@ pub enum Action {
     Disconnect {
         peer: PeerId,
     },
+    /// A leader synced this member after its log was suspect ([`Durable::log_suspect`]): it
+    /// counts again. Forget, durably, that the log was damaged.
+    LogTrusted,
 }
 
 /// Why [`Replica::handle_propose`] refused a txn.
@@ -218,6 +225,8 @@ pub struct Replica {
     last_persisted: Zxid,
     last_committed: Zxid,
     last_applied: Zxid,
+    /// The log lost a tail that may have been acknowledged: no vote, no quorum, until synced.
+    log_suspect: bool,
     /// The election round (logical clock); grows with every election this member starts.
     round: u64,
     now: Duration,
@@ -238,6 +247,7 @@ impl Replica {
             current_epoch,
             snapshot_zxid,
             log,
+            log_suspect,
         } = durable;
         if accepted_epoch < current_epoch {
             return Err(DurableError::AcceptedBelowCurrent {
@@ -272,6 +282,7 @@ impl Replica {
             // Only the snapshot is known committed: the log's tail may not be (PITFALLS 16).
             last_committed: snapshot_zxid,
             last_applied: snapshot_zxid,
+            log_suspect,
             round: 0,
             now,
             state: State::Looking(Election {
