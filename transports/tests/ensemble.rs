@@ -101,7 +101,8 @@ async fn member(
                 | Action::Commit { .. }
                 | Action::RoleChanged { .. }
                 | Action::SendSnapshot { .. }
-                | Action::InstallSnapshot { .. } => {}
+                | Action::InstallSnapshot { .. }
+                | Action::LogTrusted => {}
             }
         }
         let established = replica.established_epoch().is_some();
