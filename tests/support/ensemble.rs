@@ -41,6 +41,17 @@ impl Ensemble {
     /// Starts `n` members with `tick_ms` and extra top-level TOML lines, and waits until one
     /// leads and all serve.
     pub fn start(n: u64, tick_ms: u64, extra: &str) -> io::Result<Ensemble> {
+        Ensemble::start_with_observers(n, 0, tick_ms, extra)
+    }
+
+    /// As [`Ensemble::start`], with `observers` more members (the last ids) that never vote.
+    pub fn start_with_observers(
+        voters: u64,
+        observers: u64,
+        tick_ms: u64,
+        extra: &str,
+    ) -> io::Result<Ensemble> {
+        let n = voters + observers;
         let root = tempfile::Builder::new()
             .prefix("coord-ensemble")
             .tempdir()?;
@@ -53,7 +64,10 @@ impl Ensemble {
         let servers: String = addrs
             .iter()
             .map(|(id, client, peer)| {
-                format!("  {{ id = {id}, peer_addr = \"{peer}\", client_addr = \"{client}\" }},\n")
+                let role = if *id > voters { "observer" } else { "participant" };
+                format!(
+                    "  {{ id = {id}, peer_addr = \"{peer}\", client_addr = \"{client}\", role = \"{role}\" }},\n"
+                )
             })
             .collect();
         let mut nodes = Vec::new();

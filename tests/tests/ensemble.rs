@@ -443,3 +443,55 @@ async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
     };
     timeout(DEADLINE, run).await.expect("test deadline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_serves_clients_and_never_counts_in_a_quorum() {
+    if !is_coord() {
+        return;
+    }
+    let run = async {
+        let mut ensemble =
+            Ensemble::start_with_observers(3, 1, TICK_MS, "").expect("ensemble starts");
+        let observer = 3;
+        assert_eq!(ensemble.mode(observer).as_deref(), Some("observer"));
+        let leader = ensemble
+            .wait_for_leader(DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ensemble.mntr(leader, "zk_synced_observers").as_deref(),
+            Some("1")
+        );
+
+        // A client of the observer writes (through the leader) and reads its own writes.
+        let client = connect_to(ensemble.nodes[observer].client_addr).await;
+        client.create("/obs", b"1", &OPEN).await.unwrap();
+        assert_eq!(client.get_data("/obs").await.unwrap().0, b"1");
+        let other = connect_to(ensemble.nodes[leader].client_addr).await;
+        other.set_data("/obs", b"2", None).await.unwrap();
+        client.sync("/obs").await.unwrap();
+        assert_eq!(client.get_data("/obs").await.unwrap().0, b"2");
+        drop((client, other));
+
+        // Two voters gone: one voter and the observer are no quorum, and serve no one.
+        let voters: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        ensemble.kill9(leader);
+        ensemble.kill9(voters[0]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ensemble.mode(observer).is_some() || ensemble.mode(voters[1]).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "a member kept serving without a quorum"
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+        // A voter back makes a quorum again; the observer serves again.
+        ensemble.launch(voters[0]).unwrap();
+        ensemble
+            .wait_for_leader(DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = connect_to(ensemble.nodes[observer].client_addr).await;
+        client.sync("/").await.unwrap();
+        assert_eq!(client.get_data("/obs").await.unwrap().0, b"2");
+    };
+    timeout(DEADLINE, run).await.expect("test deadline");
+}
