@@ -104,6 +104,8 @@ pub enum PeerAnswer {
         zxid: Zxid,
     },
     Done,
+    /// The request did not decode.
+    Malformed,
 }
 
 const Q_WRITE: u8 = 1;
@@ -115,6 +117,7 @@ const A_RESUMED: u8 = 2;
 const A_GONE: u8 = 3;
 const A_SYNCED: u8 = 4;
 const A_DONE: u8 = 5;
+const A_MALFORMED: u8 = 6;
 
 /// Why bytes from a peer are not a request or an answer.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +218,7 @@ impl PeerAnswer {
                 out.extend_from_slice(&zxid.as_u64().to_be_bytes());
             }
             PeerAnswer::Done => out.push(A_DONE),
+            PeerAnswer::Malformed => out.push(A_MALFORMED),
         }
         Bytes::from(out)
     }
@@ -239,6 +243,7 @@ impl PeerAnswer {
                 zxid: zxid(&mut r)?,
             },
             A_DONE => PeerAnswer::Done,
+            A_MALFORMED => PeerAnswer::Malformed,
             tag => return Err(Malformed(format!("answer tag {tag}"))),
         };
         finish(&r)?;
@@ -279,6 +284,8 @@ pub async fn decide_forwarded(shared: Arc<Shared>) {
             Ok(request) => request,
             Err(err) => {
                 warn!(peer = forwarded.origin.0, error = %err, "malformed request from a member");
+                // Answered, so that whoever waits for it is not left waiting.
+                member.answer_forwarded(&forwarded, PeerAnswer::Malformed.encode());
                 continue;
             }
         };
@@ -340,7 +347,7 @@ fn decide(shared: &Shared, forwarded: &Forwarded, request: PeerRequest) -> Optio
             Some(PeerAnswer::Done)
         }
         PeerRequest::Sync => Some(PeerAnswer::Synced {
-            zxid: shared.last_proposed(),
+            zxid: shared.sync_point(),
         }),
     }
 }
@@ -355,8 +362,8 @@ pub async fn report_sessions(shared: Arc<Shared>, period: Duration) {
         if !matches!(shared.mode(), Mode::Follower | Mode::Observer) {
             continue;
         }
-        let attached = shared.sessions.attached();
-        for chunk in attached.chunks(TOUCH_BATCH_MAX) {
+        let touched = shared.sessions.take_touched();
+        for chunk in touched.chunks(TOUCH_BATCH_MAX) {
             let request = PeerRequest::Touch {
                 sessions: chunk.to_vec(),
             };
@@ -366,33 +373,37 @@ pub async fn report_sessions(shared: Arc<Shared>, period: Duration) {
     }
 }
 
-/// Follows the member's status: a member that stops serving closes its clients' connections
-/// (they move to a member with a quorum); one that becomes leader gives every session a full
-/// timeout from now, as ZooKeeper's new leader does, since followers' reports did not reach it.
+/// Follows the member's status: a member that stops serving, or serves in a new epoch, closes
+/// its clients' connections; they move to a member with a quorum, and reconnect with their
+/// sessions (whose owner the new leader learns from the reconnect).
 pub async fn follow_status(shared: Arc<Shared>) {
     let Some(member) = shared.engine.member() else {
         return;
     };
     let mut status = member.watch_status();
-    let mut last = shared.mode();
+    let mut last = (shared.mode(), shared.engine.epoch());
     loop {
         if status.changed().await.is_err() {
             return;
         }
-        let mode = shared.mode();
-        if mode == last {
+        // Keyed on the epoch too: a quick Follower -> Looking -> Follower (a new leader) may
+        // reach here as one change, and its clients must still move.
+        let now = (shared.mode(), shared.engine.epoch());
+        if now == last {
             continue;
         }
-        info!(mode = mode.name(), was = last.name(), "member mode changed");
-        if !mode.serves() {
+        info!(
+            mode = now.0.name(),
+            was = last.0.name(),
+            epoch = now.1 .0,
+            "member mode changed"
+        );
+        if !now.0.serves() || now.1 != last.1 {
             for conn in shared.conn_infos() {
                 conn.closing.request();
             }
         }
-        if mode == Mode::Leader {
-            shared.sessions.renew_all().await;
-        }
-        last = mode;
+        last = now;
     }
 }
 
@@ -448,6 +459,7 @@ mod tests {
                 zxid: Zxid::from_u64(7),
             },
             PeerAnswer::Done,
+            PeerAnswer::Malformed,
         ];
         for answer in answers {
             let bytes = answer.encode();

@@ -79,10 +79,15 @@ impl StateMachine for ServerMachine {
             .sessions()
             .map(|(id, info)| (id, info.timeout_ms))
             .collect();
+        let zxid = tree.last_zxid();
         drop(tree);
-        for (id, timeout_ms) in sessions {
-            self.sessions.created(id, timeout_ms);
-        }
+        // The tree is now the snapshot's: sessions it does not have are gone (their
+        // connections here close), those it has are tracked.
+        let live: std::collections::HashSet<i64> = sessions.iter().map(|(id, _)| *id).collect();
+        self.sessions.retain(|id| live.contains(&id));
+        self.sessions.adopt(&sessions);
+        // Waiters for a zxid the snapshot covers are done.
+        self.applied.send_replace(zxid);
         Ok(())
     }
 }

@@ -129,6 +129,16 @@ impl Shared {
         self.write_path.lock().last_proposed
     }
 
+    /// Where a `sync` must have caught up to: every txn this member decided or holds in its
+    /// log, which covers every write acknowledged before the sync reached the leader.
+    pub fn sync_point(&self) -> Zxid {
+        let logged = self
+            .engine
+            .member()
+            .map_or(Zxid::ZERO, |member| member.last_logged_or_proposed());
+        self.last_proposed().max(logged)
+    }
+
     /// Decides `write` for the caller and proposes it, or, on a follower, forwards it to the
     /// leader, which does. A write refused here is not logged; see [`Refused`] for when it may
     /// be answered. A forwarded one may come back refused through the [`Pending`] too.
@@ -152,7 +162,7 @@ impl Shared {
                 unreachable!("only a member does not decide its writes");
             };
             if !mode.serves() {
-                return Ok(Pending::Forward(member.forward(bytes::Bytes::new())));
+                return Ok(Pending::Failed(Some(coord_engine::EngineError::NotServing)));
             }
             let request = PeerRequest::Write {
                 owner: owner.map(|c| c.id),
@@ -257,9 +267,16 @@ impl Shared {
         let now = now_ms();
         let applied = self.engine.last_applied();
         let mut path = self.write_path.lock();
+        let epoch = self.engine.epoch();
+        if path.epoch != epoch {
+            path.prep = Prep::new();
+            path.last_proposed = applied;
+            path.epoch = epoch;
+        }
         let WritePath {
             prep,
             last_proposed,
+            ..
         } = &mut *path;
         if !matches!(owner, SessionOwner::None) && self.sessions.is_moved(caller.session_id, owner)
         {
@@ -332,9 +349,17 @@ impl Shared {
         };
         match ensemble::ask_leader(self, request).await {
             Some(ensemble::PeerAnswer::Resumed { last_proposed }) => {
-                // Tracked here too: this member reports it alive while the connection lasts.
-                self.sessions
-                    .resume(id, timeout_ms, SessionOwner::Local(conn.clone()));
+                // Tracked here too (inserted if this member lost track of it): this member
+                // reports it alive while the connection lasts, and closes the connection when
+                // the session ends.
+                let owner = SessionOwner::Local(conn.clone());
+                if self
+                    .sessions
+                    .resume(id, timeout_ms, owner.clone())
+                    .is_none()
+                {
+                    self.sessions.track(id, timeout_ms, owner);
+                }
                 Some(last_proposed)
             }
             _ => None,
@@ -346,6 +371,8 @@ impl Shared {
     /// the leader on a follower. False if there is no leader to ask.
     pub async fn sync(&self) -> bool {
         if self.mode().decides() {
+            // Writes acknowledged through followers may not be applied here yet.
+            self.applied(self.sync_point()).await;
             return true;
         }
         match ensemble::ask_leader(self, PeerRequest::Sync).await {
@@ -392,6 +419,9 @@ impl Shared {
 struct WritePath {
     prep: Prep,
     last_proposed: Zxid,
+    /// The epoch `prep` was built in. A member that leads a new epoch starts over from what it
+    /// applied: writes it proposed in an older epoch may have been cut (TRUNC) since.
+    epoch: coord_engine::Epoch,
 }
 
 /// A write the write path refused, without logging it (ZooKeeper logs an error txn instead).
@@ -531,6 +561,8 @@ impl SessionOwner {
 /// no bucket is empty.
 struct SessionTable {
     live: HashMap<i64, Live>,
+    /// Sessions a packet touched since this member last reported them to its leader.
+    touched: HashSet<i64>,
     buckets: BTreeMap<u64, HashSet<i64>>,
     origin: Instant,
     width: Duration,
@@ -576,6 +608,9 @@ impl SessionTable {
         let Some(live) = self.live.get(&id) else {
             return;
         };
+        if live.owner.local().is_some() {
+            self.touched.insert(id);
+        }
         let (old, bucket) = (live.bucket, self.bucket_of(Instant::now() + live.timeout));
         if bucket == old {
             return;
@@ -614,18 +649,21 @@ impl SessionTable {
 
 impl Sessions {
     /// `width`: the granularity of deadlines, the period of the expiry pass.
-    fn new(width: Duration, server_id: u64) -> Self {
+    pub(crate) fn new(width: Duration, server_id: u64) -> Self {
         // As ZooKeeper's SessionTrackerImpl.initializeNextSessionId: the server id in the top
         // byte keeps members' ids apart, the time below it keeps them unique across restarts.
+        // Negative for ids from 128, as in ZooKeeper; never 0 (no session) nor i64::MIN (the
+        // container owner), which `create` skips.
         let first = (((now_ms() << 24) as u64 >> 8) | (server_id << 56)) as i64;
         Sessions {
             table: Mutex::new(SessionTable {
                 live: HashMap::new(),
+                touched: HashSet::new(),
                 buckets: BTreeMap::new(),
                 origin: Instant::now(),
                 width,
             }),
-            next_id: AtomicI64::new(first.max(1)),
+            next_id: AtomicI64::new(first),
         }
     }
 
@@ -638,7 +676,7 @@ impl Sessions {
         // Skips ids still tracked (possible only if the clock went back across a restart).
         let id = loop {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 && !table.live.contains_key(&id) {
+            if id != 0 && id != i64::MIN && !table.live.contains_key(&id) {
                 break id;
             }
         };
@@ -650,11 +688,13 @@ impl Sessions {
         (id, passwd)
     }
 
-    /// Tracks a session created through another member's connection (on the leader).
+    /// Tracks a session created through another member's connection (on the leader), unless
+    /// it already is: a live session is never taken over by a create that reuses its id.
     fn track(&self, id: i64, timeout_ms: u64, owner: SessionOwner) {
-        self.table
-            .lock()
-            .insert(id, Duration::from_millis(timeout_ms), owner);
+        let mut table = self.table.lock();
+        if !table.live.contains_key(&id) {
+            table.insert(id, Duration::from_millis(timeout_ms), owner);
+        }
     }
 
     /// Tracks a session recovered from disk, attached to no connection.
@@ -680,15 +720,42 @@ impl Sessions {
         }
     }
 
-    /// The sessions attached to a connection to this server.
-    pub fn attached(&self) -> Vec<i64> {
-        let table = self.table.lock();
-        table
-            .live
-            .iter()
-            .filter(|(_, live)| live.owner.local().is_some())
-            .map(|(id, _)| *id)
+    /// The sessions whose clients, connected here, sent something since the last call: what
+    /// a follower reports alive to its leader (a client that went silent is not, and expires).
+    pub fn take_touched(&self) -> Vec<i64> {
+        let mut table = self.table.lock();
+        let touched = std::mem::take(&mut table.touched);
+        touched
+            .into_iter()
+            .filter(|id| table.live.contains_key(id))
             .collect()
+    }
+
+    /// Tracks every session of the tree that is not tracked, with a full timeout: on a new
+    /// leader, and after a snapshot replaced the tree.
+    pub fn adopt(&self, sessions: &[(i64, i32)]) {
+        let mut table = self.table.lock();
+        for (id, timeout_ms) in sessions {
+            if !table.live.contains_key(id) {
+                let timeout = Duration::from_millis((*timeout_ms).max(0) as u64);
+                table.insert(*id, timeout, SessionOwner::None);
+            }
+        }
+    }
+
+    /// Untracks the sessions the tree no longer has (a snapshot replaced it), closing their
+    /// connections here. Sessions being created (tracked before their txn) are kept if
+    /// `keep` says so.
+    pub fn retain(&self, keep: impl Fn(i64) -> bool) {
+        let mut table = self.table.lock();
+        let gone: Vec<i64> = table.live.keys().copied().filter(|id| !keep(*id)).collect();
+        for id in gone {
+            if let Some(live) = table.remove(id) {
+                if let Some(conn) = live.owner.local() {
+                    conn.request();
+                }
+            }
+        }
     }
 
     /// Restarts every session's clock, in pages so that packets are not held up: a new leader
@@ -884,6 +951,7 @@ impl Server {
             write_path: Mutex::new(WritePath {
                 prep: Prep::new(),
                 last_proposed: Zxid::ZERO,
+                epoch: coord_engine::Epoch(0),
             }),
             applied,
             engine,
@@ -976,10 +1044,35 @@ fn expiry_period(config: &Config) -> Duration {
 async fn expire_sessions(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(expiry_period(&shared.config));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading_epoch = None;
     loop {
         interval.tick().await;
-        // Only where writes are decided: a follower's sessions are the leader's to expire.
         if !shared.mode().decides() {
+            leading_epoch = None;
+            // A follower's sessions are the leader's to expire; it only closes its own
+            // connections whose clients went silent (their sessions expire at the leader).
+            for id in shared.sessions.take_expired(Instant::now()) {
+                debug!(
+                    session = format_args!("0x{id:x}"),
+                    "closing a silent client's connection"
+                );
+            }
+            continue;
+        }
+        let epoch = shared.engine.epoch();
+        if leading_epoch != Some(epoch) {
+            // A new leader: followers' reports did not reach it, so every session gets a full
+            // timeout from now, as ZooKeeper's new leader gives them; and every session of
+            // the tree is tracked, whatever this member knew of it before.
+            let sessions: Vec<(i64, i32)> = shared
+                .tree
+                .read()
+                .sessions()
+                .map(|(id, info)| (id, info.timeout_ms))
+                .collect();
+            shared.sessions.adopt(&sessions);
+            shared.sessions.renew_all().await;
+            leading_epoch = Some(epoch);
             continue;
         }
         // Every expiry is proposed before any is awaited, so they share one group commit.
@@ -988,15 +1081,21 @@ async fn expire_sessions(shared: Arc<Shared>) {
             info!(session = format_args!("0x{id:x}"), "session expired");
             let write = Write::CloseSession { session_id: id };
             match shared.propose(&[], true, id, None, write) {
-                Ok(proposal) => proposals.push(proposal),
+                Ok(proposal) => proposals.push((id, proposal)),
                 Err(refused) => {
                     debug!(rejection = ?refused.rejection, "session already closed");
                 }
             }
         }
-        for proposal in proposals {
+        for (id, proposal) in proposals {
             if let Err(e) = proposal.await {
-                warn!(error = %e, "could not persist session expiry");
+                warn!(error = %e, "could not persist session expiry; it will be retried");
+                // Still in the tree: tracked again, so that it expires later (here or at the
+                // next leader).
+                let timeout = shared.tree.read().session(id).map(|info| info.timeout_ms);
+                if let Some(timeout_ms) = timeout {
+                    shared.sessions.adopt(&[(id, timeout_ms)]);
+                }
             }
         }
     }
@@ -1051,6 +1150,7 @@ mod tests {
     fn table() -> SessionTable {
         SessionTable {
             live: HashMap::new(),
+            touched: HashSet::new(),
             buckets: BTreeMap::new(),
             origin: Instant::now(),
             width: Duration::from_millis(100),

@@ -175,6 +175,8 @@ impl std::fmt::Display for WriteError {
 pub enum Pending {
     Local(Proposal<Applied>),
     Forward(Forward<Applied>),
+    /// Failed before it went anywhere.
+    Failed(Option<EngineError>),
 }
 
 impl Future for Pending {
@@ -200,6 +202,9 @@ impl Future for Pending {
                 },
                 Err(err) => Err(WriteError::Engine(err)),
             }),
+            Pending::Failed(err) => Poll::Ready(Err(WriteError::Engine(
+                err.take().unwrap_or(EngineError::ShutDown),
+            ))),
         }
     }
 }

@@ -106,11 +106,16 @@ impl Disk {
                 });
             }
             Some(_) if log.last_zxid() < snapshot_zxid => {
-                return Err(EngineError::LogEndsBeforeSnapshot {
-                    dir: dir.to_path_buf(),
-                    log_last: log.last_zxid(),
-                    snapshot: snapshot_zxid,
-                });
+                // A member applies what is committed, which may run ahead of its own disk: a
+                // snapshot can be durable before the log reached it. The snapshot is committed
+                // state and holds everything the log does, so the history continues from it.
+                tracing::info!(
+                    log_last = %log.last_zxid(),
+                    snapshot = %snapshot_zxid,
+                    "the txn log ends before the newest snapshot; continuing from the snapshot"
+                );
+                records.clear();
+                log.reset_after(snapshot_zxid)?;
             }
             Some(_) => {}
         }
@@ -342,6 +347,24 @@ mod tests {
         assert!(machine.0.is_empty());
         assert_eq!(zxids(&durable), (1..=5).map(z).collect::<Vec<_>>());
         assert!(!dir.path().join(INSTALL_MARKER_FILE).exists());
+    }
+
+    #[test]
+    fn a_snapshot_ahead_of_the_log_is_where_the_history_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut disk, _, _) = open(dir.path());
+        append(&mut disk, 1..=2);
+        drop(disk);
+        // Applied (committed elsewhere) and snapshotted before this member's log got there.
+        snapshot::write(dir.path(), z(4), &Received(Bytes::from_static(b"abcd"))).unwrap();
+        let (mut disk, durable, machine) = open(dir.path());
+        assert_eq!(machine.0, b"abcd");
+        assert_eq!(durable.snapshot_zxid, z(4));
+        assert!(durable.log.is_empty());
+        append(&mut disk, 5..=5);
+        drop(disk);
+        let (_, durable, _) = open(dir.path());
+        assert_eq!(zxids(&durable), vec![z(5)]);
     }
 
     #[test]

@@ -197,6 +197,12 @@ enum Notice {
     },
     EpochPersisted(EpochFile, Epoch),
     Compacted(Zxid),
+    /// A snapshot for learner `peer` (request `seq`) is serialized.
+    Serialized {
+        peer: PeerId,
+        seq: u64,
+        result: Result<Bytes, String>,
+    },
     Failed(String),
 }
 
@@ -226,10 +232,11 @@ enum ApplyJob<T> {
         txn: Bytes,
         waiter: Option<Pending<T>>,
     },
-    /// Serialize the machine (at exactly what was applied before this job).
+    /// Serialize the machine (at exactly what was applied before this job) for `peer`.
     Serialize {
         zxid: Zxid,
-        done: oneshot::Sender<Result<Bytes, String>>,
+        peer: PeerId,
+        seq: u64,
     },
     Restore {
         zxid: Zxid,
@@ -290,6 +297,10 @@ struct Shared<T> {
     last_logged: AtomicU64,
     fsyncs: AtomicU64,
     snapshots: AtomicU64,
+    /// Set while this member leads and has applied what it committed when established.
+    leader_ready: std::sync::atomic::AtomicBool,
+    /// Nonzero: the apply thread wakes the driver once it has applied this zxid.
+    wake_at_applied: AtomicU64,
 }
 
 /// A handle to one member of an ensemble: propose on the leader, watch the role, await
@@ -369,6 +380,8 @@ impl<M: StateMachine> Member<M> {
             last_logged: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
+            leader_ready: std::sync::atomic::AtomicBool::new(false),
+            wake_at_applied: AtomicU64::new(0),
         });
         let dir = config.data_dir.clone();
         let disk = Arc::new(Mutex::new(disk));
@@ -387,11 +400,13 @@ impl<M: StateMachine> Member<M> {
         let apply_thread = {
             let shared = Arc::clone(&shared);
             let every = config.snapshot_every_txns;
+            let notices = notice_tx.clone();
             spawn("coord-apply", &dir, move || {
                 apply_loop(
                     machine,
                     apply_rx,
                     snapshot_tx,
+                    &notices,
                     &shared,
                     every,
                     snapshot_zxid,
@@ -409,6 +424,9 @@ impl<M: StateMachine> Member<M> {
         let driver = Driver {
             forwarded: forwarded_tx.clone(),
             applied_issued: snapshot_zxid,
+            snapshots_out: HashMap::new(),
+            snapshot_seq: 0,
+            lead_target: None,
             shared: Arc::clone(&shared),
             transport,
             notices,
@@ -457,6 +475,9 @@ impl<M: StateMachine> Member<M> {
             return Ok(Proposal::resolved(Err(EngineError::Overloaded {
                 pending: core.waiters.len(),
             })));
+        }
+        if !self.shared.leader_ready.load(Ordering::Acquire) {
+            return Ok(Proposal::resolved(Err(EngineError::NotLeader)));
         }
         let zxid = match core.replica.next_zxid() {
             Ok(zxid) => zxid,
@@ -562,6 +583,12 @@ impl<M: StateMachine> Member<M> {
         build: impl FnOnce(Zxid) -> Result<Vec<u8>, E>,
     ) -> Result<Result<Zxid, EngineError>, E> {
         let mut core = self.shared.core.lock();
+        if !self.shared.leader_ready.load(Ordering::Acquire) {
+            refuse(&mut core, forwarded, Refusal::NotLeader);
+            drop(core);
+            self.shared.wake.notify_one();
+            return Ok(Err(EngineError::NotLeader));
+        }
         let zxid = match core.replica.next_zxid() {
             Ok(zxid) => zxid,
             Err(err) => {
@@ -574,6 +601,9 @@ impl<M: StateMachine> Member<M> {
         // A request the application refuses it answers itself; nothing is sent here.
         let txn = build(zxid)?;
         if txn.len() > RECORD_PAYLOAD_MAX {
+            refuse(&mut core, forwarded, Refusal::Overloaded);
+            drop(core);
+            self.shared.wake.notify_one();
             return Ok(Err(EngineError::TxnTooLarge {
                 len: txn.len(),
                 max: RECORD_PAYLOAD_MAX,
@@ -653,6 +683,12 @@ impl<M: StateMachine> Member<M> {
     /// Changes of [`Member::status`].
     pub fn watch_status(&self) -> watch::Receiver<MemberStatus> {
         self.shared.status.subscribe()
+    }
+
+    /// The last txn this member logged or proposed (durable or not): on the leader, every
+    /// txn it decided. What a `sync` through this leader must wait for.
+    pub fn last_logged_or_proposed(&self) -> Zxid {
+        self.shared.core.lock().replica.last_appended()
     }
 
     /// The zxid of the last txn applied to the machine.
@@ -739,6 +775,18 @@ fn spawn(
         .map_err(io_err(dir))
 }
 
+/// Frames that may wait behind one snapshot for a learner; past it, the learner re-syncs.
+const HELD_FRAMES_MAX: usize = 100_000;
+
+/// A snapshot being serialized for a learner.
+struct OutgoingSnap {
+    seq: u64,
+    epoch: Epoch,
+    zxid: Zxid,
+    /// Replication frames for the learner that must follow the SNAP.
+    held: Vec<Bytes>,
+}
+
 /// What woke the driver.
 enum Input {
     Timeout,
@@ -754,6 +802,13 @@ struct Driver<T: Transport, O> {
     forwarded: tmpsc::Sender<Forwarded>,
     /// The last txn handed to the apply thread.
     applied_issued: Zxid,
+    /// Snapshots being serialized for learners, and what waits behind each.
+    snapshots_out: HashMap<PeerId, OutgoingSnap>,
+    snapshot_seq: u64,
+    /// The epoch this member leads and the commit point it must have applied before it
+    /// serves: a new leader answers nothing from a state behind what its predecessors
+    /// committed.
+    lead_target: Option<(Epoch, Zxid)>,
     transport: T,
     notices: tmpsc::UnboundedReceiver<Notice>,
     disk_tx: mpsc::Sender<DiskJob>,
@@ -927,6 +982,10 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             }
             Notice::EpochPersisted(file, epoch) => core.replica.handle_epoch_persisted(file, epoch),
             Notice::Compacted(zxid) => core.replica.handle_compacted(zxid),
+            Notice::Serialized { peer, seq, result } => {
+                drop(core);
+                self.snapshot_ready(peer, seq, result);
+            }
             Notice::Failed(reason) => return Err(reason),
         }
         Ok(())
@@ -948,9 +1007,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             for (to, message) in sends {
                 let mut frame = Vec::new();
                 message.encode(&mut frame);
-                if let Err(err) = self.transport.send(to, Stream::Replication, frame.into()) {
-                    tracing::debug!(peer = to.0, error = %err, "send to a peer failed");
-                }
+                self.send_frame(to, Stream::Replication, frame.into());
             }
             for action in actions {
                 self.run_action(action).await?;
@@ -961,7 +1018,10 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     async fn run_action(&mut self, action: Action) -> Result<(), String> {
         match action {
             Action::Send { to, message } => self.send(to, &message),
-            Action::Disconnect { peer } => self.transport.reset(peer, Stream::Replication),
+            Action::Disconnect { peer } => {
+                self.snapshots_out.remove(&peer);
+                self.transport.reset(peer, Stream::Replication);
+            }
             Action::PersistAcceptedEpoch(epoch) => {
                 self.to_disk(DiskJob::Epoch(EpochFile::Accepted, epoch))?
             }
@@ -990,26 +1050,42 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             }
             Action::InstallSnapshot { zxid, data } => {
                 self.generation += 1;
-                let (disk_done, disk_wait) = oneshot::channel();
-                self.to_disk(DiskJob::Install {
-                    zxid,
-                    data: data.clone(),
-                    done: disk_done,
-                })?;
+                // The machine first: a snapshot it cannot read must not replace the history on
+                // disk (the member stops instead, its disk as it was).
                 let (apply_done, apply_wait) = oneshot::channel();
                 self.to_apply(ApplyJob::Restore {
                     zxid,
-                    data,
+                    data: data.clone(),
                     done: apply_done,
                 })?;
-                disk_wait.await.map_err(|_| "the disk thread is gone")??;
                 apply_wait.await.map_err(|_| "the apply thread is gone")??;
+                let (disk_done, disk_wait) = oneshot::channel();
+                self.to_disk(DiskJob::Install {
+                    zxid,
+                    data,
+                    done: disk_done,
+                })?;
+                disk_wait.await.map_err(|_| "the disk thread is gone")??;
             }
             Action::SendSnapshot { to, epoch, zxid } => {
-                let (done, wait) = oneshot::channel();
-                self.to_apply(ApplyJob::Serialize { zxid, done })?;
-                let data = wait.await.map_err(|_| "the apply thread is gone")??;
-                self.send(to, &Message::Snap { epoch, zxid, data });
+                // Serialized off the driver (a big tree takes a while, and heartbeats must go
+                // on); what follows for `to` on its stream waits for it, in order.
+                self.snapshot_seq += 1;
+                let seq = self.snapshot_seq;
+                self.snapshots_out.insert(
+                    to,
+                    OutgoingSnap {
+                        seq,
+                        epoch,
+                        zxid,
+                        held: Vec::new(),
+                    },
+                );
+                self.to_apply(ApplyJob::Serialize {
+                    zxid,
+                    peer: to,
+                    seq,
+                })?;
             }
             Action::Commit { .. } => {}
             Action::LogTrusted => self.to_disk(DiskJob::TrustLog)?,
@@ -1031,13 +1107,62 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
         Ok(())
     }
 
-    fn send(&self, to: PeerId, message: &Message) {
+    fn send(&mut self, to: PeerId, message: &Message) {
         let mut frame = Vec::new();
         message.encode(&mut frame);
-        if let Err(err) = self.transport.send(to, Stream::of(message), frame.into()) {
+        self.send_frame(to, Stream::of(message), frame.into());
+    }
+
+    /// Sends a frame, unless a snapshot for `to` is being serialized: replication frames then
+    /// wait behind it, so that they reach `to` after the SNAP they follow.
+    fn send_frame(&mut self, to: PeerId, stream: Stream, frame: Bytes) {
+        if stream == Stream::Replication {
+            if let Some(out) = self.snapshots_out.get_mut(&to) {
+                if out.held.len() < HELD_FRAMES_MAX {
+                    out.held.push(frame);
+                    return;
+                }
+                // Too far behind to catch up this way: it starts over with a new sync.
+                tracing::warn!(
+                    peer = to.0,
+                    "too much waits behind a snapshot; resetting the stream"
+                );
+                self.snapshots_out.remove(&to);
+                self.transport.reset(to, Stream::Replication);
+                return;
+            }
+        }
+        if let Err(err) = self.transport.send(to, stream, frame) {
             // A full queue resets the stream and the core re-syncs on the reset; a peer that
             // is unreachable is retried by the transport and by the core's ticks.
             tracing::debug!(peer = to.0, error = %err, "send to a peer failed");
+        }
+    }
+
+    /// A snapshot for a learner is serialized: it goes out, then what waited behind it.
+    fn snapshot_ready(&mut self, peer: PeerId, seq: u64, result: Result<Bytes, String>) {
+        if self.snapshots_out.get(&peer).map(|out| out.seq) != Some(seq) {
+            return;
+        }
+        let Some(out) = self.snapshots_out.remove(&peer) else {
+            return;
+        };
+        match result {
+            Ok(data) => {
+                let snap = Message::Snap {
+                    epoch: out.epoch,
+                    zxid: out.zxid,
+                    data,
+                };
+                self.send(peer, &snap);
+                for frame in out.held {
+                    self.send_frame(peer, Stream::Replication, frame);
+                }
+            }
+            Err(reason) => {
+                tracing::error!(peer = peer.0, %reason, "snapshot for a learner failed; it will sync again");
+                self.transport.reset(peer, Stream::Replication);
+            }
         }
     }
 
@@ -1053,16 +1178,44 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             .map_err(|_| "the apply thread is gone".to_string())
     }
 
-    fn publish_status(&self) {
-        let status = {
+    fn publish_status(&mut self) {
+        let (mut status, established, committed) = {
             let core = self.shared.core.lock();
-            MemberStatus {
+            let status = MemberStatus {
                 role: core.replica.role(),
                 epoch: core.replica.current_epoch(),
                 serving: core.replica.is_serving() && core.stopped.is_none(),
                 stopped: core.stopped.is_some(),
-            }
+            };
+            (
+                status,
+                core.replica.established_epoch(),
+                core.replica.last_committed(),
+            )
         };
+        // A new leader serves, and takes proposals, only once it has applied the history it
+        // committed when it was established: before, its state may lack writes its
+        // predecessors acknowledged.
+        let mut ready = false;
+        if let (Role::Leading, Some(epoch), true) = (status.role, established, status.serving) {
+            let target = match self.lead_target {
+                Some((e, target)) if e == epoch => target,
+                _ => {
+                    self.lead_target = Some((epoch, committed));
+                    committed
+                }
+            };
+            ready = *self.shared.applied.borrow() >= target;
+            if !ready {
+                // The apply thread wakes the driver when it gets there.
+                self.shared
+                    .wake_at_applied
+                    .store(target.as_u64(), Ordering::Release);
+                ready = *self.shared.applied.borrow() >= target;
+            }
+            status.serving = ready;
+        }
+        self.shared.leader_ready.store(ready, Ordering::Release);
         self.shared.status.send_if_modified(|old| {
             let changed = *old != status;
             *old = status;
@@ -1208,6 +1361,7 @@ fn apply_loop<M: StateMachine>(
     mut machine: M,
     jobs: mpsc::Receiver<ApplyJob<M::Output>>,
     snapshots: mpsc::Sender<SnapshotJob<M::Snapshot>>,
+    notices: &tmpsc::UnboundedSender<Notice>,
     shared: &Shared<M::Output>,
     snapshot_every_txns: u64,
     mut last_applied: Zxid,
@@ -1224,6 +1378,11 @@ fn apply_loop<M: StateMachine>(
                 last_applied = zxid;
                 shared.apply_done.fetch_add(1, Ordering::AcqRel);
                 shared.applied.send_replace(zxid);
+                let wake_at = shared.wake_at_applied.load(Ordering::Acquire);
+                if wake_at != 0 && zxid.as_u64() >= wake_at {
+                    shared.wake_at_applied.store(0, Ordering::Release);
+                    shared.wake.notify_one();
+                }
                 if let Some(waiter) = waiter {
                     waiter.resolve(zxid, output);
                 }
@@ -1237,20 +1396,31 @@ fn apply_loop<M: StateMachine>(
                     let _ = snapshots.send(job);
                 }
             }
-            ApplyJob::Serialize { zxid, done } => {
-                let result = if zxid == last_applied {
-                    let mut data = Vec::new();
-                    machine
-                        .snapshot()
-                        .write_to(&mut data)
-                        .map(|()| Bytes::from(data))
-                        .map_err(|err| format!("serializing a snapshot: {err}"))
-                } else {
-                    Err(format!(
+            ApplyJob::Serialize { zxid, peer, seq } => {
+                if zxid != last_applied {
+                    let result = Err(format!(
                         "asked for a snapshot at {zxid}, but {last_applied} is applied"
-                    ))
-                };
-                let _ = done.send(result);
+                    ));
+                    let _ = notices.send(Notice::Serialized { peer, seq, result });
+                    continue;
+                }
+                // A frozen view, written out on its own thread: applying goes on meanwhile.
+                let snapshot = machine.snapshot();
+                let to_driver = notices.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("coord-snap-send".into())
+                    .spawn(move || {
+                        let mut data = Vec::new();
+                        let result = snapshot
+                            .write_to(&mut data)
+                            .map(|()| Bytes::from(data))
+                            .map_err(|err| format!("serializing a snapshot: {err}"));
+                        let _ = to_driver.send(Notice::Serialized { peer, seq, result });
+                    });
+                if let Err(err) = spawned {
+                    let result = Err(format!("starting a snapshot thread: {err}"));
+                    let _ = notices.send(Notice::Serialized { peer, seq, result });
+                }
             }
             ApplyJob::Restore { zxid, data, done } => {
                 let result = machine
