@@ -165,8 +165,10 @@ struct ServerFile {
     role: Option<String>,
 }
 
-/// The highest member id: ZooKeeper puts it in the top byte of session ids.
-pub const SERVER_ID_MAX: u64 = 255;
+/// The highest member id. It is the top byte of the session ids a member gives out, and a top
+/// byte of 0xff marks a TTL node's owner, so 255 is not allowed (ZooKeeper refuses it too when
+/// TTL nodes are enabled, which they always are in coord).
+pub const SERVER_ID_MAX: u64 = 254;
 
 /// The TOML file: the same settings as the flags, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
