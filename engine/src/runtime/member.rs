@@ -53,7 +53,7 @@ use tokio::time::Instant;
 
 use super::disk::Disk;
 use super::forward::{Forwarding, Refusal, FIRST_TAG};
-use super::{io_err, EngineError, Proposal, Waiter, BATCH_BYTES_MAX, BATCH_TXNS_MAX};
+use super::{spawn, EngineError, Proposal, Waiter, BATCH_BYTES_MAX, BATCH_TXNS_MAX};
 use crate::log::RECORD_PAYLOAD_MAX;
 use crate::transport::{Event, Stream, Transport};
 use crate::zab::{self, Action, EpochFile, Message, PeerId, ProposeError, Replica, Role};
@@ -335,7 +335,7 @@ impl<M: StateMachine> std::fmt::Debug for Member<M> {
 }
 
 impl<M: StateMachine> Member<M> {
-    /// Opens the data dir (see [`Disk`]: the snapshot is restored into `machine`, the log after
+    /// Opens the data dir (`disk.rs`: the snapshot is restored into `machine`, the log after
     /// it is handed to the core unapplied), and starts looking for a leader over `transport`.
     /// Must be called within a tokio runtime.
     pub fn open<T: Transport>(
@@ -762,17 +762,6 @@ fn propose_error(err: ProposeError) -> EngineError {
         ProposeError::ZxidExhausted(epoch) => EngineError::ZxidExhausted(epoch),
         _ => EngineError::NotLeader,
     }
-}
-
-fn spawn(
-    name: &str,
-    dir: &Path,
-    body: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, EngineError> {
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(body)
-        .map_err(io_err(dir))
 }
 
 /// Frames that may wait behind one snapshot for a learner; past it, the learner re-syncs.
