@@ -1,0 +1,505 @@
+//! The driver: the one task that feeds the core and carries out its actions, in order.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc as tmpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::super::forward::{Forwarding, Refusal, FIRST_TAG};
+use super::super::EngineError;
+use super::{
+    refusal_error, refuse, ApplyJob, DiskJob, ForwardReply, Forwarded, MemberStatus, Notice,
+    Pending, Shared, APPLY_BACKLOG_TXNS_MAX, DISK_BACKLOG_TXNS_MAX,
+};
+use crate::transport::{Event, Stream, Transport};
+use crate::zab::{Action, EpochFile, Message, PeerId, Role};
+use crate::{Epoch, Zxid};
+
+/// Frames that may wait behind one snapshot for a learner; past it, the learner re-syncs.
+const HELD_FRAMES_MAX: usize = 100_000;
+
+/// A snapshot being serialized for a learner.
+pub(super) struct OutgoingSnap {
+    seq: u64,
+    epoch: Epoch,
+    zxid: Zxid,
+    /// Replication frames for the learner that must follow the SNAP.
+    held: Vec<Bytes>,
+}
+
+/// What woke the driver.
+enum Input {
+    Timeout,
+    Notice(Notice),
+    Tick,
+    Event(Event),
+    /// A proposer queued actions.
+    Wake,
+}
+
+pub(super) struct Driver<T: Transport, O> {
+    pub(super) shared: Arc<Shared<O>>,
+    pub(super) forwarded: tmpsc::Sender<Forwarded>,
+    /// The last txn handed to the apply thread.
+    pub(super) applied_issued: Zxid,
+    /// Snapshots being serialized for learners, and what waits behind each.
+    pub(super) snapshots_out: HashMap<PeerId, OutgoingSnap>,
+    pub(super) snapshot_seq: u64,
+    /// The epoch this member leads and the commit point it must have applied before it
+    /// serves: a new leader answers nothing from a state behind what its predecessors
+    /// committed.
+    pub(super) lead_target: Option<(Epoch, Zxid)>,
+    pub(super) transport: T,
+    pub(super) notices: tmpsc::UnboundedReceiver<Notice>,
+    pub(super) disk_tx: mpsc::Sender<DiskJob>,
+    pub(super) apply_tx: mpsc::Sender<ApplyJob<O>>,
+    /// Grows with every TRUNC and SNAP install: a durability notice for an append issued
+    /// before one of them says nothing about the log after it.
+    pub(super) generation: u64,
+    pub(super) tick: Duration,
+    pub(super) started: Instant,
+    pub(super) threads: Vec<JoinHandle<()>>,
+}
+
+impl<T: Transport, O: Send + 'static> Driver<T, O> {
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(self.tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let backlogged = self.backlogged();
+            let timeout = self.shared.core.lock().replica.poll_timeout();
+            let timer = async {
+                match timeout {
+                    Some(at) => tokio::time::sleep_until(self.started + at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let input = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                () = timer => Input::Timeout,
+                notice = self.notices.recv() => match notice {
+                    Some(notice) => Input::Notice(notice),
+                    None => {
+                        self.fail("the disk thread is gone".to_string());
+                        break;
+                    }
+                },
+                _ = ticks.tick() => Input::Tick,
+                event = self.transport.recv(), if !backlogged => match event {
+                    Some(event) => Input::Event(event),
+                    None => {
+                        self.fail("the transport shut down".to_string());
+                        break;
+                    }
+                },
+                _ = self.shared.wake.notified() => Input::Wake,
+            };
+            // Every input happens at a time: the core records it exactly, and runs what is due.
+            let now = self.started.elapsed();
+            self.shared.core.lock().replica.handle_timeout(now);
+            match input {
+                Input::Notice(notice) => {
+                    if let Err(reason) = self.handle_notice(notice) {
+                        self.fail(reason);
+                        break;
+                    }
+                }
+                Input::Tick => self.shared.core.lock().replica.handle_tick(now),
+                Input::Event(event) => self.handle_event(event),
+                Input::Timeout | Input::Wake => {}
+            }
+            if let Err(reason) = self.run_actions().await {
+                self.fail(reason);
+                break;
+            }
+            self.publish_status();
+        }
+        self.finish().await;
+    }
+
+    fn backlogged(&self) -> bool {
+        let s = &self.shared;
+        let disk = s.disk_sent.load(Ordering::Acquire) - s.disk_done.load(Ordering::Acquire);
+        let apply = s.apply_sent.load(Ordering::Acquire) - s.apply_done.load(Ordering::Acquire);
+        disk > DISK_BACKLOG_TXNS_MAX || apply > APPLY_BACKLOG_TXNS_MAX
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Frame { from, frame, .. } if frame.first().is_some_and(|t| *t >= FIRST_TAG) => {
+                match Forwarding::decode(&frame) {
+                    Ok(message) => self.handle_forwarding(from, message),
+                    Err(err) => {
+                        tracing::warn!(peer = from.0, error = %err, "malformed message from a peer");
+                        self.transport.reset(from, Stream::Replication);
+                    }
+                }
+            }
+            Event::Frame { from, frame, .. } => match Message::decode(&frame) {
+                Ok(message) => self
+                    .shared
+                    .core
+                    .lock()
+                    .replica
+                    .handle_message(from, message),
+                Err(err) => {
+                    // A peer that sends garbage gets its stream reset; the core re-syncs it.
+                    tracing::warn!(peer = from.0, error = %err, "malformed message from a peer");
+                    self.transport.reset(from, Stream::Replication);
+                }
+            },
+            Event::Reset {
+                peer,
+                stream: Stream::Replication,
+            } => self.shared.core.lock().replica.handle_link_reset(peer),
+            // Election notifications are repeated every tick: a gap needs nothing.
+            Event::Reset { .. } => {}
+        }
+    }
+
+    fn handle_forwarding(&mut self, from: PeerId, message: Forwarding) {
+        let mut core = self.shared.core.lock();
+        let from_leader = matches!(
+            core.replica.role(),
+            Role::Following { leader } | Role::Observing { leader } if leader == from
+        );
+        match message {
+            Forwarding::Request { id, body } => {
+                let forwarded = Forwarded {
+                    origin: from,
+                    request: body,
+                    id,
+                };
+                if !core.leads() {
+                    refuse(&mut core, &forwarded, Refusal::NotLeader);
+                } else if let Err(err) = self.forwarded.try_send(forwarded) {
+                    let forwarded = match err {
+                        tmpsc::error::TrySendError::Full(f)
+                        | tmpsc::error::TrySendError::Closed(f) => f,
+                    };
+                    refuse(&mut core, &forwarded, Refusal::Overloaded);
+                }
+            }
+            // Only the leader this member follows decides its requests.
+            _ if !from_leader => {}
+            Forwarding::Proposed { id, zxid } => {
+                let Some(waiter) = core.forwards.remove(&id) else {
+                    return;
+                };
+                if zxid <= self.applied_issued {
+                    // Cannot happen on a FIFO stream; if it did, the output is gone.
+                    let _ = waiter.send(Err(EngineError::LeadershipLost));
+                } else {
+                    core.waiters.insert(zxid, Pending::Forward(waiter));
+                }
+            }
+            Forwarding::Answered { id, body } => {
+                if let Some(waiter) = core.forwards.remove(&id) {
+                    let _ = waiter.send(Ok(ForwardReply::Answered(body)));
+                }
+            }
+            Forwarding::Refused { id, refusal } => {
+                if let Some(waiter) = core.forwards.remove(&id) {
+                    let _ = waiter.send(Err(refusal_error(refusal)));
+                }
+            }
+        }
+    }
+
+    fn handle_notice(&mut self, notice: Notice) -> Result<(), String> {
+        let mut core = self.shared.core.lock();
+        match notice {
+            Notice::Persisted {
+                generation,
+                zxid,
+                txns,
+            } => {
+                self.shared.disk_done.fetch_add(txns, Ordering::AcqRel);
+                if generation == self.generation {
+                    core.replica.handle_persisted(zxid);
+                }
+            }
+            Notice::EpochPersisted(file, epoch) => core.replica.handle_epoch_persisted(file, epoch),
+            Notice::Compacted(zxid) => core.replica.handle_compacted(zxid),
+            Notice::Serialized { peer, seq, result } => {
+                drop(core);
+                self.snapshot_ready(peer, seq, result);
+            }
+            Notice::Failed(reason) => return Err(reason),
+        }
+        Ok(())
+    }
+
+    /// Carries out the core's actions in order, until it yields none.
+    async fn run_actions(&mut self) -> Result<(), String> {
+        loop {
+            let (sends, actions): (Vec<(PeerId, Forwarding)>, Vec<Action>) = {
+                let mut core = self.shared.core.lock();
+                (
+                    core.sends.drain(..).collect(),
+                    std::iter::from_fn(|| core.replica.poll_action()).collect(),
+                )
+            };
+            if sends.is_empty() && actions.is_empty() {
+                return Ok(());
+            }
+            for (to, message) in sends {
+                let mut frame = Vec::new();
+                message.encode(&mut frame);
+                self.send_frame(to, Stream::Replication, frame.into());
+            }
+            for action in actions {
+                self.run_action(action).await?;
+            }
+        }
+    }
+
+    async fn run_action(&mut self, action: Action) -> Result<(), String> {
+        match action {
+            Action::Send { to, message } => self.send(to, &message),
+            Action::Disconnect { peer } => {
+                self.snapshots_out.remove(&peer);
+                self.transport.reset(peer, Stream::Replication);
+            }
+            Action::PersistAcceptedEpoch(epoch) => {
+                self.to_disk(DiskJob::Epoch(EpochFile::Accepted, epoch))?
+            }
+            Action::PersistCurrentEpoch(epoch) => {
+                self.to_disk(DiskJob::Epoch(EpochFile::Current, epoch))?
+            }
+            Action::Append { zxid, txn } => {
+                self.shared.disk_sent.fetch_add(1, Ordering::AcqRel);
+                self.to_disk(DiskJob::Append {
+                    zxid,
+                    txn,
+                    generation: self.generation,
+                })?;
+            }
+            Action::Truncate { after } => {
+                self.generation += 1;
+                let (done, wait) = oneshot::channel();
+                self.to_disk(DiskJob::Truncate { to: after, done })?;
+                let durable_to = wait.await.map_err(|_| "the disk thread is gone")??;
+                // Appends up to the cut that were in flight are durable now; their notices
+                // belonged to the old generation.
+                let mut core = self.shared.core.lock();
+                if durable_to <= core.replica.last_appended() {
+                    core.replica.handle_persisted(durable_to);
+                }
+            }
+            Action::InstallSnapshot { zxid, data } => {
+                self.generation += 1;
+                // The machine first: a snapshot it cannot read must not replace the history on
+                // disk (the member stops instead, its disk as it was).
+                let (apply_done, apply_wait) = oneshot::channel();
+                self.to_apply(ApplyJob::Restore {
+                    zxid,
+                    data: data.clone(),
+                    done: apply_done,
+                })?;
+                apply_wait.await.map_err(|_| "the apply thread is gone")??;
+                let (disk_done, disk_wait) = oneshot::channel();
+                self.to_disk(DiskJob::Install {
+                    zxid,
+                    data,
+                    done: disk_done,
+                })?;
+                disk_wait.await.map_err(|_| "the disk thread is gone")??;
+            }
+            Action::SendSnapshot { to, epoch, zxid } => {
+                // Serialized off the driver (a big tree takes a while, and heartbeats must go
+                // on); what follows for `to` on its stream waits for it, in order.
+                self.snapshot_seq += 1;
+                let seq = self.snapshot_seq;
+                self.snapshots_out.insert(
+                    to,
+                    OutgoingSnap {
+                        seq,
+                        epoch,
+                        zxid,
+                        held: Vec::new(),
+                    },
+                );
+                self.to_apply(ApplyJob::Serialize {
+                    zxid,
+                    peer: to,
+                    seq,
+                })?;
+            }
+            Action::Commit { .. } => {}
+            Action::LogTrusted => self.to_disk(DiskJob::TrustLog)?,
+            Action::Apply { zxid, txn } => {
+                self.applied_issued = zxid;
+                let waiter = self.shared.core.lock().waiters.remove(&zxid);
+                self.shared.apply_sent.fetch_add(1, Ordering::AcqRel);
+                self.to_apply(ApplyJob::Txn { zxid, txn, waiter })?;
+            }
+            Action::RoleChanged { role, epoch } => {
+                tracing::info!(?role, epoch = epoch.0, "member role changed");
+                // What is not applied by now may or may not commit under the next leader.
+                self.shared
+                    .core
+                    .lock()
+                    .fail_waiters(|| EngineError::LeadershipLost);
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, to: PeerId, message: &Message) {
+        let mut frame = Vec::new();
+        message.encode(&mut frame);
+        self.send_frame(to, Stream::of(message), frame.into());
+    }
+
+    /// Sends a frame, unless a snapshot for `to` is being serialized: replication frames then
+    /// wait behind it, so that they reach `to` after the SNAP they follow.
+    fn send_frame(&mut self, to: PeerId, stream: Stream, frame: Bytes) {
+        if stream == Stream::Replication {
+            if let Some(out) = self.snapshots_out.get_mut(&to) {
+                if out.held.len() < HELD_FRAMES_MAX {
+                    out.held.push(frame);
+                    return;
+                }
+                // Too far behind to catch up this way: it starts over with a new sync.
+                tracing::warn!(
+                    peer = to.0,
+                    "too much waits behind a snapshot; resetting the stream"
+                );
+                self.snapshots_out.remove(&to);
+                self.transport.reset(to, Stream::Replication);
+                return;
+            }
+        }
+        if let Err(err) = self.transport.send(to, stream, frame) {
+            // A full queue resets the stream and the core re-syncs on the reset; a peer that
+            // is unreachable is retried by the transport and by the core's ticks.
+            tracing::debug!(peer = to.0, error = %err, "send to a peer failed");
+        }
+    }
+
+    /// A snapshot for a learner is serialized: it goes out, then what waited behind it.
+    fn snapshot_ready(&mut self, peer: PeerId, seq: u64, result: Result<Bytes, String>) {
+        if self.snapshots_out.get(&peer).map(|out| out.seq) != Some(seq) {
+            return;
+        }
+        let Some(out) = self.snapshots_out.remove(&peer) else {
+            return;
+        };
+        match result {
+            Ok(data) => {
+                let snap = Message::Snap {
+                    epoch: out.epoch,
+                    zxid: out.zxid,
+                    data,
+                };
+                self.send(peer, &snap);
+                for frame in out.held {
+                    self.send_frame(peer, Stream::Replication, frame);
+                }
+            }
+            Err(reason) => {
+                tracing::error!(peer = peer.0, %reason, "snapshot for a learner failed; it will sync again");
+                self.transport.reset(peer, Stream::Replication);
+            }
+        }
+    }
+
+    fn to_disk(&self, job: DiskJob) -> Result<(), String> {
+        self.disk_tx
+            .send(job)
+            .map_err(|_| "the disk thread is gone".to_string())
+    }
+
+    fn to_apply(&self, job: ApplyJob<O>) -> Result<(), String> {
+        self.apply_tx
+            .send(job)
+            .map_err(|_| "the apply thread is gone".to_string())
+    }
+
+    fn publish_status(&mut self) {
+        let (mut status, established, committed) = {
+            let core = self.shared.core.lock();
+            let status = MemberStatus {
+                role: core.replica.role(),
+                epoch: core.replica.current_epoch(),
+                serving: core.replica.is_serving() && core.stopped.is_none(),
+                stopped: core.stopped.is_some(),
+            };
+            (
+                status,
+                core.replica.established_epoch(),
+                core.replica.last_committed(),
+            )
+        };
+        // A new leader serves, and takes proposals, only once it has applied the history it
+        // committed when it was established: before, its state may lack writes its
+        // predecessors acknowledged.
+        let mut ready = false;
+        if let (Role::Leading, Some(epoch), true) = (status.role, established, status.serving) {
+            let target = match self.lead_target {
+                Some((e, target)) if e == epoch => target,
+                _ => {
+                    self.lead_target = Some((epoch, committed));
+                    committed
+                }
+            };
+            ready = *self.shared.applied.borrow() >= target;
+            if !ready {
+                // The apply thread wakes the driver when it gets there.
+                self.shared
+                    .wake_at_applied
+                    .store(target.as_u64(), Ordering::Release);
+                ready = *self.shared.applied.borrow() >= target;
+            }
+            status.serving = ready;
+        }
+        self.shared.leader_ready.store(ready, Ordering::Release);
+        self.shared.status.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+    }
+
+    /// Stops for good: no more proposals, the pending ones fail.
+    fn fail(&self, reason: String) {
+        tracing::error!(%reason, "member stops");
+        let mut core = self.shared.core.lock();
+        core.stopped.get_or_insert(reason.clone());
+        core.fail_waiters(|| EngineError::Failed {
+            reason: reason.clone(),
+        });
+    }
+
+    async fn finish(mut self) {
+        {
+            let mut core = self.shared.core.lock();
+            core.stopped.get_or_insert_with(|| "shut down".to_string());
+            core.fail_waiters(|| EngineError::ShutDown);
+        }
+        self.publish_status();
+        let _ = self.disk_tx.send(DiskJob::Stop);
+        let _ = self.apply_tx.send(ApplyJob::Stop);
+        let threads = std::mem::take(&mut self.threads);
+        // Dropping the senders ends the snapshot thread once the apply thread is gone.
+        drop(self);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("member thread panicked");
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::error!("joining the member's threads failed");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The member's threads: the disk (group commit), the apply thread and the snapshot writer.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc as tmpsc;
+
+use super::super::disk::Disk;
+use super::super::{EngineError, BATCH_BYTES_MAX, BATCH_TXNS_MAX};
+use super::{ApplyJob, DiskJob, Notice, Shared, SnapshotJob};
+use crate::{Snapshot, StateMachine, Zxid};
+
+pub(super) fn disk_loop<T>(
+    jobs: mpsc::Receiver<DiskJob>,
+    disk: &Mutex<Disk>,
+    notices: &tmpsc::UnboundedSender<Notice>,
+    shared: &Shared<T>,
+) {
+    let mut queue: VecDeque<DiskJob> = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match jobs.recv() {
+                Ok(job) => queue.push_back(job),
+                Err(_) => return,
+            }
+        }
+        queue.extend(jobs.try_iter());
+        let Some(job) = queue.pop_front() else {
+            continue;
+        };
+        let result = match job {
+            DiskJob::Append {
+                zxid,
+                txn,
+                generation,
+            } => {
+                // A group commit: this append and every append queued right behind it of the
+                // same generation, within the batch bounds.
+                let mut batch = vec![(zxid, txn)];
+                let mut bytes = batch[0].1.len();
+                while let Some(DiskJob::Append {
+                    txn, generation: g, ..
+                }) = queue.front()
+                {
+                    if *g != generation
+                        || batch.len() >= BATCH_TXNS_MAX
+                        || bytes + txn.len() > BATCH_BYTES_MAX
+                    {
+                        break;
+                    }
+                    bytes += txn.len();
+                    if let Some(DiskJob::Append { zxid, txn, .. }) = queue.pop_front() {
+                        batch.push((zxid, txn));
+                    }
+                }
+                let records: Vec<(Zxid, &[u8])> =
+                    batch.iter().map(|(zxid, txn)| (*zxid, &txn[..])).collect();
+                let last = records.last().map_or(zxid, |(zxid, _)| *zxid);
+                disk.lock().append(&records).map(|()| {
+                    shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    shared.last_logged.store(last.as_u64(), Ordering::Release);
+                    Notice::Persisted {
+                        generation,
+                        zxid: last,
+                        txns: batch.len() as u64,
+                    }
+                })
+            }
+            DiskJob::Epoch(file, epoch) => disk
+                .lock()
+                .write_epoch(file, epoch)
+                .map(|()| Notice::EpochPersisted(file, epoch)),
+            DiskJob::TrustLog => match disk.lock().trust_log() {
+                Ok(()) => continue,
+                Err(err) => Err(err),
+            },
+            DiskJob::Truncate { to, done } => {
+                let result = disk.lock().truncate_after(to).map_err(|e| e.to_string());
+                let failed = result.as_ref().err().cloned();
+                let _ = done.send(result);
+                match failed {
+                    Some(reason) => Ok(Notice::Failed(reason)),
+                    None => continue,
+                }
+            }
+            DiskJob::Install { zxid, data, done } => {
+                let result = disk
+                    .lock()
+                    .install_snapshot(zxid, data)
+                    .map_err(|e| e.to_string());
+                let failed = result.as_ref().err().cloned();
+                let _ = done.send(result);
+                match failed {
+                    Some(reason) => Ok(Notice::Failed(reason)),
+                    None => continue,
+                }
+            }
+            DiskJob::Stop => return,
+        };
+        let notice = result.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "member disk write failed");
+            Notice::Failed(err.to_string())
+        });
+        let failed = matches!(notice, Notice::Failed(_));
+        if notices.send(notice).is_err() || failed {
+            return;
+        }
+    }
+}
+
+pub(super) fn apply_loop<M: StateMachine>(
+    mut machine: M,
+    jobs: mpsc::Receiver<ApplyJob<M::Output>>,
+    snapshots: mpsc::Sender<SnapshotJob<M::Snapshot>>,
+    notices: &tmpsc::UnboundedSender<Notice>,
+    shared: &Shared<M::Output>,
+    snapshot_every_txns: u64,
+    mut last_applied: Zxid,
+) {
+    let mut since_snapshot: u64 = 0;
+    while let Ok(job) = jobs.recv() {
+        match job {
+            ApplyJob::Txn { zxid, txn, waiter } => {
+                assert!(
+                    zxid > last_applied,
+                    "apply out of order: zxid {zxid} after {last_applied}"
+                );
+                let output = machine.apply(zxid, &txn);
+                last_applied = zxid;
+                shared.apply_done.fetch_add(1, Ordering::AcqRel);
+                shared.applied.send_replace(zxid);
+                let wake_at = shared.wake_at_applied.load(Ordering::Acquire);
+                if wake_at != 0 && zxid.as_u64() >= wake_at {
+                    shared.wake_at_applied.store(0, Ordering::Release);
+                    shared.wake.notify_one();
+                }
+                if let Some(waiter) = waiter {
+                    waiter.resolve(zxid, output);
+                }
+                since_snapshot += 1;
+                if snapshot_every_txns > 0 && since_snapshot >= snapshot_every_txns {
+                    since_snapshot = 0;
+                    let job = SnapshotJob {
+                        zxid,
+                        snapshot: machine.snapshot(),
+                    };
+                    let _ = snapshots.send(job);
+                }
+            }
+            ApplyJob::Serialize { zxid, peer, seq } => {
+                if zxid != last_applied {
+                    let result = Err(format!(
+                        "asked for a snapshot at {zxid}, but {last_applied} is applied"
+                    ));
+                    let _ = notices.send(Notice::Serialized { peer, seq, result });
+                    continue;
+                }
+                // A frozen view, written out on its own thread: applying goes on meanwhile.
+                let snapshot = machine.snapshot();
+                let to_driver = notices.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("coord-snap-send".into())
+                    .spawn(move || {
+                        let mut data = Vec::new();
+                        let result = snapshot
+                            .write_to(&mut data)
+                            .map(|()| Bytes::from(data))
+                            .map_err(|err| format!("serializing a snapshot: {err}"));
+                        let _ = to_driver.send(Notice::Serialized { peer, seq, result });
+                    });
+                if let Err(err) = spawned {
+                    let result = Err(format!("starting a snapshot thread: {err}"));
+                    let _ = notices.send(Notice::Serialized { peer, seq, result });
+                }
+            }
+            ApplyJob::Restore { zxid, data, done } => {
+                let result = machine
+                    .restore(&mut &data[..])
+                    .map_err(|err| format!("restoring the leader's snapshot at {zxid}: {err}"));
+                if result.is_ok() {
+                    last_applied = zxid;
+                    since_snapshot = 0;
+                    shared.applied.send_replace(zxid);
+                }
+                let _ = done.send(result);
+            }
+            ApplyJob::Stop => return,
+        }
+    }
+}
+
+pub(super) fn snapshot_loop<S: Snapshot, T>(
+    jobs: mpsc::Receiver<SnapshotJob<S>>,
+    dir: &Path,
+    disk: &Mutex<Disk>,
+    notices: &tmpsc::UnboundedSender<Notice>,
+    shared: &Shared<T>,
+) {
+    while let Ok(job) = jobs.recv() {
+        let written = crate::snapshot::write(dir, job.zxid, &job.snapshot)
+            .map_err(EngineError::from)
+            .and_then(|_| disk.lock().drop_covered());
+        match written {
+            Ok(()) => {
+                shared.snapshots.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(zxid = %job.zxid, "snapshot written");
+                let _ = notices.send(Notice::Compacted(job.zxid));
+            }
+            // The log still holds everything: a failed snapshot costs disk, not data.
+            Err(err) => tracing::error!(zxid = %job.zxid, error = %err, "snapshot failed"),
+        }
+    }
+}
