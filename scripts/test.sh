@@ -36,6 +36,9 @@ export COORD_BIN="$PWD/target/debug/coord"
 step "Rust unit and system tests"
 cargo test --workspace
 
+step "Rust system tests against a 3-member ensemble (clients on a follower)"
+TARGET=ensemble cargo test -p coord-system-tests
+
 step "Python system tests (kazoo, zkCli.sh, cli_mt)"
 python3 -m pytest -q tests/python
 

@@ -35,6 +35,8 @@ pub struct Node {
 pub struct Ensemble {
     pub nodes: Vec<Node>,
     root: TempDir,
+    /// Given to every member on its command line.
+    args: Vec<String>,
 }
 
 impl Ensemble {
@@ -50,6 +52,18 @@ impl Ensemble {
         observers: u64,
         tick_ms: u64,
         extra: &str,
+    ) -> io::Result<Ensemble> {
+        Ensemble::start_with_args(voters, observers, tick_ms, extra, &[])
+    }
+
+    /// As [`Ensemble::start_with_observers`], every member also given `args` on its command
+    /// line.
+    pub fn start_with_args(
+        voters: u64,
+        observers: u64,
+        tick_ms: u64,
+        extra: &str,
+        args: &[String],
     ) -> io::Result<Ensemble> {
         let n = voters + observers;
         let root = tempfile::Builder::new()
@@ -91,7 +105,11 @@ impl Ensemble {
                 paused: false,
             });
         }
-        let mut ensemble = Ensemble { nodes, root };
+        let mut ensemble = Ensemble {
+            nodes,
+            root,
+            args: args.to_vec(),
+        };
         for i in 0..ensemble.nodes.len() {
             ensemble.launch(i)?;
         }
@@ -124,6 +142,7 @@ impl Ensemble {
         let child = Command::new(coord_bin())
             .arg("--config")
             .arg(&node.config)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -153,6 +172,11 @@ impl Ensemble {
                 .join(format!("m{}.stderr.{}", node.id, node.runs)),
         )
         .unwrap_or_default()
+    }
+
+    /// Member `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
     }
 
     pub fn is_running(&self, i: usize) -> bool {

@@ -22,11 +22,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(40);
 /// How long `stop()` waits for a graceful exit before it kills.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Which server implementation the tests run against (`TARGET` env: `coord` or `zookeeper`).
+/// Which server implementation the tests run against (`TARGET` env: `coord`, `zookeeper`, or
+/// `ensemble`: a 3-member coord ensemble whose first member the tests' clients connect to).
+/// Tests of coord's own behaviour (`is_coord`) run only against a standalone coord.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     Coord,
     ZooKeeper,
+    Ensemble,
 }
 
 impl Target {
@@ -34,6 +37,7 @@ impl Target {
     pub fn from_env() -> Target {
         match std::env::var("TARGET").as_deref() {
             Ok("zookeeper") | Ok("zk") => Target::ZooKeeper,
+            Ok("ensemble") => Target::Ensemble,
             _ => Target::Coord,
         }
     }
@@ -103,6 +107,8 @@ pub struct CoordServer {
     scratch: TempDir,
     port: u16,
     child: Option<Child>,
+    /// With `TARGET=ensemble`: the members, in place of `child`.
+    ensemble: Option<ensemble::Ensemble>,
     /// Number of processes started so far (names the stderr file of each run).
     runs: u32,
 }
@@ -132,6 +138,7 @@ impl CoordServer {
             scratch: tempfile::Builder::new().prefix("coord-scratch").tempdir()?,
             port: 0,
             child: None,
+            ensemble: None,
             runs: 0,
         };
         server.launch()?;
@@ -153,18 +160,28 @@ impl CoordServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// The data directory (for ZooKeeper, its `version-2` subdirectory holds the files).
+    /// The data directory (for ZooKeeper, its `version-2` subdirectory holds the files; for an
+    /// ensemble, member 1's).
     pub fn data_dir(&self) -> &Path {
-        self.data.path()
+        match &self.ensemble {
+            Some(ensemble) => ensemble.data_dir(0),
+            None => self.data.path(),
+        }
     }
 
     /// The PID of the running process, if any.
     pub fn pid(&self) -> Option<u32> {
+        if let Some(ensemble) = &self.ensemble {
+            return ensemble.pid(0);
+        }
         self.child.as_ref().map(Child::id)
     }
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
+        if let Some(ensemble) = &self.ensemble {
+            return ensemble.is_running(0);
+        }
         match self.child.as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
@@ -179,13 +196,22 @@ impl CoordServer {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
-    /// What the current (or last) run wrote to stderr.
+    /// What the current (or last) run wrote to stderr (member 1's, for an ensemble).
     pub fn stderr_text(&self) -> String {
+        if let Some(ensemble) = &self.ensemble {
+            return ensemble.stderr(0);
+        }
         fs::read_to_string(self.stderr_path(self.runs)).unwrap_or_default()
     }
 
     /// SIGKILL: the process dies without any chance to flush or clean up.
     pub fn kill9(&mut self) {
+        if let Some(ensemble) = &mut self.ensemble {
+            for i in 0..ensemble.nodes.len() {
+                ensemble.kill9(i);
+            }
+            return;
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -194,6 +220,11 @@ impl CoordServer {
 
     /// SIGTERM, then waits; kills if it does not exit in time. Returns the exit status.
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        if self.ensemble.is_some() {
+            // The members are killed: graceful exits are a standalone matter.
+            self.kill9();
+            return None;
+        }
         let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -219,6 +250,9 @@ impl CoordServer {
 
     /// Starts the process on the current data dir and waits until it is ready.
     fn launch(&mut self) -> io::Result<()> {
+        if self.target == Target::Ensemble {
+            return self.launch_ensemble();
+        }
         let mut last_err = None;
         // A free port can be taken between our probe and the server's bind: retry a few times.
         for _ in 0..3 {
@@ -243,6 +277,37 @@ impl CoordServer {
         Err(last_err.unwrap_or_else(|| io::Error::other("server did not start")))
     }
 
+    /// With `TARGET=ensemble`: (re)starts all three members with this server's settings and
+    /// waits for a leader; clients connect to member 1.
+    fn launch_ensemble(&mut self) -> io::Result<()> {
+        if let Some(ensemble) = &mut self.ensemble {
+            for i in 0..ensemble.nodes.len() {
+                ensemble.launch(i)?;
+            }
+            ensemble.wait_for_leader(READY_TIMEOUT)?;
+            return Ok(());
+        }
+        let c = &self.config;
+        let mut extra = format!("reap_interval_ms = {}\n", c.reap_interval_ms);
+        if let Some(n) = c.max_frame_bytes {
+            extra.push_str(&format!("max_frame_bytes = {n}\n"));
+        }
+        if let Some(n) = c.max_connections_per_ip {
+            extra.push_str(&format!("max_connections_per_ip = {n}\n"));
+        }
+        if let Some(n) = c.snapshot_every_txns {
+            extra.push_str(&format!("snapshot_every_txns = {n}\n"));
+        }
+        if let Some(digest) = &c.superuser_digest {
+            extra.push_str(&format!("superuser_digest = \"{digest}\"\n"));
+        }
+        let ensemble =
+            ensemble::Ensemble::start_with_args(3, 0, u64::from(c.tick_ms), &extra, &c.extra_args)?;
+        self.port = ensemble.nodes[0].client_addr.port();
+        self.ensemble = Some(ensemble);
+        Ok(())
+    }
+
     fn stderr_path(&self, run: u32) -> PathBuf {
         self.scratch.path().join(format!("stderr.{run}"))
     }
@@ -251,7 +316,9 @@ impl CoordServer {
         let stderr = File::create(self.stderr_path(self.runs))?;
         let stdout = File::create(self.scratch.path().join(format!("stdout.{}", self.runs)))?;
         let mut command = match self.target {
-            Target::Coord => coord_command(self.addr(), self.data_dir(), &self.config),
+            Target::Coord | Target::Ensemble => {
+                coord_command(self.addr(), self.data_dir(), &self.config)
+            }
             Target::ZooKeeper => self.zookeeper_command()?,
         };
         command
