@@ -92,6 +92,10 @@ pub trait Transport: Send + 'static {
     /// [`Event::Reset`], and the next stream starts afresh.
     fn reset(&self, peer: PeerId, stream: Stream);
 
+    /// Frames queued for `to` on `stream` and not yet written: a sender that streams much
+    /// (a snapshot) keeps it low, so that the queue never overflows.
+    fn queued(&self, to: PeerId, stream: Stream) -> usize;
+
     /// The next event; `None` once the transport is shut down.
     fn recv(&mut self) -> impl Future<Output = Option<Event>> + Send;
 }

@@ -844,8 +844,9 @@ impl Sessions {
     }
 }
 
-/// The largest frame between members.
-pub const PEER_FRAME_BYTES_MAX: usize = 1 << 30;
+/// The largest frame between members: a proposal of the largest txn, with room for its
+/// header.
+pub const PEER_FRAME_BYTES_MAX: usize = coord_engine::log::RECORD_PAYLOAD_MAX + (64 << 10);
 
 /// A running server.
 pub struct Server {
@@ -891,9 +892,8 @@ impl Server {
                     .map(|s| (PeerId(s.id), s.peer_addr))
                     .collect();
                 let mut tcp = TcpConfig::new(PeerId(ensemble.id), me.peer_addr, peers);
-                // A SNAP travels as one message (until snapshots stream in chunks): it must fit
-                // a frame. Peers are trusted on TCP; a frame's length is checked before the
-                // buffer is allocated.
+                // The largest message is a proposal of the largest txn (snapshots travel in
+                // chunks); a frame's length is checked before its buffer is allocated.
                 tcp.frame_bytes_max = PEER_FRAME_BYTES_MAX;
                 let transport =
                     TcpTransport::bind(tcp)

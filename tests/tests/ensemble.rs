@@ -412,8 +412,13 @@ async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
             .wait_for_leader(DEADLINE)
             .unwrap_or_else(|e| panic!("{e}"));
 
-        // A long one: the leader compacted past it.
+        // A long one: the leader compacted past it. Big nodes make the snapshot many chunks.
         ensemble.kill9(follower);
+        let big = connect(&ensemble.connect_string()).await;
+        let blob = vec![b'b'; 900 * 1024];
+        for i in 0..12 {
+            big.create(&format!("/big{i}"), &blob, &OPEN).await.unwrap();
+        }
         writer
             .wait_for(writer.count() + 200, "while a follower is far behind")
             .await;
@@ -426,6 +431,9 @@ async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
             .await;
         let acked = writer.finish().await;
         assert_replicated(&ensemble, "/load", &acked).await;
+        let back = connect_to(ensemble.nodes[follower].client_addr).await;
+        back.sync("/").await.unwrap();
+        assert_eq!(back.get_data("/big11").await.unwrap().0, blob);
 
         // Everyone down at once, then back: every acknowledged write is still there.
         for i in 0..3 {

@@ -142,6 +142,12 @@ impl TcpTransport {
 }
 
 impl Transport for TcpTransport {
+    fn queued(&self, to: PeerId, stream: Stream) -> usize {
+        self.outbound
+            .get(&(to, stream))
+            .map_or(0, |out| out.tx.max_capacity() - out.tx.capacity())
+    }
+
     /// Queues `frame` for `to` on `stream`, without waiting.
     fn send(&self, to: PeerId, stream: Stream, frame: Bytes) -> Result<(), SendError> {
         if frame.len() > self.config.frame_bytes_max {

@@ -170,13 +170,26 @@ impl Disk {
         Ok(epoch::write(&self.dir, name, epoch)?)
     }
 
+    /// As [`Disk::install_snapshot`], from a snapshot received into a file.
+    pub(crate) fn install_snapshot_file(
+        &mut self,
+        zxid: Zxid,
+        path: std::path::PathBuf,
+    ) -> Result<(), EngineError> {
+        self.install(zxid, &super::member::FileSnapshot(path))
+    }
+
     /// Replaces the history with a leader's snapshot at `zxid`: marker, snapshot, no log,
     /// no marker. See the module docs.
     pub(crate) fn install_snapshot(&mut self, zxid: Zxid, data: Bytes) -> Result<(), EngineError> {
+        self.install(zxid, &Received(data))
+    }
+
+    fn install(&mut self, zxid: Zxid, snapshot: &dyn Snapshot) -> Result<(), EngineError> {
         let marker = self.dir.join(INSTALL_MARKER_FILE);
         write_atomically(&marker, format!("{:016x}\n", zxid.as_u64()).as_bytes())
             .map_err(io_err(&marker))?;
-        snapshot::write(&self.dir, zxid, &Received(data))?;
+        snapshot::write(&self.dir, zxid, snapshot)?;
         // Snapshots of this member's own history past the new one cannot exist (it never
         // applied past what it committed, and a SNAP is never behind that), but a newer file
         // would win at the next start, so make sure.

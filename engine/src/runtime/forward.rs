@@ -8,13 +8,18 @@
 //! apply; or it answers with bytes of its own (`Answered`); or the runtime refuses it
 //! (`Refused`).
 //!
+//! A SNAP for a lagging learner travels here too, streamed from a file in chunks
+//! (`SnapBegin`, `SnapChunk`..., `SnapEnd` with the checksum of the whole): the learner writes
+//! them to a file, checks it, and only then hands its core the SNAP. Neither side holds the
+//! whole snapshot in memory.
+//!
 //! Tags start at [`FIRST_TAG`], above every Zab message tag, so one byte tells them apart.
 
 use bytes::{BufMut, Bytes};
 
 use crate::zab::codec::{put_bytes, Reader};
 use crate::zab::DecodeError;
-use crate::Zxid;
+use crate::{Epoch, Zxid};
 
 /// The lowest tag of a forwarding message; Zab's messages use tags below it.
 pub(crate) const FIRST_TAG: u8 = 64;
@@ -23,6 +28,12 @@ const REQUEST: u8 = 64;
 const PROPOSED: u8 = 65;
 const ANSWERED: u8 = 66;
 const REFUSED: u8 = 67;
+const SNAP_BEGIN: u8 = 68;
+const SNAP_CHUNK: u8 = 69;
+const SNAP_END: u8 = 70;
+
+/// The largest chunk of a streamed snapshot.
+pub(crate) const SNAP_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Why a leader refused a forwarded request without deciding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +46,35 @@ pub(crate) enum Refusal {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Forwarding {
-    Request { id: u64, body: Bytes },
-    Proposed { id: u64, zxid: Zxid },
-    Answered { id: u64, body: Bytes },
-    Refused { id: u64, refusal: Refusal },
+    Request {
+        id: u64,
+        body: Bytes,
+    },
+    Proposed {
+        id: u64,
+        zxid: Zxid,
+    },
+    Answered {
+        id: u64,
+        body: Bytes,
+    },
+    Refused {
+        id: u64,
+        refusal: Refusal,
+    },
+    /// A snapshot of `len` bytes, the state exactly at `zxid`, follows in chunks.
+    SnapBegin {
+        epoch: Epoch,
+        zxid: Zxid,
+        len: u64,
+    },
+    SnapChunk {
+        data: Bytes,
+    },
+    /// The snapshot is complete; `crc` is the crc32c of all its bytes.
+    SnapEnd {
+        crc: u32,
+    },
 }
 
 impl Forwarding {
@@ -67,6 +103,20 @@ impl Forwarding {
                     Refusal::Overloaded => 2,
                 });
             }
+            Forwarding::SnapBegin { epoch, zxid, len } => {
+                out.put_u8(SNAP_BEGIN);
+                out.put_u32(epoch.0);
+                out.put_u64(zxid.as_u64());
+                out.put_u64(*len);
+            }
+            Forwarding::SnapChunk { data } => {
+                out.put_u8(SNAP_CHUNK);
+                put_bytes(out, data);
+            }
+            Forwarding::SnapEnd { crc } => {
+                out.put_u8(SNAP_END);
+                out.put_u32(*crc);
+            }
         }
     }
 
@@ -74,6 +124,23 @@ impl Forwarding {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Forwarding, DecodeError> {
         let mut r = Reader { buf: bytes };
         let tag = r.u8()?;
+        let message = match tag {
+            SNAP_BEGIN => Forwarding::SnapBegin {
+                epoch: Epoch(r.u32()?),
+                zxid: r.zxid()?,
+                len: r.u64()?,
+            },
+            SNAP_CHUNK => Forwarding::SnapChunk { data: r.bytes()? },
+            SNAP_END => Forwarding::SnapEnd { crc: r.u32()? },
+            _ => Self::decode_request(tag, &mut r)?,
+        };
+        if !r.buf.is_empty() {
+            return Err(DecodeError::Trailing(r.buf.len()));
+        }
+        Ok(message)
+    }
+
+    fn decode_request(tag: u8, r: &mut Reader<'_>) -> Result<Forwarding, DecodeError> {
         let id = r.u64()?;
         let message = match tag {
             REQUEST => Forwarding::Request {
@@ -98,9 +165,6 @@ impl Forwarding {
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
-        if !r.buf.is_empty() {
-            return Err(DecodeError::Trailing(r.buf.len()));
-        }
         Ok(message)
     }
 }

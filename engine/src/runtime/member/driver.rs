@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::super::forward::{Forwarding, Refusal, FIRST_TAG};
 use super::super::EngineError;
+use super::snapstream::{IncomingSnap, OutgoingSnap, Pumped, SnapFile, TempFile};
 use super::{
     refusal_error, refuse, ApplyJob, DiskJob, ForwardReply, Forwarded, MemberStatus, Notice,
     Pending, Shared, APPLY_BACKLOG_TXNS_MAX, DISK_BACKLOG_TXNS_MAX,
@@ -23,14 +24,8 @@ use crate::{Epoch, Zxid};
 /// Frames that may wait behind one snapshot for a learner; past it, the learner re-syncs.
 const HELD_FRAMES_MAX: usize = 100_000;
 
-/// A snapshot being serialized for a learner.
-pub(super) struct OutgoingSnap {
-    seq: u64,
-    epoch: Epoch,
-    zxid: Zxid,
-    /// Replication frames for the learner that must follow the SNAP.
-    held: Vec<Bytes>,
-}
+/// How often a snapshot being sent is topped up while the learner's queue drains.
+const PUMP_EVERY: Duration = Duration::from_millis(2);
 
 /// What woke the driver.
 enum Input {
@@ -40,6 +35,8 @@ enum Input {
     Event(Event),
     /// A proposer queued actions.
     Wake,
+    /// Time to send more of a snapshot to a learner.
+    Pump,
 }
 
 pub(super) struct Driver<T: Transport, O> {
@@ -54,6 +51,12 @@ pub(super) struct Driver<T: Transport, O> {
     /// serves: a new leader answers nothing from a state behind what its predecessors
     /// committed.
     pub(super) lead_target: Option<(Epoch, Zxid)>,
+    /// The data dir, where snapshots for and from learners are staged.
+    pub(super) dir: std::path::PathBuf,
+    /// A snapshot arriving from the leader.
+    pub(super) incoming: Option<IncomingSnap>,
+    /// A snapshot received whole, handed to the core; installed from this file.
+    pub(super) received: Option<(Zxid, TempFile)>,
     pub(super) transport: T,
     pub(super) notices: tmpsc::UnboundedReceiver<Notice>,
     pub(super) disk_tx: mpsc::Sender<DiskJob>,
@@ -79,6 +82,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                     None => std::future::pending().await,
                 }
             };
+            let streaming = self.snapshots_out.values().any(|out| out.sending.is_some());
             let input = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -99,6 +103,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                     }
                 },
                 _ = self.shared.wake.notified() => Input::Wake,
+                () = tokio::time::sleep(PUMP_EVERY), if streaming => Input::Pump,
             };
             // Every input happens at a time: the core records it exactly, and runs what is due.
             let now = self.started.elapsed();
@@ -112,12 +117,13 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 }
                 Input::Tick => self.shared.core.lock().replica.handle_tick(now),
                 Input::Event(event) => self.handle_event(event),
-                Input::Timeout | Input::Wake => {}
+                Input::Timeout | Input::Wake | Input::Pump => {}
             }
             if let Err(reason) = self.run_actions().await {
                 self.fail(reason);
                 break;
             }
+            self.pump_snapshots();
             self.publish_status();
         }
         self.finish().await;
@@ -157,13 +163,32 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             Event::Reset {
                 peer,
                 stream: Stream::Replication,
-            } => self.shared.core.lock().replica.handle_link_reset(peer),
+            } => {
+                if self.incoming.as_ref().is_some_and(|i| i.from == peer) {
+                    self.incoming = None;
+                }
+                self.shared.core.lock().replica.handle_link_reset(peer)
+            }
             // Election notifications are repeated every tick: a gap needs nothing.
             Event::Reset { .. } => {}
         }
     }
 
     fn handle_forwarding(&mut self, from: PeerId, message: Forwarding) {
+        let message = match message {
+            Forwarding::SnapBegin { .. }
+            | Forwarding::SnapChunk { .. }
+            | Forwarding::SnapEnd { .. } => {
+                if let Err(reason) = self.receive_snapshot(from, message) {
+                    tracing::warn!(peer = from.0, %reason, "a snapshot from the leader failed; syncing again");
+                    self.incoming = None;
+                    self.transport.reset(from, Stream::Replication);
+                    self.shared.core.lock().replica.handle_link_reset(from);
+                }
+                return;
+            }
+            message => message,
+        };
         let mut core = self.shared.core.lock();
         let from_leader = matches!(
             core.replica.role(),
@@ -207,6 +232,78 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             Forwarding::Refused { id, refusal } => {
                 if let Some(waiter) = core.forwards.remove(&id) {
                     let _ = waiter.send(Err(refusal_error(refusal)));
+                }
+            }
+            Forwarding::SnapBegin { .. }
+            | Forwarding::SnapChunk { .. }
+            | Forwarding::SnapEnd { .. } => {}
+        }
+    }
+
+    /// A piece of a snapshot from the leader. Once whole and checked, the core gets the SNAP
+    /// (its bytes stay in the file).
+    fn receive_snapshot(&mut self, from: PeerId, message: Forwarding) -> Result<(), String> {
+        let from_leader = matches!(
+            self.shared.core.lock().replica.role(),
+            Role::Following { leader } | Role::Observing { leader } if leader == from
+        );
+        if !from_leader {
+            return Ok(());
+        }
+        match message {
+            Forwarding::SnapBegin { epoch, zxid, len } => {
+                self.incoming = Some(IncomingSnap::begin(&self.dir, from, epoch, zxid, len)?);
+            }
+            Forwarding::SnapChunk { data } => match &mut self.incoming {
+                Some(incoming) => incoming.chunk(&data)?,
+                None => return Err("a snapshot chunk without its beginning".into()),
+            },
+            Forwarding::SnapEnd { crc } => {
+                let incoming = self
+                    .incoming
+                    .take()
+                    .ok_or("a snapshot end without its beginning")?;
+                let (epoch, zxid) = (incoming.epoch, incoming.zxid);
+                let file = incoming.end(crc)?;
+                self.received = Some((zxid, file));
+                let snap = Message::Snap {
+                    epoch,
+                    zxid,
+                    data: Bytes::new(),
+                };
+                self.shared.core.lock().replica.handle_message(from, snap);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sends more of the snapshots on their way to learners, and what waited behind each once
+    /// it is all out.
+    fn pump_snapshots(&mut self) {
+        let peers: Vec<PeerId> = self
+            .snapshots_out
+            .iter()
+            .filter(|(_, out)| out.sending.is_some())
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in peers {
+            let Some(out) = self.snapshots_out.get_mut(&peer) else {
+                continue;
+            };
+            match out.pump(peer, &self.transport) {
+                Ok(Pumped::More) => {}
+                Ok(Pumped::Done) => {
+                    if let Some(out) = self.snapshots_out.remove(&peer) {
+                        for frame in out.held {
+                            self.send_frame(peer, Stream::Replication, frame);
+                        }
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(peer = peer.0, %reason, "sending a snapshot failed; the learner will sync again");
+                    self.snapshots_out.remove(&peer);
+                    self.transport.reset(peer, Stream::Replication);
                 }
             }
         }
@@ -295,20 +392,39 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             }
             Action::InstallSnapshot { zxid, data } => {
                 self.generation += 1;
+                // A streamed SNAP reached the core without its bytes: they are in a file.
+                let file = match self.received.take() {
+                    Some((received, file)) if data.is_empty() && received == zxid => Some(file),
+                    _ => None,
+                };
                 // The machine first: a snapshot it cannot read must not replace the history on
                 // disk (the member stops instead, its disk as it was).
                 let (apply_done, apply_wait) = oneshot::channel();
-                self.to_apply(ApplyJob::Restore {
-                    zxid,
-                    data: data.clone(),
-                    done: apply_done,
+                self.to_apply(match &file {
+                    Some(file) => ApplyJob::RestoreFile {
+                        zxid,
+                        path: file.path.clone(),
+                        done: apply_done,
+                    },
+                    None => ApplyJob::Restore {
+                        zxid,
+                        data: data.clone(),
+                        done: apply_done,
+                    },
                 })?;
                 apply_wait.await.map_err(|_| "the apply thread is gone")??;
                 let (disk_done, disk_wait) = oneshot::channel();
-                self.to_disk(DiskJob::Install {
-                    zxid,
-                    data,
-                    done: disk_done,
+                self.to_disk(match &file {
+                    Some(file) => DiskJob::InstallFile {
+                        zxid,
+                        path: file.path.clone(),
+                        done: disk_done,
+                    },
+                    None => DiskJob::Install {
+                        zxid,
+                        data,
+                        done: disk_done,
+                    },
                 })?;
                 disk_wait.await.map_err(|_| "the disk thread is gone")??;
             }
@@ -324,12 +440,17 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                         epoch,
                         zxid,
                         held: Vec::new(),
+                        sending: None,
                     },
                 );
+                let path = self
+                    .dir
+                    .join(format!("snapshot.outgoing.{}.{seq}.tmp", to.0));
                 self.to_apply(ApplyJob::Serialize {
                     zxid,
                     peer: to,
                     seq,
+                    path,
                 })?;
             }
             Action::Commit { .. } => {}
@@ -384,30 +505,20 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
         }
     }
 
-    /// A snapshot for a learner is serialized: it goes out, then what waited behind it.
-    fn snapshot_ready(&mut self, peer: PeerId, seq: u64, result: Result<Bytes, String>) {
+    /// A snapshot for a learner is serialized to a file: it starts going out, in chunks.
+    fn snapshot_ready(&mut self, peer: PeerId, seq: u64, result: Result<SnapFile, String>) {
         if self.snapshots_out.get(&peer).map(|out| out.seq) != Some(seq) {
             return;
         }
-        let Some(out) = self.snapshots_out.remove(&peer) else {
-            return;
+        let started = match (self.snapshots_out.get_mut(&peer), result) {
+            (Some(out), Ok(snap)) => out.start(peer, snap, &self.transport),
+            (_, Err(reason)) => Err(reason),
+            (None, Ok(_)) => return,
         };
-        match result {
-            Ok(data) => {
-                let snap = Message::Snap {
-                    epoch: out.epoch,
-                    zxid: out.zxid,
-                    data,
-                };
-                self.send(peer, &snap);
-                for frame in out.held {
-                    self.send_frame(peer, Stream::Replication, frame);
-                }
-            }
-            Err(reason) => {
-                tracing::error!(peer = peer.0, %reason, "snapshot for a learner failed; it will sync again");
-                self.transport.reset(peer, Stream::Replication);
-            }
+        if let Err(reason) = started {
+            tracing::error!(peer = peer.0, %reason, "snapshot for a learner failed; it will sync again");
+            self.snapshots_out.remove(&peer);
+            self.transport.reset(peer, Stream::Replication);
         }
     }
 

@@ -59,9 +59,11 @@ use crate::zab::{self, EpochFile, PeerId, ProposeError, Replica, Role};
 use crate::{Epoch, StateMachine, Zxid};
 
 mod driver;
+mod snapstream;
 mod threads;
 
 use driver::Driver;
+pub(crate) use snapstream::FileSnapshot;
 use threads::{apply_loop, disk_loop, snapshot_loop};
 
 /// Txns appended by the core and not yet durable, past which the driver stops reading peers.
@@ -202,11 +204,11 @@ enum Notice {
     },
     EpochPersisted(EpochFile, Epoch),
     Compacted(Zxid),
-    /// A snapshot for learner `peer` (request `seq`) is serialized.
+    /// A snapshot for learner `peer` (request `seq`) is serialized to a file.
     Serialized {
         peer: PeerId,
         seq: u64,
-        result: Result<Bytes, String>,
+        result: Result<snapstream::SnapFile, String>,
     },
     Failed(String),
 }
@@ -228,6 +230,12 @@ enum DiskJob {
         data: Bytes,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Install a snapshot received into a file.
+    InstallFile {
+        zxid: Zxid,
+        path: PathBuf,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     Stop,
 }
 
@@ -237,11 +245,19 @@ enum ApplyJob<T> {
         txn: Bytes,
         waiter: Option<Pending<T>>,
     },
-    /// Serialize the machine (at exactly what was applied before this job) for `peer`.
+    /// Serialize the machine (at exactly what was applied before this job) for `peer`, to
+    /// `path`.
     Serialize {
         zxid: Zxid,
         peer: PeerId,
         seq: u64,
+        path: PathBuf,
+    },
+    /// Restore the machine from a snapshot received into a file.
+    RestoreFile {
+        zxid: Zxid,
+        path: PathBuf,
+        done: oneshot::Sender<Result<(), String>>,
     },
     Restore {
         zxid: Zxid,
@@ -432,6 +448,9 @@ impl<M: StateMachine> Member<M> {
             snapshots_out: HashMap::new(),
             snapshot_seq: 0,
             lead_target: None,
+            dir: config.data_dir.clone(),
+            incoming: None,
+            received: None,
             shared: Arc::clone(&shared),
             transport,
             notices,

@@ -1,16 +1,18 @@
 //! The member's threads: the disk (group commit), the apply thread and the snapshot writer.
 
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io::BufReader;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc as tmpsc;
 
 use super::super::disk::Disk;
 use super::super::{EngineError, BATCH_BYTES_MAX, BATCH_TXNS_MAX};
+use super::snapstream::serialize_to_file;
 use super::{ApplyJob, DiskJob, Notice, Shared, SnapshotJob};
 use crate::{Snapshot, StateMachine, Zxid};
 
@@ -87,6 +89,18 @@ pub(super) fn disk_loop<T>(
                     None => continue,
                 }
             }
+            DiskJob::InstallFile { zxid, path, done } => {
+                let result = disk
+                    .lock()
+                    .install_snapshot_file(zxid, path)
+                    .map_err(|e| e.to_string());
+                let failed = result.as_ref().err().cloned();
+                let _ = done.send(result);
+                match failed {
+                    Some(reason) => Ok(Notice::Failed(reason)),
+                    None => continue,
+                }
+            }
             DiskJob::Install { zxid, data, done } => {
                 let result = disk
                     .lock()
@@ -151,7 +165,12 @@ pub(super) fn apply_loop<M: StateMachine>(
                     let _ = snapshots.send(job);
                 }
             }
-            ApplyJob::Serialize { zxid, peer, seq } => {
+            ApplyJob::Serialize {
+                zxid,
+                peer,
+                seq,
+                path,
+            } => {
                 if zxid != last_applied {
                     let result = Err(format!(
                         "asked for a snapshot at {zxid}, but {last_applied} is applied"
@@ -165,17 +184,29 @@ pub(super) fn apply_loop<M: StateMachine>(
                 let spawned = std::thread::Builder::new()
                     .name("coord-snap-send".into())
                     .spawn(move || {
-                        let mut data = Vec::new();
-                        let result = snapshot
-                            .write_to(&mut data)
-                            .map(|()| Bytes::from(data))
-                            .map_err(|err| format!("serializing a snapshot: {err}"));
+                        let result = serialize_to_file(&snapshot, path);
                         let _ = to_driver.send(Notice::Serialized { peer, seq, result });
                     });
                 if let Err(err) = spawned {
                     let result = Err(format!("starting a snapshot thread: {err}"));
                     let _ = notices.send(Notice::Serialized { peer, seq, result });
                 }
+            }
+            ApplyJob::RestoreFile { zxid, path, done } => {
+                let result = File::open(&path)
+                    .map_err(|err| format!("{}: {err}", path.display()))
+                    .and_then(|file| {
+                        let mut reader = BufReader::with_capacity(1 << 20, file);
+                        machine.restore(&mut reader).map_err(|err| {
+                            format!("restoring the leader's snapshot at {zxid}: {err}")
+                        })
+                    });
+                if result.is_ok() {
+                    last_applied = zxid;
+                    since_snapshot = 0;
+                    shared.applied.send_replace(zxid);
+                }
+                let _ = done.send(result);
             }
             ApplyJob::Restore { zxid, data, done } => {
                 let result = machine
