@@ -1,9 +1,12 @@
 """Fixtures: a coord server (or, with TARGET=zookeeper, a real Apache ZooKeeper) and kazoo clients.
 
 TARGET=coord (default) runs $COORD_BIN or <repo>/target/debug/coord.
-TARGET=ensemble runs the shared server as a 3-member coord ensemble on loopback; each new kazoo
-client connects to the next member in turn, so a test's clients sit on different members (tests
-that start their own servers still get standalone ones).
+TARGET=ensemble runs the shared server as a 3-member coord ensemble on loopback; each test's
+clients (kazoo and raw) connect to one member, the next one for each test, so every member
+serves its share of the suite (tests that start their own servers still get standalone ones).
+Clients of one test share a member because the suite's tests read one client's writes through
+another without `sync`, which only one server guarantees; reads across members are the Rust
+ensemble tests' subject.
 TARGET=zookeeper runs org.apache.zookeeper.server.ZooKeeperServerMain from Debian's `zookeeper`
 package (or $ZK_CLASSPATH) with the same tick, session bounds, reap interval, four-letter-word
 list and superuser digest, so every assertion can be checked against the reference.
@@ -315,12 +318,20 @@ def fresh_server(server_factory):
     return server_factory()
 
 
-def _client_factory(default_server):
+@pytest.fixture
+def member(server):
+    """(host, port) this test's clients use: the server, or the ensemble member for this test."""
+    if isinstance(server, Ensemble):
+        host, port = server.member_hosts().rsplit(":", 1)
+        return host, int(port)
+    return server.host, server.port
+
+
+def _client_factory(default_server, member):
     clients = []
 
     def make(srv=None, timeout=2.0, start=True, **kw):
-        srv = srv or default_server
-        hosts = srv.member_hosts() if isinstance(srv, Ensemble) else srv.hosts
+        hosts = srv.hosts if srv is not None else f"{member[0]}:{member[1]}"
         c = KazooClient(hosts=hosts, timeout=timeout, **kw)
         clients.append(c)
         if start:
@@ -343,9 +354,9 @@ def _stop_clients(clients):
 
 
 @pytest.fixture
-def zk_factory(server):
+def zk_factory(server, member):
     """make(srv=None, timeout=2.0, start=True, **kazoo_kwargs) -> started KazooClient."""
-    make, clients = _client_factory(server)
+    make, clients = _client_factory(server, member)
     yield make
     _stop_clients(clients)
 
@@ -361,13 +372,13 @@ def zk2(zk_factory):
 
 
 @pytest.fixture
-def raw_factory(server):
+def raw_factory(server, member):
     """make(srv=None, timeout_ms=4000, **kw) -> RawClient (closed at teardown)."""
     clients = []
 
     def make(srv=None, timeout_ms=4000, **kw):
-        srv = srv or server
-        c = zkraw.RawClient(srv.host, srv.port, timeout_ms=timeout_ms, **kw)
+        host, port = (srv.host, srv.port) if srv is not None else member
+        c = zkraw.RawClient(host, port, timeout_ms=timeout_ms, **kw)
         clients.append(c)
         return c
 
