@@ -42,5 +42,5 @@ TARGET=ensemble cargo test -p coord-system-tests
 step "Python system tests (kazoo, zkCli.sh, cli_mt)"
 python3 -m pytest -q tests/python
 
-step "Python system tests against a 3-member ensemble (clients spread over the members)"
+step "Python system tests against a 3-member ensemble (each test on another member)"
 TARGET=ensemble python3 -m pytest -q tests/python
