@@ -570,6 +570,15 @@ impl Conn {
             let password_ok = known
                 .as_ref()
                 .is_some_and(|info| info.passwd == request.passwd);
+            let resumed = match resumed {
+                Ok(resumed) => resumed,
+                Err(()) => {
+                    // No leader could say: the session is not known to be gone. The client
+                    // tries again, here or elsewhere, with its session.
+                    debug!(peer = %self.peer, "no leader to resume the session with; closing");
+                    return false;
+                }
+            };
             match resumed {
                 Some(last_proposed) => {
                     // Read-your-writes across connections: what the session's earlier

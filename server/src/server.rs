@@ -136,7 +136,16 @@ impl Shared {
             .engine
             .member()
             .map_or(Zxid::ZERO, |member| member.last_logged_or_proposed());
-        self.last_proposed().max(logged)
+        let proposed = {
+            let path = self.write_path.lock();
+            // A proposal of an older epoch may have been cut since; the log knows.
+            if path.epoch == self.engine.epoch() {
+                path.last_proposed
+            } else {
+                Zxid::ZERO
+            }
+        };
+        proposed.max(logged)
     }
 
     /// Decides `write` for the caller and proposes it, or, on a follower, forwards it to the
@@ -317,19 +326,26 @@ impl Shared {
         if path.prep.is_closing(id) {
             return None;
         }
-        self.sessions.resume(id, timeout_ms, owner)
+        if let Some(last_proposed) = self.sessions.resume(id, timeout_ms, owner.clone()) {
+            return Some(last_proposed);
+        }
+        // In the tree but not tracked here: this member just became leader and has not
+        // adopted the tree's sessions yet. It is live: track it now.
+        self.tree.read().session(id)?;
+        self.sessions.track(id, timeout_ms, owner);
+        Some(path.last_proposed)
     }
 
     /// Attaches `conn` to a live session through whichever member decides writes: here, or
-    /// the leader (which then knows this member's connection owns it). `None` if the session
-    /// is gone, or there is no leader to ask.
+    /// the leader (which then knows this member's connection owns it). `Ok(None)` if the
+    /// session is gone (or the password is wrong); `Err(())` if no leader could be asked.
     pub async fn resume_anywhere(
         &self,
         id: i64,
         passwd: &[u8],
         timeout_ms: u64,
         conn: &Arc<Closing>,
-    ) -> Option<Zxid> {
+    ) -> Result<Option<Zxid>, ()> {
         if self.mode().decides() {
             let password_ok = self
                 .tree
@@ -337,9 +353,9 @@ impl Shared {
                 .session(id)
                 .is_some_and(|info| info.passwd == passwd);
             if !password_ok {
-                return None;
+                return Ok(None);
             }
-            return self.resume_session(id, timeout_ms, SessionOwner::Local(conn.clone()));
+            return Ok(self.resume_session(id, timeout_ms, SessionOwner::Local(conn.clone())));
         }
         let request = PeerRequest::Resume {
             session_id: id,
@@ -360,9 +376,10 @@ impl Shared {
                 {
                     self.sessions.track(id, timeout_ms, owner);
                 }
-                Some(last_proposed)
+                Ok(Some(last_proposed))
             }
-            _ => None,
+            Some(ensemble::PeerAnswer::Gone) => Ok(None),
+            _ => Err(()),
         }
     }
 
@@ -623,6 +640,7 @@ impl SessionTable {
     }
 
     fn remove(&mut self, id: i64) -> Option<Live> {
+        self.touched.remove(&id);
         let live = self.live.remove(&id)?;
         self.unbucket(id, live.bucket);
         Some(live)
@@ -824,6 +842,25 @@ impl Sessions {
     /// The client closes its session: it is no longer tracked.
     pub fn detach_closing(&self, id: i64) {
         self.table.lock().remove(id);
+    }
+
+    /// On a member that does not decide: closes the connections here whose clients went
+    /// silent past their session's deadline (the leader expires the session itself) and
+    /// returns their sessions; sessions of other members' clients stay tracked.
+    fn close_silent(&self, now: Instant) -> Vec<i64> {
+        let mut table = self.table.lock();
+        let due = table.take_due(now);
+        let mut closed = Vec::new();
+        for (id, live) in due {
+            match live.owner.local() {
+                Some(conn) => {
+                    conn.request();
+                    closed.push(id);
+                }
+                None => table.insert(id, live.timeout, live.owner),
+            }
+        }
+        closed
     }
 
     /// Removes and returns the sessions past their deadline, closing their connections.
@@ -1051,14 +1088,16 @@ async fn expire_sessions(shared: Arc<Shared>) {
             leading_epoch = None;
             // A follower's sessions are the leader's to expire; it only closes its own
             // connections whose clients went silent (their sessions expire at the leader).
-            for id in shared.sessions.take_expired(Instant::now()) {
+            for id in shared.sessions.close_silent(Instant::now()) {
                 debug!(
                     session = format_args!("0x{id:x}"),
-                    "closing a silent client's connection"
+                    "closed a silent client's connection"
                 );
             }
             continue;
         }
+        // Touches are reported by followers only; here they would pile up.
+        drop(shared.sessions.take_touched());
         let epoch = shared.engine.epoch();
         if leading_epoch != Some(epoch) {
             // A new leader: followers' reports did not reach it, so every session gets a full

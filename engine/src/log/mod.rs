@@ -188,7 +188,17 @@ impl Log {
     /// [`LogError::Gap`].
     ///
     /// Appends after `open` go to a new segment: recovered segments are never written again.
-    pub fn open(dir: &Path, mut visit: impl FnMut(Zxid, &[u8])) -> Result<Log, LogError> {
+    pub fn open(dir: &Path, visit: impl FnMut(Zxid, &[u8])) -> Result<Log, LogError> {
+        Log::open_with(dir, visit, || Ok(()))
+    }
+
+    /// [`Log::open`], calling `before_cut` once before a torn or damaged tail is cut off (so
+    /// a caller can make durable that it was: after the cut the log looks whole).
+    pub fn open_with(
+        dir: &Path,
+        mut visit: impl FnMut(Zxid, &[u8]),
+        mut before_cut: impl FnMut() -> Result<(), LogError>,
+    ) -> Result<Log, LogError> {
         let found = list_segments(dir)?;
         let count = found.len();
         let mut segments: Vec<Segment> = Vec::with_capacity(count);
@@ -245,7 +255,10 @@ impl Log {
                 last_zxid,
             };
             let valid_len = scan.run(&mut visit)?;
-            dropped_tail |= valid_len < bytes.len();
+            if valid_len < bytes.len() {
+                dropped_tail = true;
+                before_cut()?;
+            }
             if valid_len < bytes.len() {
                 // Only a torn tail of the last segment gets here; `Scan::run` fails otherwise.
                 tracing::warn!(

@@ -83,11 +83,26 @@ impl Disk {
 
         let snapshot_zxid = snapshot::restore_newest(dir, machine)?.unwrap_or(Zxid::ZERO);
         let mut records = Vec::new();
-        let mut log = Log::open(dir, |zxid, txn| {
-            if zxid > snapshot_zxid {
-                records.push((zxid, Bytes::copy_from_slice(txn)));
-            }
-        })
+        let suspect_path = dir.join(LOG_SUSPECT_FILE);
+        // Marked before the cut, which makes the log look whole: a crash in between must not
+        // leave a shortened log that nobody suspects.
+        let mark = || {
+            write_atomically(&suspect_path, b"the end of the txn log was damaged\n").map_err(
+                |source| LogError::Io {
+                    path: suspect_path.clone(),
+                    source,
+                },
+            )
+        };
+        let mut log = Log::open_with(
+            dir,
+            |zxid, txn| {
+                if zxid > snapshot_zxid {
+                    records.push((zxid, Bytes::copy_from_slice(txn)));
+                }
+            },
+            mark,
+        )
         .map_err(|err| match err {
             LogError::Gap { after, first, .. } => EngineError::LogGap {
                 dir: dir.to_path_buf(),
@@ -96,6 +111,7 @@ impl Disk {
             },
             err => err.into(),
         })?;
+        let dropped_tail = log.dropped_tail();
         match log.base() {
             None => log.start_after(snapshot_zxid),
             Some(base) if base > snapshot_zxid => {
@@ -119,12 +135,7 @@ impl Disk {
             }
             Some(_) => {}
         }
-        let suspect_path = dir.join(LOG_SUSPECT_FILE);
-        if log.dropped_tail() {
-            // Kept across restarts until a leader has synced this member: the shortened log
-            // looks whole from now on.
-            write_atomically(&suspect_path, b"the end of the txn log was damaged\n")
-                .map_err(io_err(&suspect_path))?;
+        if dropped_tail {
             tracing::warn!(
                 dir = %dir.display(),
                 "the txn log's last batch was damaged and cut off; this member will not vote \

@@ -21,9 +21,6 @@ use crate::transport::{Event, Stream, Transport};
 use crate::zab::{Action, EpochFile, Message, PeerId, Role};
 use crate::{Epoch, Zxid};
 
-/// Frames that may wait behind one snapshot for a learner; past it, the learner re-syncs.
-const HELD_FRAMES_MAX: usize = 100_000;
-
 /// How often a snapshot being sent is topped up while the learner's queue drains.
 const PUMP_EVERY: Duration = Duration::from_millis(2);
 
@@ -82,7 +79,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                     None => std::future::pending().await,
                 }
             };
-            let streaming = self.snapshots_out.values().any(|out| out.sending.is_some());
+            let streaming = self.snapshots_out.values().any(OutgoingSnap::is_moving);
             let input = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -123,6 +120,9 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 self.fail(reason);
                 break;
             }
+            // A SNAP the core did not install when it got it (it was not expecting one) is
+            // not kept for later: the next comes in its own file.
+            self.received = None;
             self.pump_snapshots();
             self.publish_status();
         }
@@ -166,6 +166,11 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             } => {
                 if self.incoming.as_ref().is_some_and(|i| i.from == peer) {
                     self.incoming = None;
+                }
+                // A snapshot for that peer is for a sync that is over: what is left of it must
+                // not reach the next stream, so ours starts over too.
+                if self.snapshots_out.remove(&peer).is_some() {
+                    self.transport.reset(peer, Stream::Replication);
                 }
                 self.shared.core.lock().replica.handle_link_reset(peer)
             }
@@ -252,7 +257,11 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
         }
         match message {
             Forwarding::SnapBegin { epoch, zxid, len } => {
-                self.incoming = Some(IncomingSnap::begin(&self.dir, from, epoch, zxid, len)?);
+                self.snapshot_seq += 1;
+                let path = self
+                    .dir
+                    .join(format!("snapshot.incoming.{}.tmp", self.snapshot_seq));
+                self.incoming = Some(IncomingSnap::begin(path, from, epoch, zxid, len)?);
             }
             Forwarding::SnapChunk { data } => match &mut self.incoming {
                 Some(incoming) => incoming.chunk(&data)?,
@@ -284,7 +293,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
         let peers: Vec<PeerId> = self
             .snapshots_out
             .iter()
-            .filter(|(_, out)| out.sending.is_some())
+            .filter(|(_, out)| out.is_moving())
             .map(|(peer, _)| *peer)
             .collect();
         for peer in peers {
@@ -294,11 +303,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             match out.pump(peer, &self.transport) {
                 Ok(Pumped::More) => {}
                 Ok(Pumped::Done) => {
-                    if let Some(out) = self.snapshots_out.remove(&peer) {
-                        for frame in out.held {
-                            self.send_frame(peer, Stream::Replication, frame);
-                        }
-                    }
+                    self.snapshots_out.remove(&peer);
                 }
                 Err(reason) => {
                     tracing::warn!(peer = peer.0, %reason, "sending a snapshot failed; the learner will sync again");
@@ -433,16 +438,8 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 // on); what follows for `to` on its stream waits for it, in order.
                 self.snapshot_seq += 1;
                 let seq = self.snapshot_seq;
-                self.snapshots_out.insert(
-                    to,
-                    OutgoingSnap {
-                        seq,
-                        epoch,
-                        zxid,
-                        held: Vec::new(),
-                        sending: None,
-                    },
-                );
+                self.snapshots_out
+                    .insert(to, OutgoingSnap::new(seq, epoch, zxid));
                 let path = self
                     .dir
                     .join(format!("snapshot.outgoing.{}.{seq}.tmp", to.0));
@@ -484,8 +481,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     fn send_frame(&mut self, to: PeerId, stream: Stream, frame: Bytes) {
         if stream == Stream::Replication {
             if let Some(out) = self.snapshots_out.get_mut(&to) {
-                if out.held.len() < HELD_FRAMES_MAX {
-                    out.held.push(frame);
+                if out.hold(frame) {
                     return;
                 }
                 // Too far behind to catch up this way: it starts over with a new sync.

@@ -8,9 +8,10 @@
 //! checksum, syncs it, and only then hands its core the SNAP; installing it restores the
 //! machine and writes the snapshot file from that file. Both files are removed when dropped.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 
@@ -89,13 +90,22 @@ pub(crate) struct OutgoingSnap {
     pub(crate) seq: u64,
     pub(crate) epoch: Epoch,
     pub(crate) zxid: Zxid,
-    /// Replication frames for the learner that must follow the SNAP.
-    pub(crate) held: Vec<Bytes>,
-    /// Set once serialized: what is left to send.
-    pub(crate) sending: Option<Sending>,
+    /// Replication frames for the learner that must follow the SNAP, oldest first.
+    held: VecDeque<Bytes>,
+    held_bytes: usize,
+    state: SnapState,
 }
 
-pub(crate) struct Sending {
+enum SnapState {
+    /// Being written to a file.
+    Serializing,
+    /// Going out in chunks.
+    Sending(Sending),
+    /// Out; the frames held behind it go out, as fast as the learner's queue drains.
+    Releasing,
+}
+
+struct Sending {
     reader: BufReader<File>,
     remaining: u64,
     crc: u32,
@@ -104,13 +114,45 @@ pub(crate) struct Sending {
 
 /// What [`OutgoingSnap::pump`] left to do.
 pub(crate) enum Pumped {
-    /// More chunks wait for room in the queue.
+    /// More waits for room in the queue.
     More,
-    /// The whole snapshot and its end are queued: the held frames may follow.
+    /// The snapshot and every frame held behind it are queued.
     Done,
 }
 
+/// Frames kept queued for a learner at most while held frames are released.
+const RELEASE_QUEUED_MAX: usize = 1024;
+/// What may wait behind one snapshot for a learner; past it, the learner re-syncs.
+const HELD_FRAMES_MAX: usize = 100_000;
+const HELD_BYTES_MAX: usize = 256 << 20;
+
 impl OutgoingSnap {
+    pub(crate) fn new(seq: u64, epoch: Epoch, zxid: Zxid) -> OutgoingSnap {
+        OutgoingSnap {
+            seq,
+            epoch,
+            zxid,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            state: SnapState::Serializing,
+        }
+    }
+
+    /// Whether it is past serializing (so [`OutgoingSnap::pump`] has work).
+    pub(crate) fn is_moving(&self) -> bool {
+        !matches!(self.state, SnapState::Serializing)
+    }
+
+    /// Holds a frame for the learner behind the snapshot; false if too much already waits.
+    pub(crate) fn hold(&mut self, frame: Bytes) -> bool {
+        if self.held.len() >= HELD_FRAMES_MAX || self.held_bytes + frame.len() > HELD_BYTES_MAX {
+            return false;
+        }
+        self.held_bytes += frame.len();
+        self.held.push_back(frame);
+        true
+    }
+
     /// The snapshot is serialized: announce it.
     pub(crate) fn start(
         &mut self,
@@ -128,7 +170,7 @@ impl OutgoingSnap {
                 len: snap.len,
             },
         )?;
-        self.sending = Some(Sending {
+        self.state = SnapState::Sending(Sending {
             reader: BufReader::with_capacity(SNAP_CHUNK_BYTES, file),
             remaining: snap.len,
             crc: snap.crc,
@@ -137,34 +179,50 @@ impl OutgoingSnap {
         Ok(())
     }
 
-    /// Sends chunks while the learner's queue is short.
+    /// Sends chunks, then the held frames, while the learner's queue is short.
     pub(crate) fn pump(
         &mut self,
         to: PeerId,
         transport: &impl Transport,
     ) -> Result<Pumped, String> {
-        let Some(sending) = &mut self.sending else {
-            return Ok(Pumped::More);
-        };
-        while transport.queued(to, Stream::Replication) < PUMP_QUEUED_MAX {
-            if sending.remaining == 0 {
-                send(transport, to, &Forwarding::SnapEnd { crc: sending.crc })?;
-                return Ok(Pumped::Done);
+        if let SnapState::Sending(sending) = &mut self.state {
+            loop {
+                if transport.queued(to, Stream::Replication) >= PUMP_QUEUED_MAX {
+                    return Ok(Pumped::More);
+                }
+                if sending.remaining == 0 {
+                    send(transport, to, &Forwarding::SnapEnd { crc: sending.crc })?;
+                    break;
+                }
+                let len = sending.remaining.min(SNAP_CHUNK_BYTES as u64) as usize;
+                let mut chunk = vec![0; len];
+                sending
+                    .reader
+                    .read_exact(&mut chunk)
+                    .map_err(|e| format!("reading a snapshot to send: {e}"))?;
+                sending.remaining -= len as u64;
+                send(
+                    transport,
+                    to,
+                    &Forwarding::SnapChunk {
+                        data: Bytes::from(chunk),
+                    },
+                )?;
             }
-            let len = sending.remaining.min(SNAP_CHUNK_BYTES as u64) as usize;
-            let mut chunk = vec![0; len];
-            sending
-                .reader
-                .read_exact(&mut chunk)
-                .map_err(|e| format!("reading a snapshot to send: {e}"))?;
-            sending.remaining -= len as u64;
-            send(
-                transport,
-                to,
-                &Forwarding::SnapChunk {
-                    data: Bytes::from(chunk),
-                },
-            )?;
+            // Out: its file goes with the sending state.
+            self.state = SnapState::Releasing;
+        }
+        if !matches!(self.state, SnapState::Releasing) {
+            return Ok(Pumped::More);
+        }
+        while transport.queued(to, Stream::Replication) < RELEASE_QUEUED_MAX {
+            let Some(frame) = self.held.pop_front() else {
+                return Ok(Pumped::Done);
+            };
+            self.held_bytes -= frame.len();
+            transport
+                .send(to, Stream::Replication, frame)
+                .map_err(|e| e.to_string())?;
         }
         Ok(Pumped::More)
     }
@@ -192,7 +250,7 @@ pub(crate) struct IncomingSnap {
 
 impl IncomingSnap {
     pub(crate) fn begin(
-        dir: &Path,
+        path: PathBuf,
         from: PeerId,
         epoch: Epoch,
         zxid: Zxid,
@@ -203,9 +261,7 @@ impl IncomingSnap {
                 "a snapshot of {len} bytes is over {SNAP_BYTES_MAX}"
             ));
         }
-        let file = TempFile {
-            path: dir.join("snapshot.incoming.tmp"),
-        };
+        let file = TempFile { path };
         let out = OpenOptions::new()
             .write(true)
             .create(true)
@@ -300,17 +356,22 @@ mod tests {
         assert_eq!(snap.len, data.len() as u64);
         let transport = Collect::default();
         let peer = PeerId(2);
-        let mut out = OutgoingSnap {
-            seq: 1,
-            epoch: Epoch(3),
-            zxid: Zxid::new(Epoch(3), 7),
-            held: Vec::new(),
-            sending: None,
-        };
+        let mut out = OutgoingSnap::new(1, Epoch(3), Zxid::new(Epoch(3), 7));
+        // What the leader sends the learner meanwhile waits behind the snapshot, in order.
+        for i in 0..3000u32 {
+            let mut frame = Vec::new();
+            Forwarding::Proposed {
+                id: u64::from(i),
+                zxid: Zxid::ZERO,
+            }
+            .encode(&mut frame);
+            assert!(out.hold(frame.into()));
+        }
         out.start(peer, snap, &transport).unwrap();
         let receive_dir = tempfile::tempdir().unwrap();
         let mut incoming: Option<IncomingSnap> = None;
         let mut received = None;
+        let mut after = Vec::new();
         let mut most_queued = 0;
         loop {
             let pumped = out.pump(peer, &transport).unwrap();
@@ -320,8 +381,14 @@ mod tests {
                 match Forwarding::decode(&frame).unwrap() {
                     Forwarding::SnapBegin { epoch, zxid, len } => {
                         incoming = Some(
-                            IncomingSnap::begin(receive_dir.path(), peer, epoch, zxid, len)
-                                .unwrap(),
+                            IncomingSnap::begin(
+                                receive_dir.path().join("in.tmp"),
+                                peer,
+                                epoch,
+                                zxid,
+                                len,
+                            )
+                            .unwrap(),
                         )
                     }
                     Forwarding::SnapChunk { data } => {
@@ -331,6 +398,10 @@ mod tests {
                     Forwarding::SnapEnd { crc } => {
                         received = Some(incoming.take().unwrap().end(crc).unwrap());
                     }
+                    Forwarding::Proposed { id, .. } => {
+                        assert!(received.is_some(), "a held frame overtook the snapshot");
+                        after.push(id);
+                    }
                     other => panic!("{other:?}"),
                 }
             }
@@ -338,7 +409,8 @@ mod tests {
                 break;
             }
         }
-        assert!(most_queued <= PUMP_QUEUED_MAX + 1, "{most_queued}");
+        assert!(most_queued <= RELEASE_QUEUED_MAX, "{most_queued}");
+        assert_eq!(after, (0..3000).collect::<Vec<u64>>());
         let file = received.unwrap();
         assert_eq!(fs::read(&file.path).unwrap(), data);
         // The files go away with their owners.
@@ -352,7 +424,8 @@ mod tests {
     #[test]
     fn a_damaged_or_overlong_snapshot_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let begin = || IncomingSnap::begin(dir.path(), PeerId(1), Epoch(1), Zxid::ZERO, 4).unwrap();
+        let path = || dir.path().join("in.tmp");
+        let begin = || IncomingSnap::begin(path(), PeerId(1), Epoch(1), Zxid::ZERO, 4).unwrap();
         let mut snap = begin();
         snap.chunk(b"abcd").unwrap();
         assert!(snap.end(crc32c::crc32c(b"abce")).is_err());
@@ -361,13 +434,9 @@ mod tests {
         let mut snap = begin();
         snap.chunk(b"ab").unwrap();
         assert!(snap.end(crc32c::crc32c(b"ab")).is_err());
-        assert!(IncomingSnap::begin(
-            dir.path(),
-            PeerId(1),
-            Epoch(1),
-            Zxid::ZERO,
-            SNAP_BYTES_MAX + 1
-        )
-        .is_err());
+        assert!(
+            IncomingSnap::begin(path(), PeerId(1), Epoch(1), Zxid::ZERO, SNAP_BYTES_MAX + 1)
+                .is_err()
+        );
     }
 }

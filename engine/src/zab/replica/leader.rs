@@ -124,9 +124,12 @@ impl Replica {
                 if !matches!(link.sync, LearnerSync::Info { .. }) {
                     return;
                 }
-                // The leader must hold the newest history of its quorum; a follower ahead of it
-                // means this election went wrong: start over.
-                if (current_epoch, last_zxid) > (self.current_epoch, self.last_appended) {
+                // The leader must hold the newest history of its quorum; a follower of that
+                // quorum ahead of it means this election went wrong: start over. One that does
+                // not count (its acknowledgement is not fresh: a suspect log, or an epoch
+                // accepted before) holds nothing committed beyond the leader's history, and is
+                // cut back by TRUNC instead of costing an election each time it joins.
+                if fresh && (current_epoch, last_zxid) > (self.current_epoch, self.last_appended) {
                     tracing::warn!(
                         id = ?self.config.id, follower = ?from, ?current_epoch, %last_zxid,
                         "a follower is ahead of the leader; new election"
