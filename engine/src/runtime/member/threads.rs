@@ -8,13 +8,24 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc as tmpsc;
+use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::super::disk::Disk;
 use super::super::{EngineError, BATCH_BYTES_MAX, BATCH_TXNS_MAX};
 use super::snapstream::serialize_to_file;
 use super::{ApplyJob, DiskJob, Notice, Shared, SnapshotJob};
 use crate::{Snapshot, StateMachine, Zxid};
+
+/// Answers a job the driver waits for; a failure also stops the member (the returned notice).
+fn answer<T>(
+    done: oneshot::Sender<Result<T, String>>,
+    result: Result<T, EngineError>,
+) -> Option<Notice> {
+    let result = result.map_err(|e| e.to_string());
+    let failed = result.as_ref().err().cloned();
+    let _ = done.send(result);
+    failed.map(Notice::Failed)
+}
 
 pub(super) fn disk_loop<T>(
     jobs: mpsc::Receiver<DiskJob>,
@@ -80,36 +91,19 @@ pub(super) fn disk_loop<T>(
                 Ok(()) => continue,
                 Err(err) => Err(err),
             },
-            DiskJob::Truncate { to, done } => {
-                let result = disk.lock().truncate_after(to).map_err(|e| e.to_string());
-                let failed = result.as_ref().err().cloned();
-                let _ = done.send(result);
-                match failed {
-                    Some(reason) => Ok(Notice::Failed(reason)),
-                    None => continue,
-                }
-            }
+            DiskJob::Truncate { to, done } => match answer(done, disk.lock().truncate_after(to)) {
+                Some(failed) => Ok(failed),
+                None => continue,
+            },
             DiskJob::InstallFile { zxid, path, done } => {
-                let result = disk
-                    .lock()
-                    .install_snapshot_file(zxid, path)
-                    .map_err(|e| e.to_string());
-                let failed = result.as_ref().err().cloned();
-                let _ = done.send(result);
-                match failed {
-                    Some(reason) => Ok(Notice::Failed(reason)),
+                match answer(done, disk.lock().install_snapshot_file(zxid, path)) {
+                    Some(failed) => Ok(failed),
                     None => continue,
                 }
             }
             DiskJob::Install { zxid, data, done } => {
-                let result = disk
-                    .lock()
-                    .install_snapshot(zxid, data)
-                    .map_err(|e| e.to_string());
-                let failed = result.as_ref().err().cloned();
-                let _ = done.send(result);
-                match failed {
-                    Some(reason) => Ok(Notice::Failed(reason)),
+                match answer(done, disk.lock().install_snapshot(zxid, data)) {
+                    Some(failed) => Ok(failed),
                     None => continue,
                 }
             }
