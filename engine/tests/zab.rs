@@ -76,6 +76,7 @@ impl Cluster {
             init_limit_ticks: 10,
             sync_limit_ticks: 5,
             diff_txns_max: self.diff_txns_max,
+            diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
         };
         let disk = self.disks[&id].clone();
         let durable = Durable {
@@ -399,6 +400,7 @@ fn follower_awaiting_sync(log: &[(u32, &str)]) -> Replica {
         init_limit_ticks: 10,
         sync_limit_ticks: 5,
         diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
+        diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
     };
     let log = log
         .iter()
@@ -527,6 +529,7 @@ fn an_epoch_accepted_before_is_not_acknowledged_as_fresh() {
         init_limit_ticks: 10,
         sync_limit_ticks: 5,
         diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
+        diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
     };
     let durable = Durable {
         accepted_epoch: Epoch(4),
@@ -806,6 +809,7 @@ fn lone_config() -> Config {
         init_limit_ticks: 10,
         sync_limit_ticks: 5,
         diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
+        diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
     }
 }
 

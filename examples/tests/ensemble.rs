@@ -77,6 +77,7 @@ impl Ensemble {
                 init_limit_ticks: 10,
                 sync_limit_ticks: 5,
                 diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
+                diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
             },
         };
         let counters = Counters::default();

@@ -958,6 +958,7 @@ impl Server {
                     sync_limit_ticks: ensemble.sync_limit_ticks,
                     // Well within the transport's queue of 4096 frames per peer.
                     diff_txns_max: zab::DIFF_TXNS_MAX_DEFAULT,
+                    diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
                 };
                 let member = Member::open(
                     MemberConfig {

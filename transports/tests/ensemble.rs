@@ -56,6 +56,7 @@ async fn member(
         init_limit_ticks: 10,
         sync_limit_ticks: 5,
         diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
+        diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
     };
     let started = Instant::now();
     let mut replica = Replica::new(config, Durable::default(), Duration::ZERO).expect("start");

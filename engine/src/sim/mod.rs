@@ -327,6 +327,7 @@ impl Sim {
             init_limit_ticks: 10,
             sync_limit_ticks: 5,
             diff_txns_max: self.config.diff_txns_max,
+            diff_bytes_max: crate::zab::DIFF_BYTES_MAX_DEFAULT,
         }
     }
 

@@ -15,5 +15,5 @@ pub use codec::DecodeError;
 pub use message::{Message, PeerId, PeerState, Vote};
 pub use replica::{
     Action, Config, Durable, DurableError, EpochFile, Learners, ProposeError, Replica, Role,
-    DIFF_TXNS_MAX_DEFAULT, ELECTION_FINALIZE_WAIT,
+    DIFF_BYTES_MAX_DEFAULT, DIFF_TXNS_MAX_DEFAULT, ELECTION_FINALIZE_WAIT,
 };

@@ -21,8 +21,21 @@ use crate::transport::{Event, Stream, Transport};
 use crate::zab::{Action, EpochFile, Message, PeerId, Role};
 use crate::{Epoch, Zxid};
 
-/// How often a snapshot being sent is topped up while the learner's queue drains.
+/// How often a snapshot, or a backlog, is topped up while a peer's queue drains.
 const PUMP_EVERY: Duration = Duration::from_millis(2);
+/// Frames queued in the transport for a peer past which more wait in the driver's backlog,
+/// so a burst (a long DIFF, a surge of proposals) never overflows the transport's queue.
+const QUEUE_SOFT_MAX: usize = 1024;
+/// Bytes that may wait in one peer's backlog; past it the peer is too slow to keep up, and
+/// its stream starts over (it re-syncs).
+const BACKLOG_BYTES_MAX: usize = 256 << 20;
+
+/// Replication frames for a peer waiting for room in its queue, oldest first.
+#[derive(Default)]
+pub(super) struct Backlog {
+    frames: std::collections::VecDeque<Bytes>,
+    bytes: usize,
+}
 
 /// What woke the driver.
 enum Input {
@@ -52,6 +65,8 @@ pub(super) struct Driver<T: Transport, O> {
     pub(super) dir: std::path::PathBuf,
     /// A snapshot arriving from the leader.
     pub(super) incoming: Option<IncomingSnap>,
+    /// Frames for peers whose queues are long.
+    pub(super) backlog: HashMap<PeerId, Backlog>,
     /// A snapshot received whole, handed to the core; installed from this file.
     pub(super) received: Option<(Zxid, TempFile)>,
     pub(super) transport: T,
@@ -79,7 +94,8 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                     None => std::future::pending().await,
                 }
             };
-            let streaming = self.snapshots_out.values().any(OutgoingSnap::is_moving);
+            let streaming = self.snapshots_out.values().any(OutgoingSnap::is_moving)
+                || !self.backlog.is_empty();
             let input = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -167,9 +183,10 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 if self.incoming.as_ref().is_some_and(|i| i.from == peer) {
                     self.incoming = None;
                 }
-                // A snapshot for that peer is for a sync that is over: what is left of it must
-                // not reach the next stream, so ours starts over too.
-                if self.snapshots_out.remove(&peer).is_some() {
+                // A snapshot or frames for that peer belong to a sync that is over: what is left
+                // must not reach the next stream, so ours starts over too.
+                let stale = self.snapshots_out.remove(&peer).is_some();
+                if self.backlog.remove(&peer).is_some() || stale {
                     self.transport.reset(peer, Stream::Replication);
                 }
                 self.shared.core.lock().replica.handle_link_reset(peer)
@@ -290,10 +307,12 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     /// Sends more of the snapshots on their way to learners, and what waited behind each once
     /// it is all out.
     fn pump_snapshots(&mut self) {
+        self.pump_backlogs();
         let peers: Vec<PeerId> = self
             .snapshots_out
             .iter()
-            .filter(|(_, out)| out.is_moving())
+            // Frames queued before the snapshot go first.
+            .filter(|(peer, out)| out.is_moving() && !self.backlog.contains_key(*peer))
             .map(|(peer, _)| *peer)
             .collect();
         for peer in peers {
@@ -367,6 +386,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             Action::Send { to, message } => self.send(to, &message),
             Action::Disconnect { peer } => {
                 self.snapshots_out.remove(&peer);
+                self.backlog.remove(&peer);
                 self.transport.reset(peer, Stream::Replication);
             }
             Action::PersistAcceptedEpoch(epoch) => {
@@ -490,14 +510,53 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                     "too much waits behind a snapshot; resetting the stream"
                 );
                 self.snapshots_out.remove(&to);
+                self.backlog.remove(&to);
+                self.transport.reset(to, Stream::Replication);
+                return;
+            }
+            let waiting = self.backlog.contains_key(&to);
+            if waiting || self.transport.queued(to, stream) >= QUEUE_SOFT_MAX {
+                let backlog = self.backlog.entry(to).or_default();
+                if backlog.bytes + frame.len() <= BACKLOG_BYTES_MAX {
+                    backlog.bytes += frame.len();
+                    backlog.frames.push_back(frame);
+                    return;
+                }
+                tracing::warn!(
+                    peer = to.0,
+                    "a peer is too slow to keep up; resetting its stream"
+                );
+                self.backlog.remove(&to);
                 self.transport.reset(to, Stream::Replication);
                 return;
             }
         }
         if let Err(err) = self.transport.send(to, stream, frame) {
-            // A full queue resets the stream and the core re-syncs on the reset; a peer that
-            // is unreachable is retried by the transport and by the core's ticks.
+            // A peer that is unreachable is retried by the transport and by the core's ticks;
+            // a full queue resets the stream and the core re-syncs on the reset.
             tracing::debug!(peer = to.0, error = %err, "send to a peer failed");
+        }
+    }
+
+    /// Moves backlogged frames into the peers' queues as they drain.
+    fn pump_backlogs(&mut self) {
+        let mut drained = Vec::new();
+        for (peer, backlog) in &mut self.backlog {
+            while self.transport.queued(*peer, Stream::Replication) < QUEUE_SOFT_MAX {
+                let Some(frame) = backlog.frames.pop_front() else {
+                    break;
+                };
+                backlog.bytes -= frame.len();
+                if let Err(err) = self.transport.send(*peer, Stream::Replication, frame) {
+                    tracing::debug!(peer = peer.0, error = %err, "send to a peer failed");
+                }
+            }
+            if backlog.frames.is_empty() {
+                drained.push(*peer);
+            }
+        }
+        for peer in drained {
+            self.backlog.remove(&peer);
         }
     }
 
@@ -506,8 +565,12 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
         if self.snapshots_out.get(&peer).map(|out| out.seq) != Some(seq) {
             return;
         }
+        // It starts when what was queued for the learner before it is out (see the pump).
         let started = match (self.snapshots_out.get_mut(&peer), result) {
-            (Some(out), Ok(snap)) => out.start(peer, snap, &self.transport),
+            (Some(out), Ok(snap)) => {
+                out.ready(snap);
+                Ok(())
+            }
             (_, Err(reason)) => Err(reason),
             (None, Ok(_)) => return,
         };

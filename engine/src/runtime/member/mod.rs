@@ -451,6 +451,7 @@ impl<M: StateMachine> Member<M> {
             dir: config.data_dir.clone(),
             incoming: None,
             received: None,
+            backlog: HashMap::new(),
             shared: Arc::clone(&shared),
             transport,
             notices,

@@ -99,6 +99,8 @@ pub(crate) struct OutgoingSnap {
 enum SnapState {
     /// Being written to a file.
     Serializing,
+    /// Written; it starts once what was queued for the learner before it is out.
+    Ready(SnapFile),
     /// Going out in chunks.
     Sending(Sending),
     /// Out; the frames held behind it go out, as fast as the learner's queue drains.
@@ -143,6 +145,12 @@ impl OutgoingSnap {
         !matches!(self.state, SnapState::Serializing)
     }
 
+    /// Serialized: it starts at the next [`OutgoingSnap::pump`] when the learner's earlier
+    /// frames are out.
+    pub(crate) fn ready(&mut self, snap: SnapFile) {
+        self.state = SnapState::Ready(snap);
+    }
+
     /// Holds a frame for the learner behind the snapshot; false if too much already waits.
     pub(crate) fn hold(&mut self, frame: Bytes) -> bool {
         if self.held.len() >= HELD_FRAMES_MAX || self.held_bytes + frame.len() > HELD_BYTES_MAX {
@@ -185,6 +193,13 @@ impl OutgoingSnap {
         to: PeerId,
         transport: &impl Transport,
     ) -> Result<Pumped, String> {
+        if matches!(self.state, SnapState::Ready(_)) {
+            let SnapState::Ready(snap) = std::mem::replace(&mut self.state, SnapState::Serializing)
+            else {
+                unreachable!("matched just above");
+            };
+            self.start(to, snap, transport)?;
+        }
         if let SnapState::Sending(sending) = &mut self.state {
             loop {
                 if transport.queued(to, Stream::Replication) >= PUMP_QUEUED_MAX {

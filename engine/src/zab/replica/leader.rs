@@ -254,8 +254,15 @@ impl Replica {
         let shared_log = last_zxid == self.log_base || self.log_index(last_zxid).is_some();
         // A DIFF longer than a link's queue can never get through (the queue overflows, the
         // stream resets, the learner asks again for a longer one): past the bound, a SNAP.
-        let diff_len = self.log.len() - self.log.partition_point(|(z, _)| *z <= last_zxid);
-        let too_long = diff_len > self.config.diff_txns_max;
+        let diff_start = self.log.partition_point(|(z, _)| *z <= last_zxid);
+        let diff_len = self.log.len() - diff_start;
+        let too_long = diff_len > self.config.diff_txns_max
+            || self
+                .log
+                .range(diff_start..)
+                .map(|(_, txn)| txn.len())
+                .sum::<usize>()
+                > self.config.diff_bytes_max;
         let from = if last_zxid < self.log_base || (too_long && last_zxid < self.last_committed) {
             // Older than this leader's log reaches, or too far behind: the state, exact at the
             // commit point.

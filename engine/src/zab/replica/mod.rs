@@ -48,13 +48,18 @@ pub struct Config {
     /// Ticks a leader and a follower may go without hearing each other (syncLimit).
     pub sync_limit_ticks: u32,
     /// The most txns a leader sends a learner as a DIFF (or after a TRUNC); a learner further
-    /// behind gets a SNAP. Keep it well under what a link queues
-    /// ([`DIFF_TXNS_MAX_DEFAULT`] fits the TCP transport's default queue).
+    /// behind gets a SNAP. The runtime must be able to hold that much for the learner while
+    /// its link drains (the ensemble runtime holds up to 256 MiB per learner).
     pub diff_txns_max: usize,
+    /// The most txn bytes a DIFF carries; past it, a SNAP.
+    pub diff_bytes_max: usize,
 }
 
-/// The default [`Config::diff_txns_max`].
-pub const DIFF_TXNS_MAX_DEFAULT: usize = 1000;
+/// The default [`Config::diff_txns_max`]: what a runtime can hold for a learner while its
+/// queue drains.
+pub const DIFF_TXNS_MAX_DEFAULT: usize = 100_000;
+/// The default [`Config::diff_bytes_max`].
+pub const DIFF_BYTES_MAX_DEFAULT: usize = 64 << 20;
 
 impl Config {
     fn is_member(&self, peer: PeerId) -> bool {
