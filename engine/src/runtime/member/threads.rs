@@ -120,6 +120,14 @@ pub(super) fn disk_loop<T>(
     }
 }
 
+/// Txns until the next snapshot: between half and all of `every`, at random, as ZooKeeper
+/// does, so that members do not all write snapshots (and contend for the disk) at once.
+fn snapshot_interval(every: u64) -> u64 {
+    use rand::Rng;
+    let half = every / 2;
+    half + rand::thread_rng().gen_range(0..=every - half)
+}
+
 pub(super) fn apply_loop<M: StateMachine>(
     mut machine: M,
     jobs: mpsc::Receiver<ApplyJob<M::Output>>,
@@ -130,6 +138,7 @@ pub(super) fn apply_loop<M: StateMachine>(
     mut last_applied: Zxid,
 ) {
     let mut since_snapshot: u64 = 0;
+    let mut next_snapshot = snapshot_interval(snapshot_every_txns);
     while let Ok(job) = jobs.recv() {
         match job {
             ApplyJob::Txn { zxid, txn, waiter } => {
@@ -150,8 +159,9 @@ pub(super) fn apply_loop<M: StateMachine>(
                     waiter.resolve(zxid, output);
                 }
                 since_snapshot += 1;
-                if snapshot_every_txns > 0 && since_snapshot >= snapshot_every_txns {
+                if snapshot_every_txns > 0 && since_snapshot >= next_snapshot {
                     since_snapshot = 0;
+                    next_snapshot = snapshot_interval(snapshot_every_txns);
                     let job = SnapshotJob {
                         zxid,
                         snapshot: machine.snapshot(),

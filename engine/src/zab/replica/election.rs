@@ -66,6 +66,12 @@ impl Replica {
     /// this member has (PITFALLS 10: stop and drain the writer, then report).
     pub(super) fn start_election_if_drained(&mut self) {
         if self.last_persisted != self.last_appended {
+            tracing::debug!(
+                id = ?self.config.id,
+                persisted = %self.last_persisted,
+                appended = %self.last_appended,
+                "waiting for the log to drain before voting"
+            );
             return;
         }
         let own = self.own_vote();
@@ -237,6 +243,7 @@ impl Replica {
             return;
         }
         let vote = election.vote;
+        tracing::debug!(id = ?id, ?vote, "election decided");
         if vote.leader == id {
             self.lead(vote);
         } else {
