@@ -45,6 +45,65 @@
 //!
 //! [`Engine`] does exactly this on threads: proposers call [`Engine::propose`], one thread
 //! appends and fsyncs batches (group commit), one applies, one writes snapshots.
+//!
+//! # Replicating your own machine
+//!
+//! A [`Member`] runs one member of an ensemble for any [`StateMachine`]. Give each member the
+//! same voter set, its own id, data dir and a transport (`coord_transport::TcpTransport`, or
+//! your own [`transport::Transport`]). The leader proposes; a follower forwards what it cannot
+//! decide, and the leader's application decides it (see `examples/tests/ensemble.rs` for the
+//! counters machine on three members over TCP):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use coord_engine::transport::Transport;
+//! use coord_engine::zab::{self, PeerId, Role};
+//! use coord_engine::{Bytes, ForwardReply, Member, MemberConfig, StateMachine};
+//!
+//! async fn member<M: StateMachine>(
+//!     machine: M,
+//!     transport: impl Transport,
+//! ) -> Result<(), coord_engine::EngineError> {
+//!     let config = MemberConfig {
+//!         data_dir: "data/m1".into(),
+//!         snapshot_every_txns: 100_000,
+//!         zab: zab::Config {
+//!             id: PeerId(1),
+//!             voters: [PeerId(1), PeerId(2), PeerId(3)].into(),
+//!             observers: Default::default(),
+//!             tick: Duration::from_millis(200),
+//!             init_limit_ticks: 10,
+//!             sync_limit_ticks: 5,
+//!             diff_txns_max: zab::DIFF_TXNS_MAX_DEFAULT,
+//!             diff_bytes_max: zab::DIFF_BYTES_MAX_DEFAULT,
+//!         },
+//!     };
+//!     let member = Member::open(config, machine, transport)?;
+//!     // The leader's side of forwarding: decide what followers send (here: propose it as is).
+//!     let mut forwarded = member.take_forwarded().expect("taken once");
+//!     let leader = member.clone();
+//!     tokio::spawn(async move {
+//!         while let Some(request) = forwarded.recv().await {
+//!             let txn = request.request.to_vec();
+//!             let _ = leader.propose_forwarded(&request, |_zxid| Ok::<_, ()>(txn));
+//!         }
+//!     });
+//!     // Any member: forward a request; it resolves once this member applied its txn, with
+//!     // the output of this member's machine.
+//!     if member.status().serving {
+//!         match member.forward(Bytes::from_static(b"txn")).await? {
+//!             ForwardReply::Applied { zxid, output: _ } => println!("applied at {zxid}"),
+//!             ForwardReply::Answered(reply) => println!("answered {reply:?}"),
+//!         }
+//!     }
+//!     // Or, on the leader, propose directly.
+//!     if member.status().role == Role::Leading {
+//!         let (_zxid, _output) = member.propose(|_| Ok::<_, ()>(b"txn".to_vec())).unwrap().await?;
+//!     }
+//!     member.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
 
 mod fsutil;
 pub mod log;
