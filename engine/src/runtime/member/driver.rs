@@ -145,11 +145,16 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
         self.finish().await;
     }
 
+    /// Whether to stop reading from peers until the disk or the apply thread catches up.
+    /// Never while looking for a leader: the election's notifications share the transport's
+    /// queue with replication frames, and an election must not wait for a backlog (the old
+    /// leader's frames read meanwhile are dropped by the core anyway).
     fn backlogged(&self) -> bool {
         let s = &self.shared;
         let disk = s.disk_sent.load(Ordering::Acquire) - s.disk_done.load(Ordering::Acquire);
         let apply = s.apply_sent.load(Ordering::Acquire) - s.apply_done.load(Ordering::Acquire);
-        disk > DISK_BACKLOG_TXNS_MAX || apply > APPLY_BACKLOG_TXNS_MAX
+        let behind = disk > DISK_BACKLOG_TXNS_MAX || apply > APPLY_BACKLOG_TXNS_MAX;
+        behind && self.shared.core.lock().replica.role() != Role::Looking
     }
 
     fn handle_event(&mut self, event: Event) {
