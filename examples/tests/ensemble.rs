@@ -255,12 +255,13 @@ async fn a_member_far_behind_is_brought_back_by_a_snapshot() {
         let value = ensemble.add(&name, 1).await;
         expected.insert(name, value);
     }
-    assert_eq!(snapshots(&ensemble.dirs[&leader]).len(), 3);
+    // Members snapshot every 5 to 10 txns (at random, as ZooKeeper does); the newest are kept.
+    assert!(!snapshots(&ensemble.dirs[&leader]).is_empty());
     ensemble.open(behind).await;
     ensemble.leader().await;
     ensemble.converged(&expected).await;
-    // Catching up by DIFF would have applied 45 txns and written its own snapshots at 10, 20,
-    // 30 and 40; the SNAP leaves exactly the leader's, at the leader's last txn.
+    // Catching up by DIFF would have applied 45 txns and written several snapshots of its own;
+    // the SNAP leaves exactly the leader's, at the leader's last txn.
     let installed = snapshots(&ensemble.dirs[&behind]);
     assert_eq!(installed.len(), 1, "{installed:?}");
     assert!(
