@@ -31,7 +31,7 @@ pub use self::epoch::EpochError;
 pub use self::member::{
     Forward, ForwardReply, Forwarded, Member, MemberConfig, MemberStats, MemberStatus,
     APPLY_BACKLOG_TXNS_MAX, DISK_BACKLOG_TXNS_MAX, FORWARDED_QUEUE_MAX, FORWARDS_PENDING_MAX,
-    PROPOSALS_PENDING_MAX,
+    PROPOSALS_PENDING_MAX, SNAPSHOTS_QUEUED_MAX,
 };
 pub use self::standalone::{Engine, EngineConfig};
 use crate::log::{Log, LogError};

@@ -70,6 +70,10 @@ use threads::{apply_loop, disk_loop, snapshot_loop};
 pub const DISK_BACKLOG_TXNS_MAX: u64 = 100_000;
 /// Committed txns not yet applied, past which the driver stops reading peers.
 pub const APPLY_BACKLOG_TXNS_MAX: u64 = 100_000;
+/// Snapshots of this member's own state taken and not yet written: a frozen view costs the
+/// whole state, so one due while another is being written is skipped (the next interval
+/// takes it).
+pub const SNAPSHOTS_QUEUED_MAX: usize = 1;
 /// Proposals a leader holds that are not yet applied; past it [`Member::propose`] refuses.
 pub const PROPOSALS_PENDING_MAX: usize = 100_000;
 /// Requests this member forwarded that its leader has not decided yet; past it
@@ -322,6 +326,8 @@ struct Shared<T> {
     leader_ready: std::sync::atomic::AtomicBool,
     /// Nonzero: the apply thread wakes the driver once it has applied this zxid.
     wake_at_applied: AtomicU64,
+    /// Own snapshots taken and not yet written (at most [`SNAPSHOTS_QUEUED_MAX`]).
+    snapshots_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// A handle to one member of an ensemble: propose on the leader, watch the role, await
@@ -403,13 +409,20 @@ impl<M: StateMachine> Member<M> {
             snapshots: AtomicU64::new(0),
             leader_ready: std::sync::atomic::AtomicBool::new(false),
             wake_at_applied: AtomicU64::new(0),
+            snapshots_in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let dir = config.data_dir.clone();
         let disk = Arc::new(Mutex::new(disk));
+        // Unbounded in messages, bounded by their producers: the driver queues disk jobs and
+        // applies only while fewer than DISK_BACKLOG_TXNS_MAX / APPLY_BACKLOG_TXNS_MAX txns wait
+        // (past them it stops reading its peers; a leader also stops at PROPOSALS_PENDING_MAX
+        // proposals), and every notice answers one disk job, snapshot or serialization.
         let (notice_tx, notices) = tmpsc::unbounded_channel();
         let (disk_tx, disk_rx) = mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::channel();
-        let (snapshot_tx, snapshot_rx) = mpsc::channel::<SnapshotJob<M::Snapshot>>();
+        // Never full: the apply thread takes a snapshot only while fewer are in flight.
+        let (snapshot_tx, snapshot_rx) =
+            mpsc::sync_channel::<SnapshotJob<M::Snapshot>>(SNAPSHOTS_QUEUED_MAX);
 
         let snapshot_thread = {
             let (disk, notices, dir) = (Arc::clone(&disk), notice_tx.clone(), dir.clone());

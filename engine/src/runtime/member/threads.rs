@@ -13,7 +13,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use super::super::disk::Disk;
 use super::super::{EngineError, BATCH_BYTES_MAX, BATCH_TXNS_MAX};
 use super::snapstream::serialize_to_file;
-use super::{ApplyJob, DiskJob, Notice, Shared, SnapshotJob};
+use super::{ApplyJob, DiskJob, Notice, Shared, SnapshotJob, SNAPSHOTS_QUEUED_MAX};
 use crate::{Snapshot, StateMachine, Zxid};
 
 /// Answers a job the driver waits for; a failure also stops the member (the returned notice).
@@ -131,7 +131,7 @@ fn snapshot_interval(every: u64) -> u64 {
 pub(super) fn apply_loop<M: StateMachine>(
     mut machine: M,
     jobs: mpsc::Receiver<ApplyJob<M::Output>>,
-    snapshots: mpsc::Sender<SnapshotJob<M::Snapshot>>,
+    snapshots: mpsc::SyncSender<SnapshotJob<M::Snapshot>>,
     notices: &tmpsc::UnboundedSender<Notice>,
     shared: &Shared<M::Output>,
     snapshot_every_txns: u64,
@@ -162,11 +162,18 @@ pub(super) fn apply_loop<M: StateMachine>(
                 if snapshot_every_txns > 0 && since_snapshot >= next_snapshot {
                     since_snapshot = 0;
                     next_snapshot = snapshot_interval(snapshot_every_txns);
-                    let job = SnapshotJob {
-                        zxid,
-                        snapshot: machine.snapshot(),
-                    };
-                    let _ = snapshots.send(job);
+                    // Not while the last one is still being written: a frozen view costs the
+                    // whole state, and the next interval takes it anyway.
+                    if shared.snapshots_in_flight.load(Ordering::Acquire) < SNAPSHOTS_QUEUED_MAX {
+                        shared.snapshots_in_flight.fetch_add(1, Ordering::AcqRel);
+                        let job = SnapshotJob {
+                            zxid,
+                            snapshot: machine.snapshot(),
+                        };
+                        if snapshots.try_send(job).is_err() {
+                            shared.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
                 }
             }
             ApplyJob::Serialize {
@@ -239,6 +246,7 @@ pub(super) fn snapshot_loop<S: Snapshot, T>(
         let written = crate::snapshot::write(dir, job.zxid, &job.snapshot)
             .map_err(EngineError::from)
             .and_then(|_| disk.lock().drop_covered());
+        shared.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
         match written {
             Ok(()) => {
                 shared.snapshots.fetch_add(1, Ordering::Relaxed);
