@@ -23,7 +23,8 @@ use coord_znode::{decode_rejection, encode_rejection, Reader, Rejection, RemoteW
 use tracing::{debug, info, warn};
 
 use crate::conn::ConnId;
-use crate::server::{SessionOwner, Shared};
+use crate::server::Shared;
+use crate::sessions::SessionOwner;
 use crate::write::Mode;
 
 /// A member's part in the ensemble.

@@ -9,6 +9,7 @@ pub mod fourlw;
 pub mod machine;
 pub mod ops;
 pub mod server;
+pub mod sessions;
 pub mod watch;
 pub mod write;
 pub mod zoocfg;

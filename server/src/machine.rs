@@ -9,7 +9,7 @@ use coord_znode::{Applied, Tree, TreeSnapshot, TxnResult};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use crate::server::Sessions;
+use crate::sessions::Sessions;
 use crate::watch::WatchManager;
 
 pub struct ServerMachine {
