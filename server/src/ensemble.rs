@@ -321,21 +321,9 @@ fn decide(shared: &Shared, forwarded: &Forwarded, request: PeerRequest) -> Optio
             timeout_ms,
             owner,
         } => {
-            let password_ok = shared
-                .tree
-                .read()
-                .session(session_id)
-                .is_some_and(|info| info.passwd == passwd);
             let timeout_ms = shared.negotiate_timeout(timeout_ms.min(i32::MAX as u64) as i32);
-            let resumed = password_ok
-                .then(|| {
-                    shared.resume_session(
-                        session_id,
-                        timeout_ms,
-                        SessionOwner::Remote(origin, owner),
-                    )
-                })
-                .flatten();
+            let owner = SessionOwner::Remote(origin, owner);
+            let resumed = shared.resume_session(session_id, &passwd, timeout_ms, owner);
             Some(match resumed {
                 Some(last_proposed) => PeerAnswer::Resumed { last_proposed },
                 None => PeerAnswer::Gone,

@@ -315,11 +315,26 @@ impl Shared {
         })
     }
 
-    /// Attaches `conn` to a live session (see [`Sessions::resume`]) and returns the last txn
-    /// the session's earlier connections proposed: the new connection must not answer a read
-    /// before it is applied, or a client could miss its own write. Taken under the write path's
-    /// lock, so that no write of an earlier connection is proposed after this point.
-    pub fn resume_session(&self, id: i64, timeout_ms: u64, owner: SessionOwner) -> Option<Zxid> {
+    /// Attaches `owner` to a live session whose password is `passwd` (see
+    /// [`Sessions::resume`]) and returns the last txn the session's earlier connections
+    /// proposed: the new connection must not answer a read before it is applied, or a client
+    /// could miss its own write. Taken under the write path's lock, so that no write of an
+    /// earlier connection is proposed after this point. `None`: gone, or a wrong password.
+    pub fn resume_session(
+        &self,
+        id: i64,
+        passwd: &[u8],
+        timeout_ms: u64,
+        owner: SessionOwner,
+    ) -> Option<Zxid> {
+        let password_ok = self
+            .tree
+            .read()
+            .session(id)
+            .is_some_and(|info| info.passwd == passwd);
+        if !password_ok {
+            return None;
+        }
         let path = self.write_path.lock();
         // A session whose close is proposed is gone, though its client's connection may not
         // have untracked it yet.
@@ -347,15 +362,8 @@ impl Shared {
         conn: &Arc<Closing>,
     ) -> Result<Option<Zxid>, ()> {
         if self.mode().decides() {
-            let password_ok = self
-                .tree
-                .read()
-                .session(id)
-                .is_some_and(|info| info.passwd == passwd);
-            if !password_ok {
-                return Ok(None);
-            }
-            return Ok(self.resume_session(id, timeout_ms, SessionOwner::Local(conn.clone())));
+            let owner = SessionOwner::Local(conn.clone());
+            return Ok(self.resume_session(id, passwd, timeout_ms, owner));
         }
         let request = PeerRequest::Resume {
             session_id: id,
@@ -731,6 +739,10 @@ async fn expire_sessions(shared: Arc<Shared>) {
         interval.tick().await;
         if !shared.mode().decides() {
             leading_epoch = None;
+            // Followers report the sessions their clients keep alive (ensemble::report_sessions).
+            shared
+                .sessions
+                .set_reporting(shared.engine.member().is_some());
             // A follower's sessions are the leader's to expire; it only closes its own
             // connections whose clients went silent (their sessions expire at the leader).
             for id in shared.sessions.close_silent(Instant::now()) {
@@ -741,8 +753,7 @@ async fn expire_sessions(shared: Arc<Shared>) {
             }
             continue;
         }
-        // Touches are reported by followers only; here they would pile up.
-        drop(shared.sessions.take_touched());
+        shared.sessions.set_reporting(false);
         let epoch = shared.engine.epoch();
         if leading_epoch != Some(epoch) {
             // A new leader: followers' reports did not reach it, so every session gets a full

@@ -68,8 +68,11 @@ impl SessionOwner {
 /// no bucket is empty.
 struct SessionTable {
     live: HashMap<i64, Live>,
-    /// Sessions a packet touched since this member last reported them to its leader.
+    /// Sessions a packet touched since this member last reported them to its leader; kept
+    /// only while `reporting` (a follower or observer), so the packet path of a standalone
+    /// server or a leader does no more than before.
     touched: HashSet<i64>,
+    reporting: bool,
     buckets: BTreeMap<u64, HashSet<i64>>,
     origin: Instant,
     width: Duration,
@@ -115,7 +118,7 @@ impl SessionTable {
         let Some(live) = self.live.get(&id) else {
             return;
         };
-        if live.owner.local().is_some() {
+        if self.reporting && live.owner.local().is_some() {
             self.touched.insert(id);
         }
         let (old, bucket) = (live.bucket, self.bucket_of(Instant::now() + live.timeout));
@@ -167,6 +170,7 @@ impl Sessions {
             table: Mutex::new(SessionTable {
                 live: HashMap::new(),
                 touched: HashSet::new(),
+                reporting: false,
                 buckets: BTreeMap::new(),
                 origin: Instant::now(),
                 width,
@@ -230,6 +234,15 @@ impl Sessions {
 
     /// The sessions whose clients, connected here, sent something since the last call: what
     /// a follower reports alive to its leader (a client that went silent is not, and expires).
+    /// Whether to keep touches for [`Sessions::take_touched`]: only where a leader needs them.
+    pub fn set_reporting(&self, reporting: bool) {
+        let mut table = self.table.lock();
+        table.reporting = reporting;
+        if !reporting {
+            table.touched.clear();
+        }
+    }
+
     pub fn take_touched(&self) -> Vec<i64> {
         let mut table = self.table.lock();
         let touched = std::mem::take(&mut table.touched);
@@ -379,6 +392,7 @@ mod tests {
         SessionTable {
             live: HashMap::new(),
             touched: HashSet::new(),
+            reporting: false,
             buckets: BTreeMap::new(),
             origin: Instant::now(),
             width: Duration::from_millis(100),

@@ -37,6 +37,11 @@ pub(super) struct Backlog {
     bytes: usize,
 }
 
+/// Whether `peer` is the leader a member with `role` follows or observes.
+fn leads_us(role: Role, peer: PeerId) -> bool {
+    matches!(role, Role::Following { leader } | Role::Observing { leader } if leader == peer)
+}
+
 /// What woke the driver.
 enum Input {
     Timeout,
@@ -217,10 +222,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             message => message,
         };
         let mut core = self.shared.core.lock();
-        let from_leader = matches!(
-            core.replica.role(),
-            Role::Following { leader } | Role::Observing { leader } if leader == from
-        );
+        let from_leader = leads_us(core.replica.role(), from);
         match message {
             Forwarding::Request { id, body } => {
                 let forwarded = Forwarded {
@@ -270,10 +272,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     /// A piece of a snapshot from the leader. Once whole and checked, the core gets the SNAP
     /// (its bytes stay in the file).
     fn receive_snapshot(&mut self, from: PeerId, message: Forwarding) -> Result<(), String> {
-        let from_leader = matches!(
-            self.shared.core.lock().replica.role(),
-            Role::Following { leader } | Role::Observing { leader } if leader == from
-        );
+        let from_leader = leads_us(self.shared.core.lock().replica.role(), from);
         if !from_leader {
             return Ok(());
         }
