@@ -208,12 +208,13 @@ impl Tree {
     /// A 64-bit checksum of everything observable about a node: path, data, Stat and ACL. Two
     /// crc32c passes with different seeds (deterministic across processes and builds).
     fn node_digest(&self, e: &Entry) -> u64 {
+        // Fed to the checksums in pieces, so that a node's data is never copied for it.
         let stat = e.stat();
-        let mut bytes = Vec::with_capacity(e.path().len() + e.data().len() + 96);
-        bytes.extend_from_slice(&(e.path().len() as u32).to_be_bytes());
-        bytes.extend_from_slice(e.path().as_bytes());
-        bytes.extend_from_slice(&(e.data().len() as u32).to_be_bytes());
-        bytes.extend_from_slice(e.data());
+        let mut head = Vec::with_capacity(e.path().len() + 8);
+        head.extend_from_slice(&(e.path().len() as u32).to_be_bytes());
+        head.extend_from_slice(e.path().as_bytes());
+        head.extend_from_slice(&(e.data().len() as u32).to_be_bytes());
+        let mut tail = Vec::with_capacity(96);
         for field in [
             stat.czxid,
             stat.mzxid,
@@ -222,7 +223,7 @@ impl Tree {
             stat.ephemeral_owner,
             stat.pzxid,
         ] {
-            bytes.extend_from_slice(&field.to_be_bytes());
+            tail.extend_from_slice(&field.to_be_bytes());
         }
         for field in [
             stat.version,
@@ -231,12 +232,15 @@ impl Tree {
             stat.data_length,
             stat.num_children,
         ] {
-            bytes.extend_from_slice(&field.to_be_bytes());
+            tail.extend_from_slice(&field.to_be_bytes());
         }
-        crate::txn::put_acl(&mut bytes, &self.acl_of(e));
-        let high = crc32c::crc32c_append(0x636f_6f72, &bytes);
-        let low = crc32c::crc32c_append(0x6469_6773, &bytes);
-        (u64::from(high) << 32) | u64::from(low)
+        crate::txn::put_acl(&mut tail, &self.acl_of(e));
+        let crc = |seed| {
+            [&head[..], e.data(), &tail[..]]
+                .iter()
+                .fold(seed, |crc, piece| crc32c::crc32c_append(crc, piece))
+        };
+        (u64::from(crc(0x636f_6f72)) << 32) | u64::from(crc(0x6469_6773))
     }
 
     /// The digest of the whole tree: equal on replicas that hold the same nodes (compare at the
