@@ -1,273 +1,24 @@
-//! Scripted scenarios of the Zab core: each replays a way ZooKeeper lost or forked data
+//! Scenarios of the Zab core: each replays a way ZooKeeper lost or forked data
 //! (`ZAB-PITFALLS.md`, numbered as there) and checks the core does not. A small harness
-//! delivers messages in order and persists at once, except where a scenario holds them back.
+//! (`zab/cluster.rs`) delivers messages in order and persists at once, except where a scenario
+//! holds them back. Scenarios whose whole exchange is worth pinning are data, in
+//! `engine/src/zab/testdata/` (input and expected trace; `zab/scripted.rs` runs them); the
+//! rest, which loop or inspect what was sent, are code here.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use coord_engine::zab::{Action, Config, Durable, EpochFile, Message, PeerId, Replica, Role};
 use coord_engine::{Bytes, Epoch, Zxid};
 
-const TICK: Duration = Duration::from_millis(50);
+#[path = "zab/cluster.rs"]
+mod cluster;
+#[path = "zab/scripted.rs"]
+mod scripted;
 
-#[derive(Default, Clone)]
-struct Disk {
-    accepted: Epoch,
-    current: Epoch,
-    log: Vec<(Zxid, Bytes)>,
-    suspect: bool,
-}
-
-struct Cluster {
-    voters: BTreeSet<PeerId>,
-    observers: BTreeSet<PeerId>,
-    replicas: BTreeMap<PeerId, Replica>,
-    disks: BTreeMap<PeerId, Disk>,
-    applied: BTreeMap<PeerId, Vec<(Zxid, Bytes)>>,
-    /// Appends not yet durable, per member; fsynced at once unless the member is in `slow`.
-    unsynced: BTreeMap<PeerId, Vec<(Zxid, Bytes)>>,
-    slow: BTreeSet<PeerId>,
-    /// Links that drop everything (from, to).
-    cut: BTreeSet<(PeerId, PeerId)>,
-    inflight: VecDeque<(PeerId, PeerId, Message)>,
-    /// Every message sent, for scenarios that check what went out.
-    sent: Vec<(PeerId, PeerId, Message)>,
-    now: Duration,
-    diff_txns_max: usize,
-}
-
-impl Cluster {
-    fn new(voters: u64, observers: u64) -> Cluster {
-        let mut cluster = Cluster {
-            voters: (1..=voters).map(PeerId).collect(),
-            observers: (voters + 1..=voters + observers).map(PeerId).collect(),
-            replicas: BTreeMap::new(),
-            disks: BTreeMap::new(),
-            applied: BTreeMap::new(),
-            unsynced: BTreeMap::new(),
-            slow: BTreeSet::new(),
-            cut: BTreeSet::new(),
-            inflight: VecDeque::new(),
-            sent: Vec::new(),
-            now: Duration::ZERO,
-            diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
-        };
-        let ids: Vec<PeerId> = cluster
-            .voters
-            .iter()
-            .chain(&cluster.observers)
-            .copied()
-            .collect();
-        for id in ids {
-            cluster.disks.insert(id, Disk::default());
-            cluster.start(id);
-        }
-        cluster
-    }
-
-    fn start(&mut self, id: PeerId) {
-        let config = Config {
-            id,
-            voters: self.voters.clone(),
-            observers: self.observers.clone(),
-            tick: TICK,
-            init_limit_ticks: 10,
-            sync_limit_ticks: 5,
-            diff_txns_max: self.diff_txns_max,
-            diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
-        };
-        let disk = self.disks[&id].clone();
-        let durable = Durable {
-            accepted_epoch: disk.accepted,
-            current_epoch: disk.current,
-            snapshot_zxid: Zxid::ZERO,
-            log: disk.log,
-            log_suspect: disk.suspect,
-        };
-        self.applied.insert(id, Vec::new());
-        self.unsynced.insert(id, Vec::new());
-        let replica = Replica::new(config, durable, self.now).expect("starts from its disk");
-        self.replicas.insert(id, replica);
-        self.drain(id);
-    }
-
-    fn crash(&mut self, id: PeerId) {
-        self.replicas.remove(&id);
-        self.unsynced.insert(id, Vec::new());
-        self.inflight
-            .retain(|(from, to, _)| *from != id && *to != id);
-    }
-
-    fn drain(&mut self, id: PeerId) {
-        while let Some(action) = self.replicas.get_mut(&id).and_then(Replica::poll_action) {
-            match action {
-                Action::Send { to, message } => {
-                    self.sent.push((id, to, message.clone()));
-                    if !self.cut.contains(&(id, to)) {
-                        self.inflight.push_back((id, to, message));
-                    }
-                }
-                Action::PersistAcceptedEpoch(e) => {
-                    self.disks.get_mut(&id).unwrap().accepted = e;
-                    self.replicas
-                        .get_mut(&id)
-                        .unwrap()
-                        .handle_epoch_persisted(EpochFile::Accepted, e);
-                }
-                Action::PersistCurrentEpoch(e) => {
-                    self.disks.get_mut(&id).unwrap().current = e;
-                    self.replicas
-                        .get_mut(&id)
-                        .unwrap()
-                        .handle_epoch_persisted(EpochFile::Current, e);
-                }
-                Action::Append { zxid, txn } => {
-                    self.unsynced.get_mut(&id).unwrap().push((zxid, txn));
-                }
-                Action::Truncate { after } => {
-                    self.disks
-                        .get_mut(&id)
-                        .unwrap()
-                        .log
-                        .retain(|(z, _)| *z <= after);
-                    self.unsynced
-                        .get_mut(&id)
-                        .unwrap()
-                        .retain(|(z, _)| *z <= after);
-                }
-                Action::SendSnapshot { to, epoch, zxid } => {
-                    let applied = &self.applied[&id];
-                    assert_eq!(
-                        applied.last().map(|(z, _)| *z),
-                        Some(zxid),
-                        "snapshot point"
-                    );
-                    let data = Bytes::from(
-                        applied
-                            .iter()
-                            .map(|(z, t)| format!("{}={}", z.as_u64(), String::from_utf8_lossy(t)))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                    );
-                    let message = Message::Snap { epoch, zxid, data };
-                    self.sent.push((id, to, message.clone()));
-                    self.inflight.push_back((id, to, message));
-                }
-                Action::InstallSnapshot { data, .. } => {
-                    let text = String::from_utf8_lossy(&data).into_owned();
-                    let applied = text
-                        .lines()
-                        .filter_map(|l| l.split_once('='))
-                        .map(|(z, t)| {
-                            (
-                                Zxid::from_u64(z.parse().unwrap()),
-                                Bytes::from(t.to_owned()),
-                            )
-                        })
-                        .collect();
-                    self.applied.insert(id, applied);
-                    self.disks.get_mut(&id).unwrap().log.clear();
-                    self.unsynced.get_mut(&id).unwrap().clear();
-                }
-                Action::Apply { zxid, txn } => self.applied.get_mut(&id).unwrap().push((zxid, txn)),
-                Action::LogTrusted => self.disks.get_mut(&id).unwrap().suspect = false,
-                Action::Commit { .. } | Action::RoleChanged { .. } | Action::Disconnect { .. } => {}
-            }
-        }
-        self.fsync(id);
-    }
-
-    fn fsync(&mut self, id: PeerId) {
-        if self.slow.contains(&id) || !self.replicas.contains_key(&id) {
-            return;
-        }
-        let pending: Vec<(Zxid, Bytes)> = self.unsynced.get_mut(&id).unwrap().drain(..).collect();
-        if let Some((last, _)) = pending.last().cloned() {
-            self.disks.get_mut(&id).unwrap().log.extend(pending);
-            self.replicas.get_mut(&id).unwrap().handle_persisted(last);
-            self.drain(id);
-        }
-    }
-
-    /// Delivers everything in flight, then ticks everyone, for `duration` of virtual time.
-    fn run(&mut self, duration: Duration) {
-        let end = self.now + duration;
-        while self.now < end {
-            while let Some((from, to, message)) = self.inflight.pop_front() {
-                if self.cut.contains(&(from, to)) {
-                    continue;
-                }
-                if let Some(replica) = self.replicas.get_mut(&to) {
-                    replica.handle_message(from, message);
-                    self.drain(to);
-                }
-            }
-            self.now += TICK;
-            let ids: Vec<PeerId> = self.replicas.keys().copied().collect();
-            for id in ids {
-                let now = self.now;
-                if let Some(replica) = self.replicas.get_mut(&id) {
-                    replica.handle_tick(now);
-                }
-                self.drain(id);
-            }
-        }
-    }
-
-    /// Delivers the next message in flight, if any.
-    fn step(&mut self) -> bool {
-        let Some((from, to, message)) = self.inflight.pop_front() else {
-            return false;
-        };
-        if !self.cut.contains(&(from, to)) {
-            if let Some(replica) = self.replicas.get_mut(&to) {
-                replica.handle_message(from, message);
-                self.drain(to);
-            }
-        }
-        true
-    }
-
-    fn leader(&self) -> Option<PeerId> {
-        self.replicas
-            .iter()
-            .find(|(_, r)| r.established_epoch().is_some())
-            .map(|(id, _)| *id)
-    }
-
-    fn write(&mut self, txn: &str) -> Zxid {
-        let leader = self.leader().expect("an established leader");
-        let zxid = self
-            .replicas
-            .get_mut(&leader)
-            .unwrap()
-            .handle_propose(Bytes::from(txn.to_owned()))
-            .expect("the leader proposes");
-        self.drain(leader);
-        zxid
-    }
-
-    fn isolate(&mut self, id: PeerId) {
-        let all: Vec<PeerId> = self.voters.iter().chain(&self.observers).copied().collect();
-        for other in all {
-            self.cut.insert((id, other));
-            self.cut.insert((other, id));
-        }
-    }
-
-    fn heal(&mut self) {
-        self.cut.clear();
-    }
-}
-
-fn txns(applied: &[(Zxid, Bytes)]) -> Vec<String> {
-    applied
-        .iter()
-        .map(|(_, t)| String::from_utf8_lossy(t).into_owned())
-        .collect()
-}
+use cluster::{txns, Cluster, TICK};
 
 #[test]
 fn three_members_elect_the_highest_id_and_commit() {
@@ -988,4 +739,135 @@ fn newleader_is_acknowledged_before_later_proposals() {
     assert_eq!(acks.first(), Some(&newleader), "{acks:?}");
     assert!(acks.windows(2).all(|w| w[0] < w[1]), "acks go up: {acks:?}");
     assert_eq!(txns(&c.applied[&follower]).len(), 22);
+}
+
+/// One test per file of `engine/src/zab/testdata/` (see `zab/scripted.rs` for the commands).
+macro_rules! scripted {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                scripted::run_file(stringify!($name));
+            }
+        )*
+
+        #[test]
+        fn every_scripted_scenario_runs() {
+            let listed: BTreeSet<String> = [$(stringify!($name)),*]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(scripted::files(), listed, "list each testdata file in scripted!");
+        }
+    };
+}
+
+scripted!(
+    election,
+    diff,
+    trunc,
+    snap,
+    pitfall_03_nothing_unearned_is_advertised,
+    pitfall_04_no_epoch_wraps,
+    pitfall_05_stale_notifications,
+    pitfall_18_duplicates_and_late_joiners,
+);
+
+/// How a member that was down is brought back.
+#[derive(Debug, Clone, Copy)]
+enum SyncKind {
+    Diff,
+    Trunc,
+    Snap,
+}
+
+/// A cluster with a leader and one member down that, started, is synced by `kind`: the
+/// txns every member must end with, the member, and the leader.
+fn about_to_sync(kind: SyncKind) -> (Cluster, Vec<String>, PeerId, PeerId) {
+    let mut c = Cluster::new(3, 0);
+    c.run(Duration::from_secs(2));
+    let first = c.leader().expect("leader");
+    c.write("a");
+    c.run(Duration::from_millis(200));
+    let back = match kind {
+        SyncKind::Diff | SyncKind::Snap => {
+            let follower = c.voters.iter().copied().find(|id| *id != first).unwrap();
+            c.crash(follower);
+            follower
+        }
+        SyncKind::Trunc => {
+            // The old leader logs a txn nobody else gets, then dies.
+            c.isolate(first);
+            c.write("lost");
+            c.crash(first);
+            c.heal();
+            c.run(Duration::from_secs(3));
+            first
+        }
+    };
+    c.write("b");
+    c.write("c");
+    c.run(Duration::from_millis(200));
+    let leader = c.leader().expect("leader");
+    if matches!(kind, SyncKind::Snap) {
+        c.compact(leader);
+    }
+    let history = ["a", "b", "c"].map(str::to_owned).to_vec();
+    (c, history, back, leader)
+}
+
+/// PITFALLS 9 and 13 (ZOOKEEPER-2678, -2872, -3642, -2355): a member restarts, dropping
+/// everything in memory, after each message of its sync by DIFF, TRUNC or SNAP; or the leader
+/// dies at that point and another leader finishes the job. Either way the member comes back
+/// with the committed history, nothing else, and so does every other member after a restart.
+#[test]
+fn a_crash_at_every_step_of_a_sync_keeps_one_history() {
+    let victims = ["member", "leader", "both"];
+    for kind in [SyncKind::Diff, SyncKind::Trunc, SyncKind::Snap] {
+        for victim in victims {
+            let mut steps = 0;
+            loop {
+                let (mut c, mut history, back, leader) = about_to_sync(kind);
+                c.start(back);
+                let delivered = (0..steps).take_while(|_| c.step()).count();
+                if delivered < steps {
+                    break; // past the end of the sync
+                }
+                let context = format!("{kind:?}, {victim} crashes after {steps} messages");
+                if victim != "leader" {
+                    c.crash(back);
+                }
+                if victim != "member" {
+                    c.crash(leader);
+                }
+                c.run(Duration::from_secs(3));
+                c.start(back);
+                c.start(leader);
+                c.run(Duration::from_secs(3));
+                assert!(c.leader().is_some(), "{context}: no leader");
+                c.write("after");
+                history.push("after".to_owned());
+                c.run(Duration::from_millis(500));
+                for (id, applied) in &c.applied {
+                    assert_eq!(txns(applied), history, "{context}: {id:?}");
+                }
+                // What is on every disk is one history too.
+                for id in c.members() {
+                    c.crash(id);
+                }
+                for id in c.members() {
+                    c.start(id);
+                }
+                c.run(Duration::from_secs(3));
+                c.write("again");
+                history.push("again".to_owned());
+                c.run(Duration::from_millis(500));
+                for (id, applied) in &c.applied {
+                    assert_eq!(txns(applied), history, "{context}, restarted: {id:?}");
+                }
+                steps += 1;
+            }
+            assert!(steps > 5, "{kind:?}: a sync of {steps} messages");
+        }
+    }
 }

@@ -567,3 +567,79 @@ impl Replica {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a lone voter, carrying out its actions at once, until it leads an established
+    /// epoch.
+    fn establish(r: &mut Replica, now: &mut Duration) -> Epoch {
+        for _ in 0..100 {
+            while let Some(action) = r.poll_action() {
+                match action {
+                    Action::PersistAcceptedEpoch(e) => {
+                        r.handle_epoch_persisted(EpochFile::Accepted, e)
+                    }
+                    Action::PersistCurrentEpoch(e) => {
+                        r.handle_epoch_persisted(EpochFile::Current, e)
+                    }
+                    Action::Append { zxid, .. } => r.handle_persisted(zxid),
+                    _ => {}
+                }
+            }
+            if let Some(epoch) = r.established_epoch() {
+                return epoch;
+            }
+            *now += r.config.tick;
+            r.handle_tick(*now);
+        }
+        panic!("no leader after 100 ticks");
+    }
+
+    /// PITFALLS 4 (ZOOKEEPER-1277): a leader whose epoch used every counter refuses the next
+    /// proposal and steps down; the next election's epoch starts the counter again.
+    #[test]
+    fn a_leader_steps_down_before_its_zxid_counter_overflows() {
+        let config = Config {
+            id: PeerId(1),
+            voters: [PeerId(1)].into(),
+            observers: BTreeSet::new(),
+            tick: Duration::from_millis(50),
+            init_limit_ticks: 10,
+            sync_limit_ticks: 5,
+            diff_txns_max: DIFF_TXNS_MAX_DEFAULT,
+            diff_bytes_max: DIFF_BYTES_MAX_DEFAULT,
+        };
+        let mut r = Replica::new(config, Durable::default(), Duration::ZERO).expect("starts");
+        let mut now = Duration::ZERO;
+        let epoch = establish(&mut r, &mut now);
+        // Getting there takes 2^32 proposals: start from a snapshot one short of the end.
+        let last_but_one = Zxid::new(epoch, u32::MAX - 1);
+        r.log_base = last_but_one;
+        r.last_appended = last_but_one;
+        r.last_persisted = last_but_one;
+        r.last_committed = last_but_one;
+        r.last_applied = last_but_one;
+        assert_eq!(
+            r.handle_propose(Bytes::from_static(b"last")),
+            Ok(Zxid::new(epoch, u32::MAX))
+        );
+        assert_eq!(
+            r.handle_propose(Bytes::from_static(b"one too many")),
+            Err(ProposeError::ZxidExhausted(epoch))
+        );
+        assert_eq!(r.role(), Role::Looking);
+        let next = establish(&mut r, &mut now);
+        assert!(next > epoch);
+        assert_eq!(
+            r.handle_propose(Bytes::from_static(b"after")),
+            Ok(Zxid::new(next, 1))
+        );
+        assert_eq!(
+            r.last_committed(),
+            Zxid::new(epoch, u32::MAX),
+            "the last txn of {epoch:?} is kept and committed"
+        );
+    }
+}
