@@ -6,8 +6,7 @@
 //! early under ZooKeeper.
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,11 +60,12 @@ struct LogBatch {
     first_zxid: i64,
 }
 
-/// Walks a segment's batches by their length fields.
+/// Walks a segment's batches by their length fields, up to the zeros the log preallocates
+/// after them.
 fn log_batches(bytes: &[u8]) -> Vec<LogBatch> {
     let mut batches = Vec::new();
     let mut offset = SEGMENT_HEADER_LEN;
-    while offset + BATCH_HEADER_LEN <= bytes.len() {
+    while offset + BATCH_HEADER_LEN <= bytes.len() && bytes[offset..].iter().any(|b| *b != 0) {
         let field = |at: usize, width: usize| {
             bytes[offset + at..offset + at + width]
                 .iter()
@@ -84,8 +84,18 @@ fn log_batches(bytes: &[u8]) -> Vec<LogBatch> {
         });
         offset += len;
     }
-    assert_eq!(offset, bytes.len(), "segment is whole batches");
+    assert!(
+        bytes[offset..].iter().all(|b| *b == 0),
+        "segment is whole batches, then zeros"
+    );
     batches
+}
+
+/// Where the batches of a segment end (preallocated zeros may follow).
+fn batches_end(bytes: &[u8]) -> usize {
+    log_batches(bytes)
+        .last()
+        .map_or(SEGMENT_HEADER_LEN, |b| b.offset + b.len)
 }
 
 /// Creates `/n/0..count` with value `v<i>` one by one; returns each node's czxid.
@@ -317,17 +327,15 @@ async fn torn_last_record_is_truncated_at_startup() {
         server.kill9();
         let segments = log_segments(server.data_dir());
         let last = segments.last().expect("a log segment exists");
-        let len = fs::metadata(last).expect("metadata").len();
+        let mut bytes = fs::read(last).expect("read segment");
+        let end = batches_end(&bytes);
         assert!(
-            len > (SEGMENT_HEADER_LEN + BATCH_HEADER_LEN) as u64,
+            end > SEGMENT_HEADER_LEN + BATCH_HEADER_LEN,
             "log segment has batches"
         );
-        OpenOptions::new()
-            .write(true)
-            .open(last)
-            .expect("open segment")
-            .set_len(len - 3)
-            .expect("truncate");
+        // The last 3 bytes of the last batch never reached the disk.
+        bytes[end - 3..end].fill(0);
+        fs::write(last, &bytes).expect("write segment");
 
         server.restart().expect("serves after a torn tail");
         let client = client_for(&server).await;
@@ -357,12 +365,11 @@ async fn garbage_after_the_last_record_is_dropped_at_startup() {
         let garbage: Vec<u8> = (0..37u8)
             .map(|i| i.wrapping_mul(97).wrapping_add(13))
             .collect();
-        OpenOptions::new()
-            .append(true)
-            .open(last)
-            .expect("open segment")
-            .write_all(&garbage)
-            .expect("append garbage");
+        let mut bytes = fs::read(last).expect("read segment");
+        let end = batches_end(&bytes);
+        bytes.truncate(end);
+        bytes.extend_from_slice(&garbage);
+        fs::write(last, &bytes).expect("write segment");
 
         server.restart().expect("serves after garbage at the tail");
         let client = client_for(&server).await;

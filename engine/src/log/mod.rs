@@ -29,12 +29,22 @@
 //!   payload cannot carry it, so they can never pass for a batch header of this segment.
 //! - A new segment's header is made durable (file, then directory) before its first batch is
 //!   written, so a bad segment header in a file longer than the header is damage, not a crash.
+//! - **Segments are preallocated**: zeros are written [`PREALLOCATE_BYTES`] at a time ahead of
+//!   the batches, so that most `sync_data` calls overwrite blocks the file already has and need
+//!   not also commit a new file size and new blocks (on ext4 here: 79 µs for a 4 KiB overwrite
+//!   and `fdatasync`, 142 µs for an append; `fallocate` alone gives no gain, its extents still
+//!   change at the first write). A segment is trimmed to its batches when it is closed, and at
+//!   the next open if a crash came first.
 //!
 //! # Recovery
 //!
 //! [`Log::open`] tells a crash from corruption. Only the last batch of the last segment can be
 //! in flight at a crash, and nothing in it was acknowledged; a crash can leave it cut short or,
 //! after power loss, with holes (pages that never reached the disk) before pages that did.
+//! Zeros from a bad batch to the end of a segment are preallocated space that was never
+//! written (or a batch none of whose pages reached the disk), and are dropped quietly. The
+//! price of preallocation: a durable last batch that a faulty disk later returns as all zeros
+//! (a lost write) looks the same, where an unpreallocated file's synced size would have told.
 //! So, batch by batch: a bad batch (header or body checksum fails, or it runs past the end of
 //! the file) with no valid batch header of this segment's salt anywhere after it is a torn tail
 //! and is truncated with a warning; a bad batch with such a header after it, or in any earlier
@@ -43,7 +53,8 @@
 //! each offset, so recovery stays linear in the segment size.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::{sync_dir, write_atomically};
@@ -76,6 +87,10 @@ pub const BATCH_BODY_MAX: usize = u32::MAX as usize;
 /// A segment that has grown past this is closed and the next batch starts a new one, which
 /// keeps recovery (it reads a segment at once) and purging fine-grained.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Zeros written ahead of the batches of a segment at a time (see the module docs). Each
+/// extension costs one slower `sync_data`, so this trades that stall against how often it comes.
+pub const PREALLOCATE_BYTES: u64 = 1024 * 1024;
 
 /// The segment format version this build writes and reads.
 pub const SEGMENT_VERSION: u32 = 1;
@@ -154,8 +169,44 @@ pub struct Segment {
 #[derive(Debug)]
 struct Active {
     file: File,
+    /// Bytes of header and batches.
     len: u64,
+    /// The file's length: zeros from `len` on.
+    preallocated: u64,
     salt: u64,
+}
+
+impl Active {
+    /// Writes zeros from the end of the file on, so that it holds `len + more` bytes and,
+    /// rounded up, a multiple of [`PREALLOCATE_BYTES`]. Durable with the next `sync_data`.
+    fn preallocate(&mut self, more: u64) -> io::Result<()> {
+        let needed = self.len.saturating_add(more);
+        if needed <= self.preallocated {
+            return Ok(());
+        }
+        let target = needed.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = self.preallocated;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            self.file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        self.preallocated = target;
+        Ok(())
+    }
+}
+
+impl Drop for Active {
+    /// Trims the zeros after the last batch: a closed segment is never written again. Not
+    /// synced: after a crash, recovery drops the zeros instead.
+    fn drop(&mut self) {
+        if self.preallocated > self.len {
+            if let Err(err) = self.file.set_len(self.len) {
+                tracing::debug!(%err, "could not trim a txn log segment's preallocated zeros");
+            }
+        }
+    }
 }
 
 /// An open txn log.
@@ -216,9 +267,15 @@ impl Log {
                         version,
                     })
                 }
-                // The header was synced before any batch was written: a bad one in a longer
-                // file is damage; in a file no longer than a header, a crash while creating it.
-                Err(HeaderError::Bad(reason)) if is_last && bytes.len() <= SEGMENT_HEADER_LEN => {
+                // The header was synced before any batch was written: a bad one before
+                // batches is damage; before nothing but preallocated zeros, a crash while
+                // creating the segment.
+                Err(HeaderError::Bad(reason))
+                    if is_last
+                        && bytes
+                            .get(SEGMENT_HEADER_LEN..)
+                            .map_or(true, |rest| rest.iter().all(|b| *b == 0)) =>
+                {
                     tracing::warn!(
                         file = %path.display(),
                         %reason,
@@ -253,13 +310,14 @@ impl Log {
                 first_zxid,
                 is_last,
                 last_zxid,
+                torn: false,
             };
             let valid_len = scan.run(&mut visit)?;
-            if valid_len < bytes.len() {
+            if scan.torn {
                 dropped_tail = true;
                 before_cut()?;
             }
-            if valid_len < bytes.len() {
+            if scan.torn {
                 // Only a torn tail of the last segment gets here; `Scan::run` fails otherwise.
                 tracing::warn!(
                     file = %path.display(),
@@ -427,7 +485,13 @@ impl Log {
             unreachable!("an active segment was just ensured");
         };
         let buf = encode_batch(active.salt, batch, body_len);
-        active.file.write_all(&buf).map_err(io_err(&path))?;
+        active
+            .preallocate(buf.len() as u64)
+            .map_err(io_err(&path))?;
+        active
+            .file
+            .write_all_at(&buf, active.len)
+            .map_err(io_err(&path))?;
         active.file.sync_data().map_err(io_err(&path))?;
         active.len += buf.len() as u64;
         Ok(())
@@ -439,14 +503,26 @@ impl Log {
         let path = self.dir.join(segment_name(first_zxid));
         let salt = new_salt();
         let prev_zxid = self.last_zxid;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        file.write_all(&encode_segment_header(salt, prev_zxid))
+        let mut active = Active {
+            file,
+            len: 0,
+            preallocated: 0,
+            salt,
+        };
+        active
+            .preallocate(PREALLOCATE_BYTES)
             .map_err(io_err(&path))?;
-        file.sync_data().map_err(io_err(&path))?;
+        active
+            .file
+            .write_all_at(&encode_segment_header(salt, prev_zxid), 0)
+            .map_err(io_err(&path))?;
+        active.len = SEGMENT_HEADER_LEN as u64;
+        active.file.sync_data().map_err(io_err(&path))?;
         sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         self.segments.push(Segment {
             first_zxid,
@@ -454,11 +530,7 @@ impl Log {
             last_zxid: prev_zxid,
             path,
         });
-        self.active = Some(Active {
-            file,
-            len: SEGMENT_HEADER_LEN as u64,
-            salt,
-        });
+        self.active = Some(active);
         Ok(())
     }
 
@@ -657,6 +729,7 @@ fn rewrite_prefix(segment: &Segment, to: Zxid) -> Result<(), LogError> {
         first_zxid: segment.first_zxid,
         is_last: true,
         last_zxid: header.prev_zxid,
+        torn: false,
     };
     scan.run(&mut |zxid, payload| {
         if zxid <= to {
@@ -685,6 +758,8 @@ fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::format::{decode_batch, decode_records};
     use super::*;
     use crate::Epoch;
@@ -849,7 +924,7 @@ mod tests {
     }
 
     #[test]
-    fn torn_tail_of_zeros_is_truncated() {
+    fn zeros_after_the_last_batch_are_unwritten_space_not_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = read_all(dir.path()).unwrap();
         append(&mut log, 1..=3);
@@ -863,7 +938,93 @@ mod tests {
         let (log, records) = read_all(dir.path()).unwrap();
         assert_eq!(records.len(), 3);
         assert_eq!(log.last_zxid(), z(3));
+        assert!(!log.dropped_tail());
         assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+    }
+
+    #[test]
+    fn garbage_before_zeros_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=3);
+        let path = log.segments()[0].path.clone();
+        drop(log);
+        let good_len = fs::metadata(&path).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[7; 100]).unwrap();
+        file.write_all(&[0; 4096]).unwrap();
+        drop(file);
+
+        let (log, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(log.dropped_tail());
+        assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+    }
+
+    #[test]
+    fn segments_are_preallocated_and_trimmed_when_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=3);
+        let first = log.segments()[0].path.clone();
+        let data_len = (SEGMENT_HEADER_LEN + batch_len(1..=3)) as u64;
+        assert_eq!(fs::metadata(&first).unwrap().len(), PREALLOCATE_BYTES);
+        // A batch past the preallocated space extends it by whole steps.
+        let big = vec![9u8; PREALLOCATE_BYTES as usize + 10];
+        log.append_batch(&[(z(4), &big)]).unwrap();
+        assert_eq!(fs::metadata(&first).unwrap().len(), 2 * PREALLOCATE_BYTES);
+        log.roll();
+        let data_len = data_len + (BATCH_HEADER_LEN + RECORD_HEADER_LEN + big.len()) as u64 + 4;
+        assert_eq!(fs::metadata(&first).unwrap().len(), data_len);
+        append(&mut log, 5..=5);
+        let second = log.segments()[1].path.clone();
+        drop(log);
+        assert_eq!(
+            fs::metadata(&second).unwrap().len(),
+            (SEGMENT_HEADER_LEN + batch_len(5..=5)) as u64
+        );
+        let (log, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 5);
+        assert!(!log.dropped_tail());
+    }
+
+    #[test]
+    fn preallocated_zeros_left_by_a_crash_are_dropped_in_any_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=2);
+        log.roll();
+        append(&mut log, 3..=3);
+        let first = log.segments()[0].path.clone();
+        let last = log.segments()[1].path.clone();
+        // A crash: nothing was trimmed, and the closed segment's trim was not durable.
+        std::mem::forget(log);
+        set_len(&first, PREALLOCATE_BYTES);
+
+        let (log, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(!log.dropped_tail());
+        assert_eq!(
+            fs::metadata(&last).unwrap().len(),
+            (SEGMENT_HEADER_LEN + batch_len(3..=3)) as u64
+        );
+    }
+
+    #[test]
+    fn a_segment_created_at_a_crash_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=1);
+        drop(log);
+        // Zeros preallocated, the header not yet on disk.
+        let path = dir.path().join(segment_name(z(2)));
+        fs::write(&path, vec![0; PREALLOCATE_BYTES as usize]).unwrap();
+
+        let (log, records) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(log.segments().len(), 1);
+        assert!(!log.dropped_tail());
+        assert!(!path.exists());
     }
 
     #[test]

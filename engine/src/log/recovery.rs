@@ -17,6 +17,9 @@ pub(super) struct Scan<'a> {
     pub(super) is_last: bool,
     /// The last zxid seen (before the first batch: the segment's previous zxid).
     pub(super) last_zxid: Zxid,
+    /// Set by `run` if the segment ends in a bad batch that is not just zeros: a torn write,
+    /// or damage to a batch that may have been durable.
+    pub(super) torn: bool,
 }
 
 impl Scan<'_> {
@@ -28,14 +31,15 @@ impl Scan<'_> {
         }
     }
 
-    /// Returns the length of the segment's valid prefix. That is shorter than the file only
-    /// for a torn tail of the last segment.
+    /// Returns the length of the segment's valid prefix. That is shorter than the file for
+    /// preallocated zeros after the last batch, and for a torn tail of the last segment.
     pub(super) fn run(&mut self, visit: &mut impl FnMut(Zxid, &[u8])) -> Result<usize, LogError> {
         let bytes = self.bytes;
         let mut offset = SEGMENT_HEADER_LEN;
         while offset < bytes.len() {
             let batch = match decode_batch(&bytes[offset..], self.salt) {
                 Ok(batch) => batch,
+                Err(_) if bytes[offset..].iter().all(|b| *b == 0) => return Ok(offset),
                 Err(reason) => {
                     if !self.is_last {
                         return Err(self.corrupt(
@@ -51,6 +55,7 @@ impl Scan<'_> {
                             ),
                         ));
                     }
+                    self.torn = true;
                     return Ok(offset);
                 }
             };
