@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use coord_engine::{RestoreError, Snapshot, StateMachine, Zxid};
 use coord_proto::{perms, Acl, ErrorCode, Stat};
+use imbl::OrdSet;
 
 use crate::acl::{self, AclCache, Caller};
 use crate::node::ephemeral::{self, Kind};
@@ -129,7 +130,7 @@ pub struct ReapCursor {
 pub struct Tree {
     /// Every node, ordered by (depth, path). Invariant: every node but "/" has its parent here,
     /// and each node's `num_children` is the number of nodes whose parent it is.
-    nodes: BTreeSet<Entry>,
+    nodes: OrdSet<Entry>,
     acls: AclCache,
     sessions: BTreeMap<i64, SessionInfo>,
     /// Session id -> paths of its ephemeral nodes. Invariant: no empty sets.
@@ -158,7 +159,7 @@ impl Tree {
     /// everyone, "/zookeeper/config" world-readable only with aversion -1 (ZOOKEEPER-2014).
     pub fn new() -> Self {
         let mut tree = Tree {
-            nodes: BTreeSet::new(),
+            nodes: OrdSet::new(),
             acls: AclCache::default(),
             sessions: BTreeMap::new(),
             ephemerals: BTreeMap::new(),
@@ -191,8 +192,8 @@ impl Tree {
     fn insert_entry(&mut self, e: Entry) {
         self.data_size += (e.path().len() + e.data().len()) as u64;
         self.digest = self.digest.wrapping_add(self.node_digest(&e));
-        let fresh = self.nodes.insert(e);
-        assert!(fresh, "inserted a node that exists");
+        let old = self.nodes.insert(e);
+        assert!(old.is_none(), "inserted a node that exists");
     }
 
     /// Replaces a node with a new version of itself (same path), keeping the digest. `old_digest`
@@ -202,7 +203,7 @@ impl Tree {
             .digest
             .wrapping_sub(old_digest)
             .wrapping_add(self.node_digest(&new));
-        self.nodes.replace(new);
+        self.nodes.insert(new);
     }
 
     /// A 64-bit checksum of everything observable about a node: path, data, Stat and ACL. Two
@@ -345,7 +346,7 @@ impl Tree {
         };
         let range = self
             .nodes
-            .range::<dyn Key, _>((Bound::Included(&start as &dyn Key), Bound::Unbounded));
+            .range::<_, dyn Key>((Bound::Included(&start as &dyn Key), Bound::Unbounded));
         range.take_while(move |c| c.depth() == depth && c.path_bytes().starts_with(&prefix))
     }
 
@@ -806,10 +807,11 @@ const SNAP_NODE_BYTES_MAX: usize = 64 << 20;
 /// Largest ACL list or session password record.
 const SNAP_RECORD_BYTES_MAX: usize = 16 << 20;
 
-/// A frozen view of a [`Tree`]: taking it copies one pointer per node.
+/// A frozen view of a [`Tree`]: taking it shares the tree's nodes (the tree copies what it
+/// changes while the view lives), so it costs O(1) in nodes, not a pause of apply for O(tree).
 #[derive(Debug, Clone)]
 pub struct TreeSnapshot {
-    nodes: Vec<Entry>,
+    nodes: OrdSet<Entry>,
     acls: Vec<(u32, Arc<[Acl]>)>,
     acl_next: u32,
     sessions: Vec<(i64, SessionInfo)>,
@@ -917,7 +919,7 @@ impl StateMachine for Tree {
 
     fn snapshot(&self) -> TreeSnapshot {
         TreeSnapshot {
-            nodes: self.nodes.iter().cloned().collect(),
+            nodes: self.nodes.clone(),
             acls: self.acls.entries().map(|(i, l)| (i, l.clone())).collect(),
             acl_next: self.acls.next_index(),
             sessions: self.sessions.iter().map(|(i, s)| (*i, s.clone())).collect(),
@@ -956,7 +958,7 @@ impl StateMachine for Tree {
             sessions.insert(id, SessionInfo { timeout_ms, passwd });
         }
         let n_nodes = u64::from_be_bytes(r.exact()?);
-        let mut nodes = BTreeSet::new();
+        let mut nodes = OrdSet::new();
         let mut usage: HashMap<u32, u64> = HashMap::new();
         let mut last: Option<Entry> = None;
         for _ in 0..n_nodes {

@@ -274,7 +274,7 @@ impl Log {
                     if is_last
                         && bytes
                             .get(SEGMENT_HEADER_LEN..)
-                            .map_or(true, |rest| rest.iter().all(|b| *b == 0)) =>
+                            .is_none_or(|rest| rest.iter().all(|b| *b == 0)) =>
                 {
                     tracing::warn!(
                         file = %path.display(),
@@ -617,7 +617,7 @@ impl Log {
             return Ok(());
         }
         assert!(
-            self.base().map_or(true, |base| base <= to),
+            self.base().is_none_or(|base| base <= to),
             "txn log {}: truncate after {to}, before its history starts",
             self.dir.display()
         );

@@ -126,7 +126,7 @@ fn execute(cluster: &mut Option<Cluster>, case: &mut TestCase) -> Result<String,
                 .sent
                 .iter()
                 .filter(|(_, dest, m)| {
-                    message_line(m).starts_with(kind.as_str()) && to.map_or(true, |to| to == *dest)
+                    message_line(m).starts_with(kind.as_str()) && to.is_none_or(|to| to == *dest)
                 })
                 .cloned()
                 .collect();
