@@ -1,12 +1,12 @@
 //! Server configuration: built-in defaults, overridden by a TOML file, overridden by flags.
 
+mod zoocfg;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde::Deserialize;
-
-use crate::ensemble::{EnsembleConfig, Role, ServerEntry};
 
 /// The four-letter words answered when the configuration does not list any.
 pub const FOUR_LETTER_WORDS_DEFAULT: [&str; 4] = ["srvr", "ruok", "isro", "mntr"];
@@ -246,7 +246,7 @@ impl Config {
         let file = match (&flags.config, &flags.zoo_cfg) {
             (Some(path), _) => read_file(path)?,
             (None, Some(path)) => {
-                let zoo = crate::zoocfg::read(path)?;
+                let zoo = zoocfg::read(path)?;
                 warnings.clone_from(&zoo.warnings);
                 from_zoo_cfg(zoo)
             }
@@ -425,7 +425,7 @@ impl Config {
     /// the level at which the connection stops reading requests, so replies are never dropped
     /// for a client that reads; only events for a client that stopped reading can cross it.
     pub fn outbox_bytes_max(&self) -> usize {
-        (crate::conn::OUTBOX_PAUSE_BYTES + 2 * self.max_reply_bytes).max(64 << 20)
+        (crate::outbox::OUTBOX_PAUSE_BYTES + 2 * self.max_reply_bytes).max(64 << 20)
     }
 
     /// The largest txn one request may produce: its own size plus what the server adds (the
@@ -461,7 +461,7 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
 }
 
 /// The settings of a zoo.cfg, as if they came from a TOML file.
-fn from_zoo_cfg(zoo: crate::zoocfg::ZooCfg) -> File {
+fn from_zoo_cfg(zoo: zoocfg::ZooCfg) -> File {
     let ensemble = (!zoo.servers.is_empty()).then(|| EnsembleFile {
         id: zoo.myid.unwrap_or(0),
         init_limit_ticks: zoo.init_limit,
@@ -603,6 +603,40 @@ fn four_letter_words(words: Vec<String>) -> Result<Vec<String>, ConfigError> {
     Ok(allowed)
 }
 
+/// A member's part in the ensemble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Participant,
+    Observer,
+}
+
+/// One member, as every member's configuration lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    pub id: u64,
+    /// Where its peers reach it: election and replication share this one port.
+    pub peer_addr: SocketAddr,
+    /// Its ZooKeeper client port.
+    pub client_addr: SocketAddr,
+    pub role: Role,
+}
+
+/// The `[ensemble]` section, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsembleConfig {
+    /// This member's id.
+    pub id: u64,
+    pub init_limit_ticks: u32,
+    pub sync_limit_ticks: u32,
+    pub servers: Vec<ServerEntry>,
+}
+
+impl EnsembleConfig {
+    pub fn me(&self) -> Option<&ServerEntry> {
+        self.servers.iter().find(|s| s.id == self.id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,7 +654,7 @@ mod tests {
         assert!(config.txn_bytes_max() <= coord_engine::log::RECORD_PAYLOAD_MAX);
         assert!(
             config.outbox_bytes_max()
-                >= crate::conn::OUTBOX_PAUSE_BYTES + 2 * config.max_reply_bytes
+                >= crate::outbox::OUTBOX_PAUSE_BYTES + 2 * config.max_reply_bytes
         );
     }
 

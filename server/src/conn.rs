@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -28,37 +28,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
+use crate::auth::{authenticate, Auth, AUTH_IDS_MAX};
+use crate::ids::{ConnId, SessionId};
 use crate::ops::{self, Reply};
-use crate::server::Shared;
+use crate::outbox::{Closing, Outbox, OUTBOX_PAUSE_BYTES};
+use crate::shared::{write_budget_units, ConnInfo, Shared};
 use crate::write::{Pending, WriteError};
 
 /// Writes one connection may have proposed and not yet answered.
 const INFLIGHT_WRITES_MAX: usize = 1024;
-
-/// Identifies a client connection on this server (not a session: a session outlives sockets).
-pub type ConnId = u64;
-
-/// The queue of frames going out to one client, bounded in bytes. Above `OUTBOX_PAUSE_BYTES` the
-/// connection stops taking requests until its client reads (as ZooKeeper throttles); above the
-/// hard bound, or when it makes no progress for `OUTBOX_STALL`, the client is disconnected
-/// instead of growing the server's memory.
-#[derive(Clone)]
-pub struct Outbox {
-    /// Unbounded in frames on purpose: it is bounded in bytes instead, by `queued_bytes_max`,
-    /// which [`Outbox::send`] checks before every frame (each frame is itself bounded by the
-    /// reply bound).
-    tx: mpsc::UnboundedSender<Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
-    queued_bytes_max: usize,
-    closing: Arc<Closing>,
-    /// Set when a frame was dropped; from then on nothing more is queued.
-    dropped: Arc<AtomicBool>,
-    /// Signalled by the writer each time it has written a batch.
-    drained: Arc<Notify>,
-}
-
-/// Queued reply bytes above which a connection stops reading requests.
-pub const OUTBOX_PAUSE_BYTES: usize = 4 << 20;
 
 /// How long a paused connection may go without its client reading anything.
 const OUTBOX_STALL: Duration = Duration::from_secs(10);
@@ -66,121 +44,6 @@ const OUTBOX_STALL: Duration = Duration::from_secs(10);
 /// How long a new connection may take to send its ConnectRequest (or four-letter word), as
 /// ZooKeeper's sessionlessCnxnTimeout.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A request, from anywhere on the server, to end a connection.
-#[derive(Default)]
-pub struct Closing {
-    /// The connection's id (0 in tests): how the leader tells this member's connections apart.
-    pub id: ConnId,
-    requested: AtomicBool,
-    notify: Notify,
-}
-
-impl Closing {
-    fn new(id: ConnId) -> Closing {
-        Closing {
-            id,
-            ..Closing::default()
-        }
-    }
-
-    pub fn request(&self) {
-        self.requested.store(true, Ordering::Release);
-        self.notify.notify_one();
-    }
-
-    fn is_requested(&self) -> bool {
-        self.requested.load(Ordering::Acquire)
-    }
-}
-
-impl Outbox {
-    /// Queues `frame`; past the hard bound the connection is closed and the frame dropped. A frame
-    /// into an empty queue always goes out (every frame is bounded by the reply bound).
-    ///
-    /// Once one frame was dropped no later frame is queued: the client would otherwise read a
-    /// reply that reflects a change whose watch event it never got, and could not tell.
-    pub fn send(&self, frame: Bytes) {
-        if self.dropped.load(Ordering::Acquire) {
-            return;
-        }
-        let before = self.queued_bytes.fetch_add(frame.len(), Ordering::AcqRel);
-        let queued = before + frame.len();
-        if before > 0 && queued > self.queued_bytes_max {
-            self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
-            if !self.dropped.swap(true, Ordering::AcqRel) {
-                warn!(
-                    queued,
-                    "client is not reading its replies; closing the connection"
-                );
-            }
-            self.closing.request();
-            return;
-        }
-        // A send error means the writer is gone: the connection is already closing.
-        let _ = self.tx.send(frame);
-    }
-
-    /// Whether a frame was dropped: the connection sends nothing more.
-    pub fn has_dropped(&self) -> bool {
-        self.dropped.load(Ordering::Acquire)
-    }
-
-    fn queued(&self) -> usize {
-        self.queued_bytes.load(Ordering::Acquire)
-    }
-
-    fn new(
-        tx: mpsc::UnboundedSender<Bytes>,
-        queued_bytes_max: usize,
-        closing: Arc<Closing>,
-    ) -> Outbox {
-        Outbox {
-            tx,
-            queued_bytes: Arc::new(AtomicUsize::new(0)),
-            queued_bytes_max,
-            closing,
-            dropped: Arc::new(AtomicBool::new(false)),
-            drained: Arc::new(Notify::new()),
-        }
-    }
-
-    #[cfg(test)]
-    pub fn for_test() -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
-        Self::for_test_bounded(usize::MAX)
-    }
-
-    #[cfg(test)]
-    pub fn for_test_bounded(max: usize) -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
-        // Bounded in bytes by `max`, as every outbox is.
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Outbox::new(tx, max, Arc::new(Closing::default())), rx)
-    }
-}
-
-/// What the server knows about a live connection, for `cons`, `stat` and limits.
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub session_id: AtomicI64,
-    pub received: AtomicU64,
-    pub sent: AtomicU64,
-    pub established: Instant,
-    pub outbox_queued: Arc<AtomicUsize>,
-    pub closing: Arc<Closing>,
-}
-
-/// The authenticated identity of a connection.
-pub struct Auth {
-    /// Its address (`ip`) and every id it proved, at most [`AUTH_IDS_MAX`]. Shared with the
-    /// watch manager, which checks READ for the connection's events.
-    pub ids: Arc<[Id]>,
-    pub is_super: bool,
-}
-
-/// The most identities one connection may hold (its `ip` id included). ZooKeeper has no bound;
-/// every ACL check and every `auth` ACL expansion is linear in it. One more `addauth` is
-/// answered AuthFailed and the connection closed, as a failed one is.
-pub const AUTH_IDS_MAX: usize = 16;
 
 struct InFlight {
     xid: i32,
@@ -217,12 +80,12 @@ enum End {
 /// Serves one accepted client socket until it closes.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let conn_id = ConnId(shared.next_conn_id.fetch_add(1, Ordering::Relaxed));
     let Some(mut slot) = shared.conn_slot(peer) else {
         warn!(%peer, max = shared.config.max_connections_per_ip, "too many connections from this address; closing");
         return;
     };
-    debug!(%peer, conn_id, "connection accepted");
+    debug!(%peer, %conn_id, "connection accepted");
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let closing = Arc::new(Closing::new(conn_id));
@@ -252,7 +115,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         peer,
         outbox,
         info: info.clone(),
-        session_id: 0,
+        session_id: SessionId::NONE,
         auth: Auth {
             ids: Arc::from([Id::new("ip", peer.ip().to_string())]),
             is_super: false,
@@ -261,7 +124,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         session_closed: false,
     };
     let end = conn.run(&mut reader, &mut buf).await;
-    debug!(%peer, conn_id, session = format_args!("0x{:x}", conn.session_id), "connection closed");
+    debug!(%peer, %conn_id, session = %conn.session_id, "connection closed");
     conn.session_closed = matches!(end, End::SessionClosed);
     drop(conn);
     // The writer drains what is queued (say, the reply to closeSession) and then ends, unless the
@@ -330,7 +193,7 @@ struct Conn {
     peer: SocketAddr,
     outbox: Outbox,
     info: Arc<ConnInfo>,
-    session_id: i64,
+    session_id: SessionId,
     auth: Auth,
     inflight: VecDeque<InFlight>,
     /// The client closed its session (closeSession): there is nothing to detach on the way out.
@@ -529,13 +392,14 @@ impl Conn {
             return false;
         }
         let timeout_ms = shared.negotiate_timeout(request.timeout_ms);
-        let (session_id, passwd) = if request.session_id == 0 {
+        let requested = SessionId(request.session_id);
+        let (session_id, passwd) = if requested.is_none() {
             // Tracked before it exists, so that it expires even if this connection dies first.
             let (session_id, passwd) = shared
                 .sessions
                 .create(timeout_ms, self.info.closing.clone());
             let write = Write::CreateSession {
-                session_id,
+                session_id: session_id.0,
                 // Config bounds the timeout to 32 bits.
                 timeout_ms: timeout_ms as i32,
                 passwd: passwd.clone(),
@@ -543,11 +407,16 @@ impl Conn {
             // Its owner is this connection: on the leader of an ensemble, writes through any
             // other connection get SessionMoved.
             let owner = Some(&self.info.closing);
-            let committed =
-                match shared.propose(&self.auth.ids, self.auth.is_super, 0, owner, write) {
-                    Ok(proposal) => proposal.await.is_ok(),
-                    Err(_) => false,
-                };
+            let committed = match shared.propose(
+                &self.auth.ids,
+                self.auth.is_super,
+                SessionId::NONE,
+                owner,
+                write,
+            ) {
+                Ok(proposal) => proposal.await.is_ok(),
+                Err(_) => false,
+            };
             if !committed {
                 warn!(peer = %self.peer, "could not persist a new session; closing");
                 shared.sessions.detach_closing(session_id);
@@ -555,17 +424,12 @@ impl Conn {
             }
             (session_id, passwd)
         } else {
-            let known = shared.tree.read().session(request.session_id);
+            let known = shared.tree.read().session(requested.0);
             // A session being expired or closed is gone, though its txn may still be in flight:
             // resume only one still tracked (by the leader, in an ensemble), in one step with
             // the check.
             let resumed = shared
-                .resume_anywhere(
-                    request.session_id,
-                    &request.passwd,
-                    timeout_ms,
-                    &self.info.closing,
-                )
+                .resume_anywhere(requested, &request.passwd, timeout_ms, &self.info.closing)
                 .await;
             let password_ok = known
                 .as_ref()
@@ -590,17 +454,15 @@ impl Conn {
                     };
                     if !caught_up {
                         warn!(peer = %self.peer, "earlier writes of the session never applied; closing");
-                        shared
-                            .sessions
-                            .detach(request.session_id, &self.info.closing);
+                        shared.sessions.detach(requested, &self.info.closing);
                         return false;
                     }
-                    (request.session_id, request.passwd)
+                    (requested, request.passwd)
                 }
                 None => {
                     debug!(
                         peer = %self.peer,
-                        session = format_args!("0x{:x}", request.session_id),
+                        session = %requested,
                         known = known.is_some(),
                         password_ok,
                         "session expired or wrong password"
@@ -621,7 +483,7 @@ impl Conn {
             }
         };
         self.session_id = session_id;
-        self.info.session_id.store(session_id, Ordering::Relaxed);
+        self.info.session_id.store(session_id.0, Ordering::Relaxed);
         shared.watches.lock().register_conn(
             self.id,
             session_id,
@@ -631,7 +493,7 @@ impl Conn {
         let response = ConnectResponse {
             protocol_version: 0,
             timeout_ms: timeout_ms as i32,
-            session_id,
+            session_id: session_id.0,
             passwd,
             read_only: false,
         };
@@ -640,9 +502,9 @@ impl Conn {
         self.outbox.send(frame.freeze());
         debug!(
             peer = %self.peer,
-            session = format_args!("0x{session_id:x}"),
+            session = %session_id,
             timeout_ms,
-            resumed = request.session_id != 0,
+            resumed = !requested.is_none(),
             "session established"
         );
         true
@@ -716,7 +578,7 @@ impl Conn {
             Request::CloseSession => {
                 self.drain_inflight().await?;
                 let write = Write::CloseSession {
-                    session_id: self.session_id,
+                    session_id: self.session_id.0,
                 };
                 let proposal = match self.shared.propose(
                     &[],
@@ -806,7 +668,7 @@ impl Conn {
                 .send(ops::reply_frame(xid, 0, ErrorCode::Ok, None));
             return true;
         }
-        let Some(id) = ops::authenticate(&auth) else {
+        let Some(id) = authenticate(&auth) else {
             warn!(peer = %self.peer, scheme = %auth.scheme, "authentication failed; closing");
             // As ZooKeeper: AuthFailed, then the connection is closed.
             self.outbox
@@ -872,8 +734,7 @@ impl Conn {
     /// budget it holds itself.
     async fn write_budget(&mut self, frame_len: usize) -> Result<OwnedSemaphorePermit, End> {
         let budget = self.shared.write_budget.clone();
-        let units =
-            crate::server::write_budget_units(frame_len, self.shared.config.write_budget_units());
+        let units = write_budget_units(frame_len, self.shared.config.write_budget_units());
         if let Ok(permit) = budget.clone().try_acquire_many_owned(units) {
             return Ok(permit);
         }

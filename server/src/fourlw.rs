@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The ZooKeeper release whose client API coord speaks, then coord's own version: clients such as
 /// kazoo parse the leading x.y.z.
@@ -35,7 +35,7 @@ pub fn answer(shared: &Shared, word: &str) -> String {
         "wchc" => {
             let mut out = String::new();
             for (session, paths) in shared.watches.lock().by_session() {
-                let _ = writeln!(out, "0x{session:x}");
+                let _ = writeln!(out, "{session}");
                 for path in paths {
                     let _ = writeln!(out, "\t{path}");
                 }
@@ -47,7 +47,7 @@ pub fn answer(shared: &Shared, word: &str) -> String {
             for (path, sessions) in shared.watches.lock().by_path() {
                 let _ = writeln!(out, "{path}");
                 for session in sessions {
-                    let _ = writeln!(out, "\t0x{session:x}");
+                    let _ = writeln!(out, "\t{session}");
                 }
             }
             out
@@ -228,8 +228,8 @@ fn configuration(shared: &Shared) -> String {
         let _ = writeln!(out, "syncLimit={}", ensemble.sync_limit_ticks);
         for server in &ensemble.servers {
             let role = match server.role {
-                crate::ensemble::Role::Participant => "participant",
-                crate::ensemble::Role::Observer => "observer",
+                crate::config::Role::Participant => "participant",
+                crate::config::Role::Observer => "observer",
             };
             // ZooKeeper's form: host:quorumPort:electionPort:role;clientAddress. coord carries
             // election and replication on one peer port.

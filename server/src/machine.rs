@@ -9,6 +9,7 @@ use coord_znode::{Applied, Tree, TreeSnapshot, TxnResult};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
+use crate::ids::SessionId;
 use crate::sessions::Sessions;
 use crate::watch::WatchManager;
 
@@ -60,8 +61,10 @@ impl StateMachine for ServerMachine {
         };
         drop(tree);
         match (&applied.result, created) {
-            (_, Some((id, timeout_ms))) => self.sessions.created(id, timeout_ms),
-            (Ok(TxnResult::SessionClosed { session_id }), _) => self.sessions.closed(*session_id),
+            (_, Some((id, timeout_ms))) => self.sessions.created(SessionId(id), timeout_ms),
+            (Ok(TxnResult::SessionClosed { session_id }), _) => {
+                self.sessions.closed(SessionId(*session_id))
+            }
             _ => {}
         }
         self.applied.send_replace(zxid);
@@ -75,15 +78,16 @@ impl StateMachine for ServerMachine {
     fn restore(&mut self, reader: &mut dyn io::Read) -> Result<(), RestoreError> {
         let mut tree = self.tree.write();
         tree.restore(reader)?;
-        let sessions: Vec<(i64, i32)> = tree
+        let sessions: Vec<(SessionId, i32)> = tree
             .sessions()
-            .map(|(id, info)| (id, info.timeout_ms))
+            .map(|(id, info)| (SessionId(id), info.timeout_ms))
             .collect();
         let zxid = tree.last_zxid();
         drop(tree);
         // The tree is now the snapshot's: sessions it does not have are gone (their
         // connections here close), those it has are tracked.
-        let live: std::collections::HashSet<i64> = sessions.iter().map(|(id, _)| *id).collect();
+        let live: std::collections::HashSet<SessionId> =
+            sessions.iter().map(|(id, _)| *id).collect();
         self.sessions.retain(|id| live.contains(&id));
         self.sessions.adopt(&sessions);
         // Waiters for a zxid the snapshot covers are done.

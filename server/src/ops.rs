@@ -3,13 +3,15 @@
 
 use bytes::{Bytes, BytesMut};
 use coord_proto::{
-    AddWatchMode, ClientInfo, CreateRequest, ErrorCode, EventType, Id, KeeperState, MultiOp,
-    MultiResult, OpCode, Record, ReplyHeader, Request, Response, WatcherEvent, WatcherType,
+    AddWatchMode, ClientInfo, CreateRequest, ErrorCode, EventType, MultiOp, MultiResult, OpCode,
+    Record, ReplyHeader, Request, Response, WatcherType,
 };
 use coord_znode::{Applied, Caller, OpResult, Rejection, Tree, TxnResult, Write};
 
-use crate::conn::{Auth, ConnId, Outbox};
-use crate::server::Shared;
+use crate::auth::Auth;
+use crate::ids::{ConnId, SessionId};
+use crate::outbox::Outbox;
+use crate::shared::Shared;
 use crate::watch::Kind;
 
 /// A reply body (None for ops that answer with the header alone), or an error code.
@@ -212,7 +214,7 @@ pub fn read_and_reply(
     shared: &Shared,
     conn: ConnId,
     auth: &Auth,
-    session_id: i64,
+    session_id: SessionId,
     xid: i32,
     read: Read,
     outbox: &Outbox,
@@ -297,11 +299,11 @@ fn execute(
     tree: &Tree,
     conn: ConnId,
     auth: &Auth,
-    session_id: i64,
+    session_id: SessionId,
     read: Read,
 ) -> Reply {
     let caller = Caller {
-        session_id,
+        session_id: session_id.0,
         ids: &auth.ids,
         is_super: auth.is_super,
     };
@@ -376,7 +378,7 @@ fn execute(
         }
         Read::GetEphemerals { prefix } => {
             let paths = tree
-                .get_ephemerals_bounded(session_id, &prefix, body_bytes_max)
+                .get_ephemerals_bounded(session_id.0, &prefix, body_bytes_max)
                 .map_err(|e| e.code())?;
             Ok(Some(Response::GetEphemerals { paths }))
         }
@@ -545,37 +547,6 @@ pub fn reply_frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&Response>)
         }
     });
     buf.freeze()
-}
-
-/// Frames a watch notification.
-pub fn notification(event_type: EventType, path: &str, zxid: i64) -> Bytes {
-    let mut buf = BytesMut::with_capacity(32 + path.len());
-    WatcherEvent {
-        event_type,
-        state: KeeperState::SyncConnected,
-        path: path.to_owned(),
-    }
-    .write_notification(&mut buf, zxid);
-    buf.freeze()
-}
-
-/// The longest credential (`user:password`) a digest `addauth` may carry; longer ones fail.
-pub const AUTH_DATA_BYTES_MAX: usize = 1024;
-
-/// The identity an auth packet proves, or None if the scheme is not supported here.
-pub fn authenticate(auth: &coord_proto::AuthPacket) -> Option<Id> {
-    match auth.scheme.as_str() {
-        "digest" => {
-            // The user name becomes part of the id, which `auth` ACL entries copy into every
-            // node they create: bounded, so an id cannot turn a small request into a big one.
-            if auth.auth.len() > AUTH_DATA_BYTES_MAX {
-                return None;
-            }
-            let text = std::str::from_utf8(&auth.auth).ok()?;
-            Some(Id::new("digest", coord_znode::digest_id(text)))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -5,15 +5,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coord_engine::zab::PeerId;
 use coord_engine::Zxid;
 use parking_lot::Mutex;
 use rand::RngCore;
 
-use crate::conn::{Closing, ConnId};
-use crate::server::now_ms;
+use crate::ids::{ConnId, SessionId};
+use crate::outbox::Closing;
 
 /// Session liveness on this server: deadlines and the connection each session is attached to.
 /// The sessions themselves (id, timeout, password, ephemerals) are replicated state in the tree.
@@ -67,13 +67,13 @@ impl SessionOwner {
 /// lock every packet takes. Invariant: each session of `live` is in the bucket it names, and
 /// no bucket is empty.
 struct SessionTable {
-    live: HashMap<i64, Live>,
+    live: HashMap<SessionId, Live>,
     /// Sessions a packet touched since this member last reported them to its leader; kept
     /// only while `reporting` (a follower or observer), so the packet path of a standalone
     /// server or a leader does no more than before.
-    touched: HashSet<i64>,
+    touched: HashSet<SessionId>,
     reporting: bool,
-    buckets: BTreeMap<u64, HashSet<i64>>,
+    buckets: BTreeMap<u64, HashSet<SessionId>>,
     origin: Instant,
     width: Duration,
 }
@@ -86,7 +86,7 @@ impl SessionTable {
         u64::try_from(since.div_ceil(width)).unwrap_or(u64::MAX)
     }
 
-    fn insert(&mut self, id: i64, timeout: Duration, owner: SessionOwner) {
+    fn insert(&mut self, id: SessionId, timeout: Duration, owner: SessionOwner) {
         // Out of its old bucket first: the new one may be the same.
         if let Some(old) = self.live.remove(&id) {
             self.unbucket(id, old.bucket);
@@ -104,7 +104,7 @@ impl SessionTable {
         );
     }
 
-    fn unbucket(&mut self, id: i64, bucket: u64) {
+    fn unbucket(&mut self, id: SessionId, bucket: u64) {
         if let Some(set) = self.buckets.get_mut(&bucket) {
             set.remove(&id);
             if set.is_empty() {
@@ -114,7 +114,7 @@ impl SessionTable {
     }
 
     /// Restarts the session's clock: its deadline is its timeout from now.
-    fn touch(&mut self, id: i64) {
+    fn touch(&mut self, id: SessionId) {
         let Some(live) = self.live.get(&id) else {
             return;
         };
@@ -132,7 +132,7 @@ impl SessionTable {
         }
     }
 
-    fn remove(&mut self, id: i64) -> Option<Live> {
+    fn remove(&mut self, id: SessionId) -> Option<Live> {
         self.touched.remove(&id);
         let live = self.live.remove(&id)?;
         self.unbucket(id, live.bucket);
@@ -140,7 +140,7 @@ impl SessionTable {
     }
 
     /// Removes the sessions whose bucket has ended by `now`.
-    fn take_due(&mut self, now: Instant) -> Vec<(i64, Live)> {
+    fn take_due(&mut self, now: Instant) -> Vec<(SessionId, Live)> {
         let since = now.saturating_duration_since(self.origin).as_nanos();
         let ended = u64::try_from(since / self.width.as_nanos().max(1)).unwrap_or(u64::MAX);
         let mut due = Vec::new();
@@ -181,14 +181,14 @@ impl Sessions {
 
     /// Starts tracking a new session attached to the connection creating it, and returns its id
     /// and password (the write path decides them once; they are replicated).
-    pub fn create(&self, timeout_ms: u64, conn: Arc<Closing>) -> (i64, Vec<u8>) {
+    pub fn create(&self, timeout_ms: u64, conn: Arc<Closing>) -> (SessionId, Vec<u8>) {
         let mut passwd = vec![0u8; 16];
         rand::thread_rng().fill_bytes(&mut passwd);
         let mut table = self.table.lock();
         // Skips ids still tracked (possible only if the clock went back across a restart).
         let id = loop {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 && id != i64::MIN && !table.live.contains_key(&id) {
+            let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+            if !id.is_none() && id.0 != i64::MIN && !table.live.contains_key(&id) {
                 break id;
             }
         };
@@ -202,7 +202,7 @@ impl Sessions {
 
     /// Tracks a session created through another member's connection (on the leader), unless
     /// it already is: a live session is never taken over by a create that reuses its id.
-    pub(crate) fn track(&self, id: i64, timeout_ms: u64, owner: SessionOwner) {
+    pub(crate) fn track(&self, id: SessionId, timeout_ms: u64, owner: SessionOwner) {
         let mut table = self.table.lock();
         if !table.live.contains_key(&id) {
             table.insert(id, Duration::from_millis(timeout_ms), owner);
@@ -210,13 +210,13 @@ impl Sessions {
     }
 
     /// Tracks a session recovered from disk, attached to no connection.
-    pub(crate) fn recover(&self, id: i64, timeout: Duration) {
+    pub(crate) fn recover(&self, id: SessionId, timeout: Duration) {
         self.table.lock().insert(id, timeout, SessionOwner::None);
     }
 
     /// A session came to exist (its txn was applied): tracked, with a full timeout, unless it
     /// already is. So every member knows every session, and a new leader can expire them.
-    pub fn created(&self, id: i64, timeout_ms: i32) {
+    pub fn created(&self, id: SessionId, timeout_ms: i32) {
         let mut table = self.table.lock();
         if !table.live.contains_key(&id) {
             let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
@@ -225,7 +225,7 @@ impl Sessions {
     }
 
     /// A session ended (its txn was applied): untracked, and a connection of it here closed.
-    pub fn closed(&self, id: i64) {
+    pub fn closed(&self, id: SessionId) {
         let removed = self.table.lock().remove(id);
         if let Some(conn) = removed.as_ref().and_then(|live| live.owner.local()) {
             conn.request();
@@ -243,7 +243,7 @@ impl Sessions {
         }
     }
 
-    pub fn take_touched(&self) -> Vec<i64> {
+    pub fn take_touched(&self) -> Vec<SessionId> {
         let mut table = self.table.lock();
         let touched = std::mem::take(&mut table.touched);
         touched
@@ -254,7 +254,7 @@ impl Sessions {
 
     /// Tracks every session of the tree that is not tracked, with a full timeout: on a new
     /// leader, and after a snapshot replaced the tree.
-    pub fn adopt(&self, sessions: &[(i64, i32)]) {
+    pub fn adopt(&self, sessions: &[(SessionId, i32)]) {
         let mut table = self.table.lock();
         for (id, timeout_ms) in sessions {
             if !table.live.contains_key(id) {
@@ -267,9 +267,9 @@ impl Sessions {
     /// Untracks the sessions the tree no longer has (a snapshot replaced it), closing their
     /// connections here. Sessions being created (tracked before their txn) are kept if
     /// `keep` says so.
-    pub fn retain(&self, keep: impl Fn(i64) -> bool) {
+    pub fn retain(&self, keep: impl Fn(SessionId) -> bool) {
         let mut table = self.table.lock();
-        let gone: Vec<i64> = table.live.keys().copied().filter(|id| !keep(*id)).collect();
+        let gone: Vec<SessionId> = table.live.keys().copied().filter(|id| !keep(*id)).collect();
         for id in gone {
             if let Some(live) = table.remove(id) {
                 if let Some(conn) = live.owner.local() {
@@ -283,7 +283,7 @@ impl Sessions {
     /// does not know how recently followers heard from their clients.
     pub async fn renew_all(&self) {
         const PAGE: usize = 4096;
-        let ids: Vec<i64> = self.table.lock().live.keys().copied().collect();
+        let ids: Vec<SessionId> = self.table.lock().live.keys().copied().collect();
         for page in ids.chunks(PAGE) {
             {
                 let mut table = self.table.lock();
@@ -298,7 +298,12 @@ impl Sessions {
     /// Attaches a connection to a session that is still tracked (not expired, not closing),
     /// restarting its clock, and returns the last txn proposed for the session; None if the
     /// session is gone. Use [`Shared::resume_session`], which orders this with proposals.
-    pub(crate) fn resume(&self, id: i64, timeout_ms: u64, owner: SessionOwner) -> Option<Zxid> {
+    pub(crate) fn resume(
+        &self,
+        id: SessionId,
+        timeout_ms: u64,
+        owner: SessionOwner,
+    ) -> Option<Zxid> {
         let mut table = self.table.lock();
         let entry = table.live.get_mut(&id)?;
         entry.timeout = Duration::from_millis(timeout_ms);
@@ -312,7 +317,7 @@ impl Sessions {
     }
 
     /// Whether the session is live and attached to a connection other than `owner`.
-    pub(crate) fn is_moved(&self, id: i64, owner: &SessionOwner) -> bool {
+    pub(crate) fn is_moved(&self, id: SessionId, owner: &SessionOwner) -> bool {
         self.table
             .lock()
             .live
@@ -320,19 +325,19 @@ impl Sessions {
             .is_some_and(|l| !l.owner.is(owner))
     }
 
-    pub(crate) fn record_proposed(&self, id: i64, zxid: Zxid) {
+    pub(crate) fn record_proposed(&self, id: SessionId, zxid: Zxid) {
         if let Some(live) = self.table.lock().live.get_mut(&id) {
             live.last_proposed = zxid;
         }
     }
 
     /// Any packet from the client keeps its session alive.
-    pub fn touch(&self, id: i64) {
+    pub fn touch(&self, id: SessionId) {
         self.table.lock().touch(id);
     }
 
     /// The connection is gone; the session lives until its deadline.
-    pub fn detach(&self, id: i64, conn: &Arc<Closing>) {
+    pub fn detach(&self, id: SessionId, conn: &Arc<Closing>) {
         let mut table = self.table.lock();
         if let Some(live) = table.live.get_mut(&id) {
             if live.owner.local().is_some_and(|c| Arc::ptr_eq(c, conn)) {
@@ -343,14 +348,14 @@ impl Sessions {
     }
 
     /// The client closes its session: it is no longer tracked.
-    pub fn detach_closing(&self, id: i64) {
+    pub fn detach_closing(&self, id: SessionId) {
         self.table.lock().remove(id);
     }
 
     /// On a member that does not decide: closes the connections here whose clients went
     /// silent past their session's deadline (the leader expires the session itself) and
     /// returns their sessions; sessions of other members' clients stay tracked.
-    pub(crate) fn close_silent(&self, now: Instant) -> Vec<i64> {
+    pub(crate) fn close_silent(&self, now: Instant) -> Vec<SessionId> {
         let mut table = self.table.lock();
         let due = table.take_due(now);
         let mut closed = Vec::new();
@@ -367,7 +372,7 @@ impl Sessions {
     }
 
     /// Removes and returns the sessions past their deadline, closing their connections.
-    pub(crate) fn take_expired(&self, now: Instant) -> Vec<i64> {
+    pub(crate) fn take_expired(&self, now: Instant) -> Vec<SessionId> {
         let due = self.table.lock().take_due(now);
         due.into_iter()
             .map(|(id, live)| {
@@ -382,6 +387,14 @@ impl Sessions {
     pub fn count(&self) -> usize {
         self.table.lock().live.len()
     }
+}
+
+/// Milliseconds since the Unix epoch: the clock of ctime, mtime and TTLs.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -403,19 +416,23 @@ mod tests {
     fn sessions_expire_by_bucket_and_touch_moves_them() {
         let mut t = table();
         let start = Instant::now();
-        t.insert(1, Duration::from_millis(250), SessionOwner::None);
-        t.insert(2, Duration::from_millis(1000), SessionOwner::None);
+        t.insert(SessionId(1), Duration::from_millis(250), SessionOwner::None);
+        t.insert(
+            SessionId(2),
+            Duration::from_millis(1000),
+            SessionOwner::None,
+        );
         assert!(t.take_due(start + Duration::from_millis(200)).is_empty());
-        let due: Vec<i64> = t
+        let due: Vec<SessionId> = t
             .take_due(start + Duration::from_millis(450))
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        assert_eq!(due, [1]);
+        assert_eq!(due, [SessionId(1)]);
         // A touch pushes the deadline out; a removed session never comes due.
-        t.touch(2);
-        t.insert(3, Duration::from_millis(10), SessionOwner::None);
-        assert!(t.remove(3).is_some());
+        t.touch(SessionId(2));
+        t.insert(SessionId(3), Duration::from_millis(10), SessionOwner::None);
+        assert!(t.remove(SessionId(3)).is_some());
         assert!(t.take_due(start + Duration::from_millis(900)).is_empty());
         assert_eq!(t.take_due(start + Duration::from_secs(5)).len(), 1);
         assert!(t.live.is_empty() && t.buckets.is_empty());

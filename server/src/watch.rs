@@ -7,7 +7,8 @@ use std::sync::Arc;
 use coord_proto::{perms, Acl, EventType, Id, WatcherType};
 use coord_znode::{is_allowed, Caller, ChangeEvent};
 
-use crate::conn::{ConnId, Outbox};
+use crate::ids::{ConnId, SessionId};
+use crate::outbox::{notification, Outbox};
 
 /// The most watches one connection may hold (ZooKeeper has no bound). A request that would
 /// arm more is refused with ThrottledOp, not executed.
@@ -36,7 +37,7 @@ const KINDS: [Kind; 4] = [
 
 struct Watcher {
     outbox: Outbox,
-    session_id: i64,
+    session_id: SessionId,
     /// The connection's identity: watches deliver only what it may read.
     ids: Arc<[Id]>,
     is_super: bool,
@@ -46,7 +47,7 @@ struct Watcher {
 impl Watcher {
     fn may_read(&self, acl: &[Acl]) -> bool {
         let caller = Caller {
-            session_id: self.session_id,
+            session_id: self.session_id.0,
             ids: &self.ids,
             is_super: self.is_super,
         };
@@ -74,7 +75,13 @@ fn slot(kind: Kind) -> usize {
 
 impl WatchManager {
     /// Makes `conn` able to hold watches; its events go to `outbox`.
-    pub fn register_conn(&mut self, conn: ConnId, session_id: i64, outbox: Outbox, ids: Arc<[Id]>) {
+    pub fn register_conn(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        outbox: Outbox,
+        ids: Arc<[Id]>,
+    ) {
         self.conns.insert(
             conn,
             Watcher {
@@ -283,7 +290,7 @@ impl WatchManager {
         }
         targets.sort_unstable();
         targets.dedup();
-        let frame = crate::ops::notification(event_type, path, zxid);
+        let frame = notification(event_type, path, zxid);
         for conn in targets {
             if let Some(watcher) = self.conns.get(&conn) {
                 if may_read(conn, watcher) {
@@ -302,9 +309,7 @@ impl WatchManager {
             if acl.is_some_and(|acl| !watcher.may_read(acl)) {
                 return;
             }
-            watcher
-                .outbox
-                .send(crate::ops::notification(event_type, path, -1));
+            watcher.outbox.send(notification(event_type, path, -1));
         }
     }
 
@@ -314,8 +319,8 @@ impl WatchManager {
     }
 
     /// Watched paths per session, for `wchc`.
-    pub fn by_session(&self) -> Vec<(i64, Vec<String>)> {
-        let mut out: Vec<(i64, Vec<String>)> = self
+    pub fn by_session(&self) -> Vec<(SessionId, Vec<String>)> {
+        let mut out: Vec<(SessionId, Vec<String>)> = self
             .conns
             .values()
             .filter(|w| !w.watches.is_empty())
@@ -331,14 +336,14 @@ impl WatchManager {
     }
 
     /// Watching sessions per path, for `wchp`.
-    pub fn by_path(&self) -> Vec<(String, Vec<i64>)> {
-        let mut map: HashMap<&str, Vec<i64>> = HashMap::new();
+    pub fn by_path(&self) -> Vec<(String, Vec<SessionId>)> {
+        let mut map: HashMap<&str, Vec<SessionId>> = HashMap::new();
         for watcher in self.conns.values() {
             for (_, path) in &watcher.watches {
                 map.entry(path).or_default().push(watcher.session_id);
             }
         }
-        let mut out: Vec<(String, Vec<i64>)> = map
+        let mut out: Vec<(String, Vec<SessionId>)> = map
             .into_iter()
             .map(|(path, mut sessions)| {
                 sessions.sort_unstable();
@@ -354,7 +359,7 @@ impl WatchManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::Outbox;
+    use crate::outbox::Outbox;
     use coord_proto::{Record, ReplyHeader, WatcherEvent};
     use tokio::sync::mpsc;
 
@@ -377,14 +382,19 @@ mod tests {
     fn manager_with_conn() -> (WatchManager, mpsc::UnboundedReceiver<bytes::Bytes>) {
         let (outbox, rx) = Outbox::for_test();
         let mut manager = WatchManager::default();
-        manager.register_conn(1, 0x10, outbox, Arc::from([Id::new("ip", "127.0.0.1")]));
+        manager.register_conn(
+            ConnId(1),
+            SessionId(0x10),
+            outbox,
+            Arc::from([Id::new("ip", "127.0.0.1")]),
+        );
         (manager, rx)
     }
 
     #[test]
     fn one_shot_data_watch_fires_once() {
         let (mut m, mut rx) = manager_with_conn();
-        m.add(Kind::Data, "/a", 1);
+        m.add(Kind::Data, "/a", ConnId(1));
         trigger_open(&mut m, &[ChangeEvent::DataChanged("/a".into())], 5);
         trigger_open(&mut m, &[ChangeEvent::DataChanged("/a".into())], 6);
         assert_eq!(events(&mut rx), [(EventType::NodeDataChanged, "/a".into())]);
@@ -394,9 +404,9 @@ mod tests {
     #[test]
     fn delete_fires_data_and_child_watches_as_one_event() {
         let (mut m, mut rx) = manager_with_conn();
-        m.add(Kind::Data, "/a", 1);
-        m.add(Kind::Child, "/a", 1);
-        m.add(Kind::Child, "/", 1);
+        m.add(Kind::Data, "/a", ConnId(1));
+        m.add(Kind::Child, "/a", ConnId(1));
+        m.add(Kind::Child, "/", ConnId(1));
         trigger_open(
             &mut m,
             &[
@@ -417,8 +427,8 @@ mod tests {
     #[test]
     fn persistent_watches_keep_firing_and_recursive_skip_child_events() {
         let (mut m, mut rx) = manager_with_conn();
-        m.add(Kind::Persistent, "/p", 1);
-        m.add(Kind::PersistentRecursive, "/r", 1);
+        m.add(Kind::Persistent, "/p", ConnId(1));
+        m.add(Kind::PersistentRecursive, "/r", ConnId(1));
         for zxid in 0..2 {
             trigger_open(
                 &mut m,
@@ -444,25 +454,25 @@ mod tests {
     #[test]
     fn remove_and_contains_follow_watcher_types() {
         let (mut m, _rx) = manager_with_conn();
-        m.add(Kind::Data, "/a", 1);
-        m.add(Kind::Child, "/a", 1);
-        assert!(m.contains("/a", 1, WatcherType::Data));
-        assert!(!m.contains("/a", 1, WatcherType::Persistent));
-        assert!(m.remove("/a", 1, WatcherType::Children));
-        assert!(!m.remove("/a", 1, WatcherType::Children));
-        assert!(m.remove("/a", 1, WatcherType::Any));
-        assert!(!m.contains("/a", 1, WatcherType::Any));
-        m.add(Kind::Data, "/b", 1);
-        m.remove_conn(1);
+        m.add(Kind::Data, "/a", ConnId(1));
+        m.add(Kind::Child, "/a", ConnId(1));
+        assert!(m.contains("/a", ConnId(1), WatcherType::Data));
+        assert!(!m.contains("/a", ConnId(1), WatcherType::Persistent));
+        assert!(m.remove("/a", ConnId(1), WatcherType::Children));
+        assert!(!m.remove("/a", ConnId(1), WatcherType::Children));
+        assert!(m.remove("/a", ConnId(1), WatcherType::Any));
+        assert!(!m.contains("/a", ConnId(1), WatcherType::Any));
+        m.add(Kind::Data, "/b", ConnId(1));
+        m.remove_conn(ConnId(1));
         assert_eq!(m.counts(), (0, 0, 0));
     }
 
     #[test]
     fn watches_deliver_only_what_the_connection_may_read() {
         let (mut m, mut rx) = manager_with_conn();
-        m.add(Kind::PersistentRecursive, "/", 1);
-        m.add(Kind::Persistent, "/secret", 1);
-        m.add(Kind::Data, "/secret", 1);
+        m.add(Kind::PersistentRecursive, "/", ConnId(1));
+        m.add(Kind::Persistent, "/secret", ConnId(1));
+        m.add(Kind::Data, "/secret", ConnId(1));
         let secret: Arc<[Acl]> = vec![Acl {
             perms: perms::ALL,
             id: Id::new("digest", "alice:hash"),
@@ -482,33 +492,37 @@ mod tests {
             events(&mut rx),
             [(EventType::NodeCreated, "/public".to_owned())]
         );
-        assert!(!m.contains("/secret", 1, WatcherType::Data));
+        assert!(!m.contains("/secret", ConnId(1), WatcherType::Data));
         assert_eq!(m.counts(), (1, 2, 2));
-        m.set_identity(1, Arc::from([Id::new("digest", "alice:hash")]), false);
+        m.set_identity(
+            ConnId(1),
+            Arc::from([Id::new("digest", "alice:hash")]),
+            false,
+        );
         m.trigger(&[ChangeEvent::DataChanged("/secret".into())], &[secret], 10);
         assert_eq!(
             events(&mut rx),
             [(EventType::NodeDataChanged, "/secret".to_owned())]
         );
-        assert!(m.contains("/secret", 1, WatcherType::Persistent));
+        assert!(m.contains("/secret", ConnId(1), WatcherType::Persistent));
     }
 
     #[test]
     fn counts_follow_every_change() {
         let (mut m, _rx) = manager_with_conn();
         let (outbox, _rx2) = Outbox::for_test();
-        m.register_conn(2, 0x20, outbox, Arc::from([]));
-        m.add(Kind::Data, "/a", 1);
-        m.add(Kind::Child, "/a", 1);
-        m.add(Kind::Data, "/a", 2);
-        m.add(Kind::Data, "/a", 2);
-        m.add(Kind::PersistentRecursive, "/b", 2);
+        m.register_conn(ConnId(2), SessionId(0x20), outbox, Arc::from([]));
+        m.add(Kind::Data, "/a", ConnId(1));
+        m.add(Kind::Child, "/a", ConnId(1));
+        m.add(Kind::Data, "/a", ConnId(2));
+        m.add(Kind::Data, "/a", ConnId(2));
+        m.add(Kind::PersistentRecursive, "/b", ConnId(2));
         assert_eq!(m.counts(), (2, 2, 4));
         trigger_open(&mut m, &[ChangeEvent::DataChanged("/a".into())], 3);
         assert_eq!(m.counts(), (2, 2, 2));
-        assert!(m.remove("/a", 1, WatcherType::Any));
+        assert!(m.remove("/a", ConnId(1), WatcherType::Any));
         assert_eq!(m.counts(), (1, 1, 1));
-        m.remove_conn(2);
+        m.remove_conn(ConnId(2));
         assert_eq!(m.counts(), (0, 0, 0));
         assert!(m.by_path.iter().all(HashMap::is_empty));
     }
@@ -516,11 +530,14 @@ mod tests {
     #[test]
     fn watches_per_connection_are_bounded() {
         let (mut m, _rx) = manager_with_conn();
-        assert!(m.has_room(1, WATCHES_PER_CONNECTION_MAX));
-        assert!(!m.has_room(1, WATCHES_PER_CONNECTION_MAX + 1));
-        m.add(Kind::Data, "/a", 1);
-        assert!(!m.has_room(1, WATCHES_PER_CONNECTION_MAX));
-        assert!(!m.has_room(2, 1), "an unknown connection holds none");
+        assert!(m.has_room(ConnId(1), WATCHES_PER_CONNECTION_MAX));
+        assert!(!m.has_room(ConnId(1), WATCHES_PER_CONNECTION_MAX + 1));
+        m.add(Kind::Data, "/a", ConnId(1));
+        assert!(!m.has_room(ConnId(1), WATCHES_PER_CONNECTION_MAX));
+        assert!(
+            !m.has_room(ConnId(2), 1),
+            "an unknown connection holds none"
+        );
     }
 
     #[test]

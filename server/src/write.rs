@@ -14,11 +14,10 @@ use coord_engine::zab::{PeerId, Role};
 use coord_engine::{
     Engine, EngineError, EngineStats, Epoch, Forward, ForwardReply, Member, Proposal, Zxid,
 };
-use coord_znode::Applied;
+use coord_znode::{Applied, Rejection};
 
-use crate::ensemble::PeerAnswer;
+use crate::forward::PeerAnswer;
 use crate::machine::ServerMachine;
-use crate::server::Refused;
 
 /// What this server is, as clients and four-letter words see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,4 +206,14 @@ impl Future for Pending {
             ))),
         }
     }
+}
+
+/// A write the write path refused, without logging it (ZooKeeper logs an error txn instead).
+#[derive(Debug)]
+pub struct Refused {
+    pub rejection: Rejection,
+    /// The last txn proposed when the write was decided. The refusal may rest on it (say,
+    /// NodeExists for a node whose create is still being fsynced), so the client is answered only
+    /// once it is applied: it then sees that state in every later read, as it would in ZooKeeper.
+    pub after: Zxid,
 }

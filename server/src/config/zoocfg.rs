@@ -9,7 +9,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 /// What a `zoo.cfg` says, in coord's terms. Addresses are resolved.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
