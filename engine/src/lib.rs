@@ -111,6 +111,7 @@ mod machine;
 mod runtime;
 pub mod sim;
 pub mod snapshot;
+pub mod storage;
 pub mod transport;
 pub mod zab;
 mod zxid;

@@ -1,35 +1,10 @@
 //! The bytes of a segment: headers, batches, records, salts. See the module docs of `log`.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::{
     BATCH_HEADER_LEN, BATCH_TRAILER_LEN, RECORD_HEADER_LEN, RECORD_PAYLOAD_MAX, SEGMENT_HEADER_LEN,
     SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 use crate::Zxid;
-
-/// A fresh random, nonzero segment salt. `RandomState` keys come from the OS's randomness;
-/// the counter and clock make every call differ even so.
-pub(super) fn new_salt() -> u64 {
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    loop {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos())
-            .unwrap_or(0);
-        hasher.write_u128(nanos);
-        hasher.write_u32(std::process::id());
-        let salt = hasher.finish();
-        if salt != 0 {
-            return salt;
-        }
-    }
-}
 
 pub(super) fn be_u32(bytes: &[u8], at: usize) -> u32 {
     let mut field = [0; 4];

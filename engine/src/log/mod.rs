@@ -52,18 +52,18 @@
 //! server must refuse to start. The search for a later header checks a fixed-size header at
 //! each offset, so recovery stays linear in the segment size.
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{sync_dir, write_atomically};
+use std::sync::Arc;
+
+use crate::storage::{write_atomically, OsStorage, Storage, StorageFile};
 use crate::Zxid;
 
 mod format;
 mod recovery;
 
-use format::{decode_segment_header, encode_batch, encode_segment_header, new_salt, HeaderError};
+use format::{decode_segment_header, encode_batch, encode_segment_header, HeaderError};
 use recovery::Scan;
 
 /// The largest payload a record may carry.
@@ -168,7 +168,7 @@ pub struct Segment {
 /// The segment batches are appended to.
 #[derive(Debug)]
 struct Active {
-    file: File,
+    file: Box<dyn StorageFile>,
     /// Bytes of header and batches.
     len: u64,
     /// The file's length: zeros from `len` on.
@@ -212,6 +212,7 @@ impl Drop for Active {
 /// An open txn log.
 #[derive(Debug)]
 pub struct Log {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     /// Every segment on disk, in first-zxid order, each one's `prev_zxid` the last zxid of the
     /// one before. Invariant: if `active` is some, it is the last.
@@ -247,10 +248,21 @@ impl Log {
     /// a caller can make durable that it was: after the cut the log looks whole).
     pub fn open_with(
         dir: &Path,
+        visit: impl FnMut(Zxid, &[u8]),
+        before_cut: impl FnMut() -> Result<(), LogError>,
+    ) -> Result<Log, LogError> {
+        Log::open_in(Arc::new(OsStorage), dir, visit, before_cut)
+    }
+
+    /// [`Log::open_with`] on `storage`.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
         mut visit: impl FnMut(Zxid, &[u8]),
         mut before_cut: impl FnMut() -> Result<(), LogError>,
     ) -> Result<Log, LogError> {
-        let found = list_segments(dir)?;
+        let storage_ref: &dyn Storage = &*storage;
+        let found = list_segments(storage_ref, dir)?;
         let count = found.len();
         let mut segments: Vec<Segment> = Vec::with_capacity(count);
         let mut last_zxid = Zxid::ZERO;
@@ -258,7 +270,7 @@ impl Log {
         let mut dropped_tail = false;
         for (index, (first_zxid, path)) in found.into_iter().enumerate() {
             let is_last = index + 1 == count;
-            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            let bytes = storage_ref.read(&path).map_err(io_err(&path))?;
             let header = match decode_segment_header(&bytes) {
                 Ok(header) => header,
                 Err(HeaderError::Unsupported(version)) => {
@@ -281,7 +293,7 @@ impl Log {
                         %reason,
                         "txn log segment was being created at a crash; removing it"
                     );
-                    remove_segment(dir, &path)?;
+                    remove_segment(storage_ref, dir, &path)?;
                     continue;
                 }
                 Err(HeaderError::Bad(reason)) => {
@@ -340,11 +352,11 @@ impl Log {
                 if segments.is_empty() {
                     stub_base = Some(prev_zxid);
                 }
-                remove_segment(dir, &path)?;
+                remove_segment(storage_ref, dir, &path)?;
                 continue;
             }
             if valid_len < bytes.len() {
-                truncate(&path, valid_len as u64)?;
+                truncate(storage_ref, &path, valid_len as u64)?;
             }
             last_zxid = scan.last_zxid;
             segments.push(Segment {
@@ -355,6 +367,7 @@ impl Log {
             });
         }
         Ok(Log {
+            storage,
             dir: dir.to_path_buf(),
             segments,
             active: None,
@@ -501,13 +514,9 @@ impl Log {
     /// directory entry durable before any batch goes in: recovery relies on that order.
     fn create_segment(&mut self, first_zxid: Zxid) -> Result<(), LogError> {
         let path = self.dir.join(segment_name(first_zxid));
-        let salt = new_salt();
+        let salt = self.storage.new_salt();
         let prev_zxid = self.last_zxid;
-        let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = self.storage.create_new(&path).map_err(io_err(&path))?;
         let mut active = Active {
             file,
             len: 0,
@@ -523,7 +532,9 @@ impl Log {
             .map_err(io_err(&path))?;
         active.len = SEGMENT_HEADER_LEN as u64;
         active.file.sync_data().map_err(io_err(&path))?;
-        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(io_err(&self.dir))?;
         self.segments.push(Segment {
             first_zxid,
             prev_zxid,
@@ -568,7 +579,7 @@ impl Log {
         let mut removed = 0;
         let mut result = Ok(());
         for segment in &self.segments[..deletable] {
-            match fs::remove_file(&segment.path) {
+            match self.storage.remove(&segment.path) {
                 Ok(()) => {}
                 // Already gone: nothing to delete.
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -581,7 +592,7 @@ impl Log {
                 }
             }
             removed += 1;
-            if let Err(source) = sync_dir(&self.dir) {
+            if let Err(source) = self.storage.sync_dir(&self.dir) {
                 result = Err(LogError::Io {
                     path: self.dir.clone(),
                     source,
@@ -635,7 +646,7 @@ impl Log {
                 break;
             }
             let path = segment.path.clone();
-            remove_segment(&self.dir, &path)?;
+            remove_segment(&*self.storage, &self.dir, &path)?;
             // What it continued from is where the history now ends.
             self.last_zxid = segment.prev_zxid;
             if self.segments.len() == 1 {
@@ -645,7 +656,7 @@ impl Log {
         }
         if let Some(segment) = self.segments.last_mut() {
             if segment.last_zxid > to {
-                rewrite_prefix(segment, to)?;
+                rewrite_prefix(&*self.storage, segment, to)?;
                 segment.last_zxid = to;
             }
         }
@@ -661,7 +672,7 @@ impl Log {
         self.active = None;
         while let Some(segment) = self.segments.last() {
             let path = segment.path.clone();
-            if let Err(err) = remove_segment(&self.dir, &path) {
+            if let Err(err) = remove_segment(&*self.storage, &self.dir, &path) {
                 self.failed = true;
                 return Err(err);
             }
@@ -689,30 +700,32 @@ fn parse_segment_name(name: &str) -> Option<Zxid> {
     u64::from_str_radix(hex, 16).ok().map(Zxid::from_u64)
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<(Zxid, PathBuf)>, LogError> {
+fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<(Zxid, PathBuf)>, LogError> {
     let mut segments = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        let Some(first_zxid) = name.to_str().and_then(parse_segment_name) else {
+    for path in storage.list(dir).map_err(io_err(dir))? {
+        let Some(first_zxid) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(parse_segment_name)
+        else {
             continue;
         };
-        segments.push((first_zxid, entry.path()));
+        segments.push((first_zxid, path));
     }
     segments.sort_by_key(|(first_zxid, _)| *first_zxid);
     Ok(segments)
 }
 
-fn remove_segment(dir: &Path, path: &Path) -> Result<(), LogError> {
-    fs::remove_file(path).map_err(io_err(path))?;
-    sync_dir(dir).map_err(io_err(dir))
+fn remove_segment(storage: &dyn Storage, dir: &Path, path: &Path) -> Result<(), LogError> {
+    storage.remove(path).map_err(io_err(path))?;
+    storage.sync_dir(dir).map_err(io_err(dir))
 }
 
 /// Rewrites `segment` keeping only its records up to `to` (it holds at least its first), as one
 /// batch in a new file with the same name and previous zxid, replacing the old one atomically.
-fn rewrite_prefix(segment: &Segment, to: Zxid) -> Result<(), LogError> {
+fn rewrite_prefix(storage: &dyn Storage, segment: &Segment, to: Zxid) -> Result<(), LogError> {
     let path = &segment.path;
-    let bytes = fs::read(path).map_err(io_err(path))?;
+    let bytes = storage.read(path).map_err(io_err(path))?;
     let header = decode_segment_header(&bytes).map_err(|err| LogError::Corrupt {
         file: path.clone(),
         offset: 0,
@@ -741,23 +754,21 @@ fn rewrite_prefix(segment: &Segment, to: Zxid) -> Result<(), LogError> {
         .iter()
         .map(|(_, p)| RECORD_HEADER_LEN + p.len())
         .sum();
-    let salt = new_salt();
+    let salt = storage.new_salt();
     let mut contents = encode_segment_header(salt, header.prev_zxid).to_vec();
     contents.extend_from_slice(&encode_batch(salt, &records, body_len));
-    write_atomically(path, &contents).map_err(io_err(path))
+    write_atomically(storage, path, &contents).map_err(io_err(path))
 }
 
-fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
+fn truncate(storage: &dyn Storage, path: &Path, len: u64) -> Result<(), LogError> {
+    let mut file = storage.open_write(path).map_err(io_err(path))?;
     file.set_len(len).map_err(io_err(path))?;
-    file.sync_all().map_err(io_err(path))
+    file.sync_data().map_err(io_err(path))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, OpenOptions};
     use std::io::Write;
 
     use super::format::{decode_batch, decode_records};
@@ -1299,7 +1310,8 @@ mod tests {
 
     #[test]
     fn salts_differ() {
-        let salts: std::collections::HashSet<u64> = (0..100).map(|_| new_salt()).collect();
+        let salts: std::collections::HashSet<u64> =
+            (0..100).map(|_| OsStorage.new_salt()).collect();
         assert_eq!(salts.len(), 100);
         assert!(!salts.contains(&0));
     }
