@@ -1,7 +1,7 @@
 //! Small durable-file helpers shared by the log, the snapshot store and the epoch files.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self};
 use std::path::Path;
 
 /// Fsyncs a directory so that file creations, renames and deletions in it survive a crash.
@@ -32,24 +32,6 @@ pub(crate) fn create_dir_all_durably(dir: &Path) -> io::Result<()> {
         sync_dir(parent)?;
     }
     Ok(())
-}
-
-/// Replaces `path` with `contents` atomically: write a tmp file, fsync it, rename it over `path`,
-/// fsync the directory. A crash leaves either the old or the new contents, never a mix.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = tmp_path(path);
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
 }
 
 /// The tmp name used while a file is written; `*.tmp` files are leftovers of a crash.

@@ -12,11 +12,11 @@
 //! gone wrong) and fails the restore, as does a dir whose snapshots are all damaged: starting
 //! from an empty state there would silently drop the history they held.
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{sync_dir, tmp_path};
+use crate::fsutil::tmp_path;
+use crate::storage::{SequentialWriter, Storage};
 use crate::{RestoreError, Snapshot, StateMachine, Zxid};
 
 const MAGIC: &[u8; 8] = b"COORDSNP";
@@ -100,17 +100,17 @@ fn parse_snapshot_name(name: &str) -> Option<Zxid> {
 }
 
 /// The snapshot files in `dir`, oldest first.
-pub fn list(dir: &Path) -> Result<Vec<SnapshotFile>, SnapshotError> {
+pub fn list(storage: &dyn Storage, dir: &Path) -> Result<Vec<SnapshotFile>, SnapshotError> {
     let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let Some(zxid) = entry.file_name().to_str().and_then(parse_snapshot_name) else {
+    for path in storage.list(dir).map_err(io_err(dir))? {
+        let Some(zxid) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(parse_snapshot_name)
+        else {
             continue;
         };
-        files.push(SnapshotFile {
-            zxid,
-            path: entry.path(),
-        });
+        files.push(SnapshotFile { zxid, path });
     }
     files.sort_by_key(|file| file.zxid);
     Ok(files)
@@ -135,26 +135,37 @@ impl<W: Write> Write for CrcWriter<W> {
 }
 
 /// Writes `snapshot`, taken at `zxid`, durably into `dir`; returns its path.
-pub fn write(dir: &Path, zxid: Zxid, snapshot: &dyn Snapshot) -> Result<PathBuf, SnapshotError> {
+pub fn write(
+    storage: &dyn Storage,
+    dir: &Path,
+    zxid: Zxid,
+    snapshot: &dyn Snapshot,
+) -> Result<PathBuf, SnapshotError> {
     let path = dir.join(snapshot_name(zxid));
     let tmp = tmp_path(&path);
-    let result = write_tmp(&tmp, zxid, snapshot)
-        .and_then(|()| fs::rename(&tmp, &path))
-        .and_then(|()| sync_dir(dir));
+    let result = write_tmp(storage, &tmp, zxid, snapshot)
+        .and_then(|()| storage.rename(&tmp, &path))
+        .and_then(|()| storage.sync_dir(dir));
     if let Err(source) = result {
         // Best effort: a leftover tmp file is also removed at the next start.
-        let _ = fs::remove_file(&tmp);
+        let _ = storage.remove(&tmp);
         return Err(SnapshotError::Io { path, source });
     }
     Ok(path)
 }
 
-fn write_tmp(tmp: &Path, zxid: Zxid, snapshot: &dyn Snapshot) -> io::Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)?;
+fn write_tmp(
+    storage: &dyn Storage,
+    tmp: &Path,
+    zxid: Zxid,
+    snapshot: &dyn Snapshot,
+) -> io::Result<()> {
+    match storage.remove(tmp) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let file = SequentialWriter::new(storage.create_new(tmp)?);
     let mut writer = CrcWriter {
         inner: BufWriter::with_capacity(256 * 1024, file),
         crc: 0,
@@ -167,7 +178,7 @@ fn write_tmp(tmp: &Path, zxid: Zxid, snapshot: &dyn Snapshot) -> io::Result<()> 
     let mut inner = writer.inner;
     inner.write_all(&crc.to_be_bytes())?;
     let file = inner.into_inner().map_err(|err| err.into_error())?;
-    file.sync_all()
+    file.sync()
 }
 
 /// Why a snapshot file cannot be restored.
@@ -185,9 +196,11 @@ impl From<String> for Unusable {
 }
 
 /// Checks a snapshot file's header and checksum; returns the length of the machine bytes.
-fn verify(file: &SnapshotFile) -> Result<u64, Unusable> {
-    let mut reader = File::open(&file.path).map_err(|err| err.to_string())?;
-    let len = reader.metadata().map_err(|err| err.to_string())?.len();
+fn verify(storage: &dyn Storage, file: &SnapshotFile) -> Result<u64, Unusable> {
+    let (reader, len) = storage
+        .open_read(&file.path)
+        .map_err(|err| err.to_string())?;
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let Some(body_len) = len.checked_sub(HEADER_LEN + TRAILER_LEN) else {
         if len >= 12 {
             // Long enough to say its version: an unknown one is not damage.
@@ -261,13 +274,14 @@ fn check_header(header: &[u8; HEADER_LEN as usize], name_zxid: Zxid) -> Result<(
 /// Fails with [`SnapshotError::UnsupportedVersion`] at a snapshot of another format version,
 /// and with [`SnapshotError::NoneUsable`] if snapshot files exist but every one is damaged.
 pub fn restore_newest<M: StateMachine>(
+    storage: &dyn Storage,
     dir: &Path,
     machine: &mut M,
 ) -> Result<Option<Zxid>, SnapshotError> {
-    let files = list(dir)?;
+    let files = list(storage, dir)?;
     let mut failures = Vec::new();
     for file in files.iter().rev() {
-        let body_len = match verify(file) {
+        let body_len = match verify(storage, file) {
             Ok(body_len) => body_len,
             Err(Unusable::Version(version)) => {
                 return Err(SnapshotError::UnsupportedVersion {
@@ -285,10 +299,8 @@ pub fn restore_newest<M: StateMachine>(
                 continue;
             }
         };
-        let mut reader = BufReader::with_capacity(
-            256 * 1024,
-            File::open(&file.path).map_err(io_err(&file.path))?,
-        );
+        let (reader, _) = storage.open_read(&file.path).map_err(io_err(&file.path))?;
+        let mut reader = BufReader::with_capacity(256 * 1024, reader);
         io::copy(&mut (&mut reader).take(HEADER_LEN), &mut io::sink())
             .map_err(io_err(&file.path))?;
         let mut body = reader.take(body_len);
@@ -312,21 +324,28 @@ pub fn restore_newest<M: StateMachine>(
 }
 
 /// Deletes all but the newest `keep` snapshots; returns the zxid of the oldest one kept.
-pub fn retain_newest(dir: &Path, keep: usize) -> Result<Option<Zxid>, SnapshotError> {
-    let files = list(dir)?;
+pub fn retain_newest(
+    storage: &dyn Storage,
+    dir: &Path,
+    keep: usize,
+) -> Result<Option<Zxid>, SnapshotError> {
+    let files = list(storage, dir)?;
     let excess = files.len().saturating_sub(keep);
     for file in &files[..excess] {
-        fs::remove_file(&file.path).map_err(io_err(&file.path))?;
+        storage.remove(&file.path).map_err(io_err(&file.path))?;
     }
     if excess > 0 {
-        sync_dir(dir).map_err(io_err(dir))?;
+        storage.sync_dir(dir).map_err(io_err(dir))?;
     }
     Ok(files.get(excess).map(|file| file.zxid))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, File};
+
     use super::*;
+    use crate::storage::OsStorage;
     use crate::Epoch;
 
     struct Bytes(Vec<u8>);
@@ -362,10 +381,10 @@ mod tests {
     #[test]
     fn written_snapshot_restores() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), z(3), &Bytes(b"hello".to_vec())).unwrap();
+        write(&OsStorage, dir.path(), z(3), &Bytes(b"hello".to_vec())).unwrap();
         let mut machine = Blob::default();
         assert_eq!(
-            restore_newest(dir.path(), &mut machine).unwrap(),
+            restore_newest(&OsStorage, dir.path(), &mut machine).unwrap(),
             Some(z(3))
         );
         assert_eq!(machine.0, b"hello");
@@ -375,22 +394,25 @@ mod tests {
     fn no_snapshot_restores_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut machine = Blob(b"fresh".to_vec());
-        assert_eq!(restore_newest(dir.path(), &mut machine).unwrap(), None);
+        assert_eq!(
+            restore_newest(&OsStorage, dir.path(), &mut machine).unwrap(),
+            None
+        );
         assert_eq!(machine.0, b"fresh");
     }
 
     #[test]
     fn damaged_newest_snapshot_falls_back_to_older() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), z(1), &Bytes(b"old".to_vec())).unwrap();
-        let newest = write(dir.path(), z(2), &Bytes(b"new state".to_vec())).unwrap();
+        write(&OsStorage, dir.path(), z(1), &Bytes(b"old".to_vec())).unwrap();
+        let newest = write(&OsStorage, dir.path(), z(2), &Bytes(b"new state".to_vec())).unwrap();
         let mut bytes = fs::read(&newest).unwrap();
         bytes[HEADER_LEN as usize + 2] ^= 0x40;
         fs::write(&newest, bytes).unwrap();
 
         let mut machine = Blob::default();
         assert_eq!(
-            restore_newest(dir.path(), &mut machine).unwrap(),
+            restore_newest(&OsStorage, dir.path(), &mut machine).unwrap(),
             Some(z(1))
         );
         assert_eq!(machine.0, b"old");
@@ -399,7 +421,7 @@ mod tests {
     #[test]
     fn truncated_only_snapshot_fails_the_restore() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), z(1), &Bytes(b"state".to_vec())).unwrap();
+        let path = write(&OsStorage, dir.path(), z(1), &Bytes(b"state".to_vec())).unwrap();
         let len = fs::metadata(&path).unwrap().len();
         File::options()
             .write(true)
@@ -408,7 +430,7 @@ mod tests {
             .set_len(len - 1)
             .unwrap();
         let mut machine = Blob::default();
-        let err = restore_newest(dir.path(), &mut machine).unwrap_err();
+        let err = restore_newest(&OsStorage, dir.path(), &mut machine).unwrap_err();
         let SnapshotError::NoneUsable { failures, .. } = &err else {
             panic!("expected NoneUsable, got {err}");
         };
@@ -424,14 +446,14 @@ mod tests {
     #[test]
     fn unknown_version_is_an_error_not_damage() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), z(1), &Bytes(b"old".to_vec())).unwrap();
-        let newest = write(dir.path(), z(2), &Bytes(b"new".to_vec())).unwrap();
+        write(&OsStorage, dir.path(), z(1), &Bytes(b"old".to_vec())).unwrap();
+        let newest = write(&OsStorage, dir.path(), z(2), &Bytes(b"new".to_vec())).unwrap();
         let mut bytes = fs::read(&newest).unwrap();
         bytes[8..12].copy_from_slice(&(VERSION + 1).to_be_bytes());
         fs::write(&newest, bytes).unwrap();
 
         let mut machine = Blob::default();
-        let err = restore_newest(dir.path(), &mut machine).unwrap_err();
+        let err = restore_newest(&OsStorage, dir.path(), &mut machine).unwrap_err();
         assert!(
             matches!(&err, SnapshotError::UnsupportedVersion { path, version }
                 if path == &newest && *version == VERSION + 1),
@@ -444,10 +466,23 @@ mod tests {
     fn retain_newest_deletes_older_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         for counter in 1..=5 {
-            write(dir.path(), z(counter), &Bytes(vec![counter as u8])).unwrap();
+            write(
+                &OsStorage,
+                dir.path(),
+                z(counter),
+                &Bytes(vec![counter as u8]),
+            )
+            .unwrap();
         }
-        assert_eq!(retain_newest(dir.path(), 3).unwrap(), Some(z(3)));
-        let zxids: Vec<Zxid> = list(dir.path()).unwrap().iter().map(|f| f.zxid).collect();
+        assert_eq!(
+            retain_newest(&OsStorage, dir.path(), 3).unwrap(),
+            Some(z(3))
+        );
+        let zxids: Vec<Zxid> = list(&OsStorage, dir.path())
+            .unwrap()
+            .iter()
+            .map(|f| f.zxid)
+            .collect();
         assert_eq!(zxids, vec![z(3), z(4), z(5)]);
     }
 }

@@ -14,17 +14,19 @@
 //!   the marker, a crash between writing the snapshot and deleting the old log would leave old,
 //!   possibly divergent txns after the snapshot, which a restart would take for its history.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::epoch::{self, ACCEPTED_EPOCH_FILE, CURRENT_EPOCH_FILE};
 use super::{drop_covered, io_err, lock_dir, remove_tmp_files, EngineError};
-use crate::fsutil::{create_dir_all_durably, sync_dir, write_atomically};
+use crate::fsutil::create_dir_all_durably;
 use crate::log::{Log, LogError};
 use crate::snapshot;
+use crate::storage::{write_atomically, OsStorage, Storage};
 use crate::zab::{Durable, EpochFile};
 use crate::{Snapshot, StateMachine, Zxid};
 
@@ -46,10 +48,11 @@ impl Snapshot for Received {
 /// An open data dir, locked for this process.
 #[derive(Debug)]
 pub(crate) struct Disk {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     log: Log,
-    /// Held for as long as the dir is open.
-    _lock: File,
+    /// Held for as long as the dir is open (on the real file system).
+    _lock: Option<File>,
 }
 
 impl Disk {
@@ -61,16 +64,28 @@ impl Disk {
     ) -> Result<(Disk, Durable), EngineError> {
         create_dir_all_durably(dir).map_err(io_err(dir))?;
         let lock = lock_dir(dir)?;
-        remove_tmp_files(dir)?;
-        let installing = read_install_marker(dir)?;
+        let (mut disk, durable) = Disk::open_in(Arc::new(OsStorage), dir, machine)?;
+        disk._lock = Some(lock);
+        Ok((disk, durable))
+    }
+
+    /// [`Disk::open`] on `storage`, where `dir` exists and nothing else uses it.
+    pub(crate) fn open_in<M: StateMachine>(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        machine: &mut M,
+    ) -> Result<(Disk, Durable), EngineError> {
+        let fs: &dyn Storage = &*storage;
+        remove_tmp_files(fs, dir)?;
+        let installing = read_install_marker(fs, dir)?;
         if let Some(zxid) = installing {
             let snapshot = dir.join(snapshot::snapshot_name(zxid));
-            if snapshot.exists() {
+            if exists(fs, &snapshot)? {
                 tracing::warn!(
                     zxid = %zxid,
                     "a snapshot install was interrupted after its snapshot was written; finishing it"
                 );
-                let mut log = Log::open(dir, |_, _| {})?;
+                let mut log = Log::open_in(storage.clone(), dir, |_, _| {}, || Ok(()))?;
                 log.reset_after(zxid)?;
             } else {
                 tracing::warn!(
@@ -78,23 +93,24 @@ impl Disk {
                     "a snapshot install was interrupted before its snapshot was written; the old state stands"
                 );
             }
-            remove_install_marker(dir)?;
+            remove_install_marker(fs, dir)?;
         }
 
-        let snapshot_zxid = snapshot::restore_newest(dir, machine)?.unwrap_or(Zxid::ZERO);
+        let snapshot_zxid = snapshot::restore_newest(fs, dir, machine)?.unwrap_or(Zxid::ZERO);
         let mut records = Vec::new();
         let suspect_path = dir.join(LOG_SUSPECT_FILE);
         // Marked before the cut, which makes the log look whole: a crash in between must not
         // leave a shortened log that nobody suspects.
         let mark = || {
-            write_atomically(&suspect_path, b"the end of the txn log was damaged\n").map_err(
+            write_atomically(fs, &suspect_path, b"the end of the txn log was damaged\n").map_err(
                 |source| LogError::Io {
                     path: suspect_path.clone(),
                     source,
                 },
             )
         };
-        let mut log = Log::open_with(
+        let mut log = Log::open_in(
+            storage.clone(),
             dir,
             |zxid, txn| {
                 if zxid > snapshot_zxid {
@@ -143,18 +159,19 @@ impl Disk {
                  README: Durability)"
             );
         }
-        let log_suspect = suspect_path.exists();
+        let log_suspect = exists(fs, &suspect_path)?;
         let durable = Durable {
             log_suspect,
-            accepted_epoch: epoch::read(dir, ACCEPTED_EPOCH_FILE)?,
-            current_epoch: epoch::read(dir, CURRENT_EPOCH_FILE)?,
+            accepted_epoch: epoch::read(fs, dir, ACCEPTED_EPOCH_FILE)?,
+            current_epoch: epoch::read(fs, dir, CURRENT_EPOCH_FILE)?,
             snapshot_zxid,
             log: records,
         };
         let disk = Disk {
+            storage: storage.clone(),
             dir: dir.to_path_buf(),
             log,
-            _lock: lock,
+            _lock: None,
         };
         Ok((disk, durable))
     }
@@ -178,7 +195,7 @@ impl Disk {
             EpochFile::Accepted => ACCEPTED_EPOCH_FILE,
             EpochFile::Current => CURRENT_EPOCH_FILE,
         };
-        Ok(epoch::write(&self.dir, name, epoch)?)
+        Ok(epoch::write(&*self.storage, &self.dir, name, epoch)?)
     }
 
     /// As [`Disk::install_snapshot`], from a snapshot received into a file.
@@ -197,45 +214,58 @@ impl Disk {
     }
 
     fn install(&mut self, zxid: Zxid, snapshot: &dyn Snapshot) -> Result<(), EngineError> {
+        let fs: &dyn Storage = &*self.storage;
         let marker = self.dir.join(INSTALL_MARKER_FILE);
-        write_atomically(&marker, format!("{:016x}\n", zxid.as_u64()).as_bytes())
+        write_atomically(fs, &marker, format!("{:016x}\n", zxid.as_u64()).as_bytes())
             .map_err(io_err(&marker))?;
-        snapshot::write(&self.dir, zxid, snapshot)?;
+        snapshot::write(fs, &self.dir, zxid, snapshot)?;
         // Snapshots of this member's own history past the new one cannot exist (it never
         // applied past what it committed, and a SNAP is never behind that), but a newer file
         // would win at the next start, so make sure.
-        for file in snapshot::list(&self.dir)? {
+        for file in snapshot::list(fs, &self.dir)? {
             if file.zxid > zxid {
-                fs::remove_file(&file.path).map_err(io_err(&file.path))?;
+                fs.remove(&file.path).map_err(io_err(&file.path))?;
             }
         }
         self.log.reset_after(zxid)?;
-        remove_install_marker(&self.dir)
+        remove_install_marker(fs, &self.dir)
     }
 
     /// A leader synced this member: its log counts again.
     pub(crate) fn trust_log(&self) -> Result<(), EngineError> {
         let path = self.dir.join(LOG_SUSPECT_FILE);
-        match fs::remove_file(&path) {
+        match self.storage.remove(&path) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(source) => return Err(EngineError::Io { path, source }),
         }
         tracing::info!("a leader synced this member; its txn log counts again");
-        sync_dir(&self.dir).map_err(io_err(&self.dir))
+        self.storage.sync_dir(&self.dir).map_err(io_err(&self.dir))
     }
 
     /// A snapshot of this member's own state was written: drops the log and the older
     /// snapshots it makes redundant.
     pub(crate) fn drop_covered(&mut self) -> Result<(), EngineError> {
-        drop_covered(&self.dir, &mut self.log)
+        drop_covered(&*self.storage, &self.dir, &mut self.log)
     }
 }
 
-fn read_install_marker(dir: &Path) -> Result<Option<Zxid>, EngineError> {
+/// Whether `path` exists.
+fn exists(storage: &dyn Storage, path: &Path) -> Result<bool, EngineError> {
+    match storage.read(path) {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(EngineError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn read_install_marker(storage: &dyn Storage, dir: &Path) -> Result<Option<Zxid>, EngineError> {
     let path = dir.join(INSTALL_MARKER_FILE);
-    let content = match fs::read_to_string(&path) {
-        Ok(content) => content,
+    let content = match storage.read(&path) {
+        Ok(content) => String::from_utf8_lossy(&content).into_owned(),
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(EngineError::Io { path, source }),
     };
@@ -249,19 +279,20 @@ fn read_install_marker(dir: &Path) -> Result<Option<Zxid>, EngineError> {
     }
 }
 
-fn remove_install_marker(dir: &Path) -> Result<(), EngineError> {
+fn remove_install_marker(storage: &dyn Storage, dir: &Path) -> Result<(), EngineError> {
     let path = dir.join(INSTALL_MARKER_FILE);
-    match fs::remove_file(&path) {
+    match storage.remove(&path) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => return Err(EngineError::Io { path, source }),
     }
-    sync_dir(dir).map_err(io_err(dir))
+    storage.sync_dir(dir).map_err(io_err(dir))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::SimStorage;
     use crate::{Epoch, RestoreError};
     use std::io::Read;
 
@@ -351,8 +382,19 @@ mod tests {
         append(&mut disk, 1..=5);
         drop(disk);
         // The crash: marker and snapshot written, the old (divergent) log still there.
-        write_atomically(&dir.path().join(INSTALL_MARKER_FILE), b"0000000100000003\n").unwrap();
-        snapshot::write(dir.path(), z(3), &Received(Bytes::from_static(b"leader"))).unwrap();
+        write_atomically(
+            &OsStorage,
+            &dir.path().join(INSTALL_MARKER_FILE),
+            b"0000000100000003\n",
+        )
+        .unwrap();
+        snapshot::write(
+            &OsStorage,
+            dir.path(),
+            z(3),
+            &Received(Bytes::from_static(b"leader")),
+        )
+        .unwrap();
         let (_, durable, machine) = open(dir.path());
         assert_eq!(machine.0, b"leader");
         // The old txns 4 and 5 are not taken for the continuation of the snapshot.
@@ -366,7 +408,12 @@ mod tests {
         let (mut disk, _, _) = open(dir.path());
         append(&mut disk, 1..=5);
         drop(disk);
-        write_atomically(&dir.path().join(INSTALL_MARKER_FILE), b"0000000100000003\n").unwrap();
+        write_atomically(
+            &OsStorage,
+            &dir.path().join(INSTALL_MARKER_FILE),
+            b"0000000100000003\n",
+        )
+        .unwrap();
         let (_, durable, machine) = open(dir.path());
         assert!(machine.0.is_empty());
         assert_eq!(zxids(&durable), (1..=5).map(z).collect::<Vec<_>>());
@@ -380,7 +427,13 @@ mod tests {
         append(&mut disk, 1..=2);
         drop(disk);
         // Applied (committed elsewhere) and snapshotted before this member's log got there.
-        snapshot::write(dir.path(), z(4), &Received(Bytes::from_static(b"abcd"))).unwrap();
+        snapshot::write(
+            &OsStorage,
+            dir.path(),
+            z(4),
+            &Received(Bytes::from_static(b"abcd")),
+        )
+        .unwrap();
         let (mut disk, durable, machine) = open(dir.path());
         assert_eq!(machine.0, b"abcd");
         assert_eq!(durable.snapshot_zxid, z(4));
@@ -423,5 +476,179 @@ mod tests {
         drop(disk);
         let (_, durable, _) = open(dir.path());
         assert!(!durable.log_suspect);
+    }
+
+    /// What the crash test does to a disk, in order.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Epoch(EpochFile, u32),
+        Append(Vec<u32>, &'static str),
+        /// A leader's SNAP at a zxid inside this member's own log.
+        Install(u32, &'static str),
+        TruncateAfter(u32),
+        /// This member's own snapshot, then the log and snapshots it covers dropped.
+        Compact(u32),
+    }
+
+    fn txn(counter: u32, tag: &str) -> Vec<u8> {
+        format!("{tag}{counter:02};").into_bytes()
+    }
+
+    /// A leader's state at `counter`: its txns up to there.
+    fn image(counter: u32, tag: &str) -> Vec<u8> {
+        (1..=counter).flat_map(|c| txn(c, tag)).collect()
+    }
+
+    fn steps() -> Vec<Step> {
+        vec![
+            Step::Epoch(EpochFile::Accepted, 1),
+            Step::Epoch(EpochFile::Current, 1),
+            Step::Append(vec![1, 2, 3], "a"),
+            Step::Append(vec![4], "a"),
+            Step::Install(2, "s"),
+            Step::Append(vec![3, 4], "b"),
+            Step::Epoch(EpochFile::Accepted, 2),
+            Step::TruncateAfter(3),
+            Step::Append(vec![4, 5], "c"),
+            Step::Compact(5),
+            Step::Append(vec![6], "c"),
+        ]
+    }
+
+    /// What a disk holds, as a restart sees it: the epochs and the history (the machine's
+    /// state from the snapshot, then the txns of the log after it).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Held {
+        accepted: u32,
+        current: u32,
+        history: String,
+    }
+
+    fn after(held: &Held, step: &Step) -> Held {
+        let mut next = held.clone();
+        match step {
+            Step::Epoch(EpochFile::Accepted, e) => next.accepted = *e,
+            Step::Epoch(EpochFile::Current, e) => next.current = *e,
+            Step::Append(counters, tag) => {
+                for c in counters {
+                    next.history += &String::from_utf8(txn(*c, tag)).unwrap();
+                }
+            }
+            Step::Install(c, tag) => next.history = String::from_utf8(image(*c, tag)).unwrap(),
+            Step::TruncateAfter(to) => {
+                // Every txn is 4 bytes: its counter is where it stands in the history.
+                next.history.truncate(*to as usize * 4);
+            }
+            Step::Compact(_) => {}
+        }
+        next
+    }
+
+    fn run_steps(storage: &SimStorage, dir: &Path) -> (Held, Option<Step>) {
+        let mut held = Held {
+            accepted: 0,
+            current: 0,
+            history: String::new(),
+        };
+        let Ok((mut disk, _)) = Disk::open_in(Arc::new(storage.clone()), dir, &mut Text::default())
+        else {
+            return (held, None);
+        };
+        for step in steps() {
+            let result = match &step {
+                Step::Epoch(file, e) => disk.write_epoch(*file, Epoch(*e)),
+                Step::Append(counters, tag) => {
+                    let txns: Vec<(Zxid, Vec<u8>)> =
+                        counters.iter().map(|c| (z(*c), txn(*c, tag))).collect();
+                    let batch: Vec<(Zxid, &[u8])> =
+                        txns.iter().map(|(zx, t)| (*zx, t.as_slice())).collect();
+                    disk.append(&batch)
+                }
+                Step::Install(c, tag) => disk.install_snapshot(z(*c), Bytes::from(image(*c, tag))),
+                Step::TruncateAfter(to) => disk.truncate_after(z(*to)).map(|_| ()),
+                Step::Compact(at) => {
+                    let image = held.history.as_bytes()[..*at as usize * 4].to_vec();
+                    snapshot::write(&*disk.storage, dir, z(*at), &TextSnapshot(image))
+                        .map_err(EngineError::from)
+                        .and_then(|_| disk.drop_covered())
+                }
+            };
+            match result {
+                Ok(()) => held = after(&held, &step),
+                Err(_) => return (held, Some(step)),
+            }
+        }
+        (held, None)
+    }
+
+    /// Every step of a member's disk (epochs, appends, a SNAP install, a TRUNC, compaction)
+    /// crashes at each storage operation, losing or tearing what was not synced: the disk
+    /// opens, the core accepts what it holds, and that is what was acknowledged, or what the
+    /// step in flight may leave.
+    #[test]
+    fn a_crash_at_every_operation_leaves_a_disk_the_core_accepts() {
+        use crate::storage::{SimStorage, TornWrites};
+        let dir = Path::new("/member");
+        let total = {
+            let storage = SimStorage::new(0, TornWrites::Lost);
+            let (held, inflight) = run_steps(&storage, dir);
+            assert!(inflight.is_none());
+            assert_eq!(held.history, "s01;s02;b03;c04;c05;c06;");
+            storage.ops()
+        };
+        for torn in [TornWrites::Lost, TornWrites::Pages] {
+            for at in 0..total {
+                // Only torn pages depend on the seed.
+                let seeds = if torn == TornWrites::Lost { 1 } else { 3 };
+                for seed in 0..seeds {
+                    let storage = SimStorage::new(seed, torn);
+                    storage.crash_at(at);
+                    let (acked, inflight) = run_steps(&storage, dir);
+                    storage.restart();
+                    let context =
+                        format!("{torn:?}, crash at {at}/{total}, seed {seed}, in {inflight:?}");
+                    let mut machine = Text::default();
+                    let (_, durable) = Disk::open_in(Arc::new(storage.clone()), dir, &mut machine)
+                        .unwrap_or_else(|err| panic!("{context}: does not open: {err}"));
+                    let mut config = crate::zab::Config {
+                        id: crate::zab::PeerId(1),
+                        voters: [crate::zab::PeerId(1)].into(),
+                        observers: Default::default(),
+                        tick: std::time::Duration::from_millis(50),
+                        init_limit_ticks: 10,
+                        sync_limit_ticks: 5,
+                        diff_txns_max: crate::zab::DIFF_TXNS_MAX_DEFAULT,
+                        diff_bytes_max: crate::zab::DIFF_BYTES_MAX_DEFAULT,
+                    };
+                    config.voters.insert(crate::zab::PeerId(2));
+                    let mut history = String::from_utf8(machine.0.clone()).unwrap();
+                    for (_, t) in &durable.log {
+                        history += std::str::from_utf8(t).unwrap();
+                    }
+                    let found = Held {
+                        accepted: durable.accepted_epoch.0,
+                        current: durable.current_epoch.0,
+                        history,
+                    };
+                    crate::zab::Replica::new(config, durable, std::time::Duration::ZERO)
+                        .unwrap_or_else(|err| panic!("{context}: the core refuses it: {err}"));
+                    let allowed = match &inflight {
+                        None | Some(Step::Compact(_)) => found == acked,
+                        Some(Step::TruncateAfter(_)) => {
+                            let cut = after(&acked, inflight.as_ref().unwrap());
+                            acked.history.starts_with(&found.history)
+                                && found.history.len() >= cut.history.len()
+                                && (found.accepted, found.current)
+                                    == (acked.accepted, acked.current)
+                        }
+                        Some(step) => found == acked || found == after(&acked, step),
+                    };
+                    assert!(
+                        allowed,
+                        "{context}: found {found:?}, acknowledged {acked:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -4,11 +4,10 @@
 //! server agreed to (Discovery); `currentEpoch` the last one it joined as up to date (after
 //! NEWLEADER). A missing file means epoch 0.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::write_atomically;
+use crate::storage::{write_atomically, Storage};
 use crate::Epoch;
 
 pub(crate) const ACCEPTED_EPOCH_FILE: &str = "acceptedEpoch";
@@ -29,10 +28,10 @@ pub enum EpochError {
 }
 
 /// Reads an epoch file; `Epoch(0)` if it does not exist.
-pub(crate) fn read(dir: &Path, name: &str) -> Result<Epoch, EpochError> {
+pub(crate) fn read(storage: &dyn Storage, dir: &Path, name: &str) -> Result<Epoch, EpochError> {
     let path = dir.join(name);
-    let content = match fs::read_to_string(&path) {
-        Ok(content) => content,
+    let content = match storage.read(&path) {
+        Ok(content) => String::from_utf8_lossy(&content).into_owned(),
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Epoch(0)),
         Err(source) => return Err(EpochError::Io { path, source }),
     };
@@ -43,22 +42,36 @@ pub(crate) fn read(dir: &Path, name: &str) -> Result<Epoch, EpochError> {
 }
 
 /// Durably replaces an epoch file.
-pub(crate) fn write(dir: &Path, name: &str, epoch: Epoch) -> Result<(), EpochError> {
+pub(crate) fn write(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    epoch: Epoch,
+) -> Result<(), EpochError> {
     let path = dir.join(name);
-    write_atomically(&path, format!("{}\n", epoch.0).as_bytes())
+    write_atomically(storage, &path, format!("{}\n", epoch.0).as_bytes())
         .map_err(|source| EpochError::Io { path, source })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    use crate::storage::OsStorage;
 
     #[test]
     fn epoch_files_round_trip_and_default_to_zero() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(dir.path(), CURRENT_EPOCH_FILE).unwrap(), Epoch(0));
-        write(dir.path(), CURRENT_EPOCH_FILE, Epoch(7)).unwrap();
-        assert_eq!(read(dir.path(), CURRENT_EPOCH_FILE).unwrap(), Epoch(7));
+        assert_eq!(
+            read(&OsStorage, dir.path(), CURRENT_EPOCH_FILE).unwrap(),
+            Epoch(0)
+        );
+        write(&OsStorage, dir.path(), CURRENT_EPOCH_FILE, Epoch(7)).unwrap();
+        assert_eq!(
+            read(&OsStorage, dir.path(), CURRENT_EPOCH_FILE).unwrap(),
+            Epoch(7)
+        );
         assert_eq!(
             fs::read_to_string(dir.path().join(CURRENT_EPOCH_FILE)).unwrap(),
             "7\n"
@@ -69,7 +82,7 @@ mod tests {
     fn malformed_epoch_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(ACCEPTED_EPOCH_FILE), "seven").unwrap();
-        let err = read(dir.path(), ACCEPTED_EPOCH_FILE).unwrap_err();
+        let err = read(&OsStorage, dir.path(), ACCEPTED_EPOCH_FILE).unwrap_err();
         assert!(err.to_string().contains("acceptedEpoch"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ mod forward;
 mod member;
 mod standalone;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,7 @@ pub use self::member::{
 pub use self::standalone::{Engine, EngineConfig};
 use crate::log::{Log, LogError};
 use crate::snapshot::{self, SnapshotError};
+use crate::storage::Storage;
 use crate::{Epoch, Zxid};
 
 /// The most txns one log flush carries.
@@ -205,13 +206,11 @@ fn lock_dir(dir: &Path) -> Result<File, EngineError> {
 }
 
 /// Removes `*.tmp` files: writes that a crash interrupted before their rename.
-fn remove_tmp_files(dir: &Path) -> Result<(), EngineError> {
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let path = entry.path();
+fn remove_tmp_files(storage: &dyn Storage, dir: &Path) -> Result<(), EngineError> {
+    for path in storage.list(dir).map_err(io_err(dir))? {
         if path.extension().is_some_and(|ext| ext == "tmp") {
             tracing::info!(file = %path.display(), "removing an unfinished file from a crash");
-            fs::remove_file(&path).map_err(io_err(&path))?;
+            storage.remove(&path).map_err(io_err(&path))?;
         }
     }
     Ok(())
@@ -230,8 +229,8 @@ fn spawn(
 
 /// Drops snapshots beyond the newest [`SNAPSHOTS_RETAINED`], and log segments wholly before the
 /// oldest snapshot kept; the log continues in a new segment.
-fn drop_covered(dir: &Path, log: &mut Log) -> Result<(), EngineError> {
-    let oldest_kept = snapshot::retain_newest(dir, SNAPSHOTS_RETAINED)?;
+fn drop_covered(storage: &dyn Storage, dir: &Path, log: &mut Log) -> Result<(), EngineError> {
+    let oldest_kept = snapshot::retain_newest(storage, dir, SNAPSHOTS_RETAINED)?;
     log.roll();
     if let Some(oldest_kept) = oldest_kept {
         let deleted = log.purge_covered_by(oldest_kept)?;

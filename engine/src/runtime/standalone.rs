@@ -37,6 +37,7 @@ use super::{
 use crate::fsutil::create_dir_all_durably;
 use crate::log::{Log, LogError, RECORD_PAYLOAD_MAX};
 use crate::snapshot;
+use crate::storage::OsStorage;
 use crate::zab::solo::{Action, Replica};
 use crate::{Epoch, StateMachine, Zxid};
 
@@ -258,9 +259,9 @@ impl<M: StateMachine> Engine<M> {
         let dir = config.data_dir;
         create_dir_all_durably(&dir).map_err(io_err(&dir))?;
         let lock = lock_dir(&dir)?;
-        remove_tmp_files(&dir)?;
+        remove_tmp_files(&OsStorage, &dir)?;
 
-        let restored = snapshot::restore_newest(&dir, &mut machine)?;
+        let restored = snapshot::restore_newest(&OsStorage, &dir, &mut machine)?;
         let snapshot_zxid = restored.unwrap_or(Zxid::ZERO);
         let mut last_applied = snapshot_zxid;
         let mut replayed: u64 = 0;
@@ -295,16 +296,16 @@ impl<M: StateMachine> Engine<M> {
 
         // Zab: a new leader's epoch exceeds every epoch it accepted or saw in its history.
         let last_logged = log.last_zxid().max(snapshot_zxid);
-        let accepted = epoch::read(&dir, ACCEPTED_EPOCH_FILE)?;
-        let current = epoch::read(&dir, CURRENT_EPOCH_FILE)?;
+        let accepted = epoch::read(&OsStorage, &dir, ACCEPTED_EPOCH_FILE)?;
+        let current = epoch::read(&OsStorage, &dir, CURRENT_EPOCH_FILE)?;
         let highest = accepted.max(current).max(last_logged.epoch());
         let new_epoch = highest
             .0
             .checked_add(1)
             .map(Epoch)
             .ok_or(EngineError::EpochExhausted(highest))?;
-        epoch::write(&dir, ACCEPTED_EPOCH_FILE, new_epoch)?;
-        epoch::write(&dir, CURRENT_EPOCH_FILE, new_epoch)?;
+        epoch::write(&OsStorage, &dir, ACCEPTED_EPOCH_FILE, new_epoch)?;
+        epoch::write(&OsStorage, &dir, CURRENT_EPOCH_FILE, new_epoch)?;
         tracing::info!(
             dir = %dir.display(),
             snapshot = %snapshot_zxid,
@@ -722,8 +723,8 @@ fn persist_snapshot(
     snapshot: &dyn crate::Snapshot,
     log: &Mutex<Log>,
 ) -> Result<(), EngineError> {
-    snapshot::write(dir, zxid, snapshot)?;
-    drop_covered(dir, &mut log.lock())
+    snapshot::write(&OsStorage, dir, zxid, snapshot)?;
+    drop_covered(&OsStorage, dir, &mut log.lock())
 }
 
 #[cfg(test)]

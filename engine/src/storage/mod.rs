@@ -20,6 +20,8 @@ pub use sim::{SimStorage, TornWrites};
 pub trait Storage: Debug + Send + Sync {
     /// The whole contents of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// A file to read from the start, and its length: for files too big to read at once.
+    fn open_read(&self, path: &Path) -> io::Result<(Box<dyn io::Read + Send>, u64)>;
     /// The paths of the files in `dir`, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     /// Creates an empty file; fails if `path` exists.
@@ -64,4 +66,33 @@ pub(crate) fn write_atomically(
     drop(file);
     storage.rename(&tmp, path)?;
     storage.sync_dir(dir)
+}
+
+/// Writes a file from its start on, as an [`io::Write`].
+pub(crate) struct SequentialWriter {
+    file: Box<dyn StorageFile>,
+    offset: u64,
+}
+
+impl SequentialWriter {
+    pub(crate) fn new(file: Box<dyn StorageFile>) -> SequentialWriter {
+        SequentialWriter { file, offset: 0 }
+    }
+
+    /// Makes what was written durable.
+    pub(crate) fn sync(mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl io::Write for SequentialWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write_all_at(buf, self.offset)?;
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

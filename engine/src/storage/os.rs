@@ -16,6 +16,12 @@ impl Storage for OsStorage {
         fs::read(path)
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<(Box<dyn io::Read + Send>, u64)> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok((Box::new(file), len))
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         fs::read_dir(dir)?
             .map(|entry| entry.map(|entry| entry.path()))

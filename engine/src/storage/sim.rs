@@ -175,6 +175,12 @@ impl Storage for SimStorage {
         Ok(state.inodes[inode].data.clone())
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<(Box<dyn io::Read + Send>, u64)> {
+        let data = self.read(path)?;
+        let len = data.len() as u64;
+        Ok((Box::new(io::Cursor::new(data)), len))
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let mut state = self.state.lock();
         state.op()?;

@@ -243,9 +243,10 @@ pub(super) fn snapshot_loop<S: Snapshot, T>(
     shared: &Shared<T>,
 ) {
     while let Ok(job) = jobs.recv() {
-        let written = crate::snapshot::write(dir, job.zxid, &job.snapshot)
-            .map_err(EngineError::from)
-            .and_then(|_| disk.lock().drop_covered());
+        let written =
+            crate::snapshot::write(&crate::storage::OsStorage, dir, job.zxid, &job.snapshot)
+                .map_err(EngineError::from)
+                .and_then(|_| disk.lock().drop_covered());
         shared.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
         match written {
             Ok(()) => {
