@@ -27,6 +27,7 @@ fn random_faults_keep_one_history_and_heal() {
     println!("simulating seeds {}..={}", seeds[0], seeds[seeds.len() - 1]);
     let mut steps = 0;
     let mut writes = 0;
+    let mut damages = 0;
     for seed in seeds {
         let config = SimConfig::from_seed(seed);
         let report = Sim::new(config.clone()).run();
@@ -35,8 +36,9 @@ fn random_faults_keep_one_history_and_heal() {
         }
         steps += report.steps;
         writes += report.committed_writes;
+        damages += report.damages;
     }
-    println!("{steps} steps, {writes} committed writes");
+    println!("{steps} steps, {writes} committed writes, {damages} damaged log tails recovered");
 }
 
 #[test]

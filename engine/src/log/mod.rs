@@ -659,8 +659,10 @@ impl Log {
                 rewrite_prefix(&*self.storage, segment, to)?;
                 segment.last_zxid = to;
             }
+            self.last_zxid = segment.last_zxid;
         }
-        self.last_zxid = to;
+        // Not `to` itself: a log with a hole (txns a snapshot covers were never logged) may end
+        // before it, and the next segment must chain to the record that is really last.
         Ok(())
     }
 
@@ -1265,6 +1267,29 @@ mod tests {
         assert_eq!(zxids, (1..=7).map(z).collect::<Vec<_>>());
         assert_eq!(records[2].1, payload(3));
         assert_eq!(log.segments().len(), 2);
+    }
+
+    /// Found by the simulator once it ran on the runtime's data dir: a TRUNC to a zxid inside
+    /// a hole of the log (txns a snapshot covered were never logged there) left the log
+    /// claiming to end at that zxid, so the next segment did not chain to the real last
+    /// record and the member could not start again.
+    #[test]
+    fn truncate_into_a_hole_chains_the_next_segment_to_the_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = read_all(dir.path()).unwrap();
+        append(&mut log, 1..=3);
+        log.roll();
+        append(&mut log, 7..=8);
+        log.truncate_after(z(5)).unwrap();
+        assert_eq!(log.last_zxid(), z(3));
+        append(&mut log, 6..=6);
+        drop(log);
+        let (log, records) = read_all(dir.path()).unwrap();
+        assert_eq!(
+            records.iter().map(|(zxid, _)| *zxid).collect::<Vec<_>>(),
+            [z(1), z(2), z(3), z(6)]
+        );
+        assert_eq!(log.last_zxid(), z(6));
     }
 
     #[test]

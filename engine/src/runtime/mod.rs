@@ -9,7 +9,7 @@
 //! Both keep their data the same way: log segments, snapshots, epoch files and a lock file in
 //! one dir.
 
-mod disk;
+pub(crate) mod disk;
 mod epoch;
 mod forward;
 mod member;

@@ -2,7 +2,7 @@
 //!
 //! It drives several [`Replica`]s, the same core a runtime drives, with a simulated network
 //! (messages cross in their wire form; delay, loss, duplication, partitions; FIFO per link as
-//! TCP and QUIC streams are, a broken link losing what it carried), a simulated disk (a crash loses what was not fsynced; snapshots
+//! TCP and QUIC streams are, a broken link losing what it carried), disks (a crash loses what was not fsynced; snapshots
 //! compact the log), virtual time and one seeded RNG, the only source of randomness. After
 //! every step it checks Zab's safety properties:
 //!
@@ -12,6 +12,11 @@
 //! - at most one leader is established per epoch;
 //! - on disk, acceptedEpoch >= currentEpoch and >= the epoch of every logged zxid.
 //!
+//! Each member's disk is the runtime's own data dir (`runtime::disk`: txn log, snapshots,
+//! epoch files, install marker, suspect marker) on a [`SimStorage`], beside a model of what
+//! must be durable. Every start recovers through the runtime's recovery and is checked
+//! against the model; damage is done to the stored bytes, and the recovery must find it.
+//!
 //! After the faults stop and every link heals, a leader must be established and a new write
 //! commit on every member within [`SimConfig::settle`] of virtual time, and every member must
 //! hold every write a client was told committed. A failure panics with the seed;
@@ -20,14 +25,19 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::zab::{Action, Config, Durable, EpochFile, Message, PeerId, Replica};
-use crate::{Epoch, Zxid};
+use crate::runtime::disk::Disk as DataDir;
+use crate::storage::{SimStorage, TornWrites};
+use crate::zab::{Action, Config, EpochFile, Message, PeerId, Replica};
+use crate::{Epoch, RestoreError, Snapshot, StateMachine, Zxid};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -86,9 +96,13 @@ pub struct Report {
     /// Writes the leader committed (and a client would have been told so).
     pub committed_writes: usize,
     pub crashes: u64,
+    /// Durable log tails damaged before a restart (each found by the recovery).
+    pub damages: u64,
     pub elections: u64,
     /// A hash of every event in order: equal configs give equal hashes.
     pub trace_hash: u64,
+    /// A hash of every member's files at the end: equal configs give byte-equal disks.
+    pub disk_hash: u64,
 }
 
 const TICK: Duration = Duration::from_millis(50);
@@ -130,7 +144,7 @@ enum Event {
     Write,
 }
 
-/// A member's disk: what survives a crash.
+/// What a member's disk must hold: the model its data dir is checked against.
 #[derive(Debug, Clone, Default)]
 struct Disk {
     accepted: Epoch,
@@ -161,6 +175,12 @@ struct Node {
     replica: Option<Replica>,
     incarnation: u64,
     disk: Disk,
+    /// Where the member's data dir lives; it outlives crashes.
+    store: SimStorage,
+    /// The data dir, open while the member runs.
+    data_dir: Option<DataDir>,
+    /// Its log was damaged while it was down: the recovery must notice.
+    damaged: bool,
     /// The state machine: the txns applied, in order.
     machine: Vec<(Zxid, Bytes)>,
     fsync_pending: bool,
@@ -222,6 +242,43 @@ fn encode_machine(machine: &[(Zxid, Bytes)]) -> Bytes {
     out.freeze()
 }
 
+/// The machine's state, as the data dir stores and restores it.
+#[derive(Default)]
+struct SimMachine(Vec<(Zxid, Bytes)>);
+
+struct MachineImage(Bytes);
+
+impl Snapshot for MachineImage {
+    fn write_to(&self, writer: &mut dyn io::Write) -> io::Result<()> {
+        writer.write_all(&self.0)
+    }
+}
+
+impl StateMachine for SimMachine {
+    type Output = ();
+    type Snapshot = MachineImage;
+
+    fn apply(&mut self, zxid: Zxid, txn: &[u8]) {
+        self.0.push((zxid, Bytes::copy_from_slice(txn)));
+    }
+
+    fn snapshot(&self) -> MachineImage {
+        MachineImage(encode_machine(&self.0))
+    }
+
+    fn restore(&mut self, reader: &mut dyn io::Read) -> Result<(), RestoreError> {
+        let mut data = Vec::new();
+        reader.read_to_end(&mut data)?;
+        self.0 = decode_machine(&data);
+        Ok(())
+    }
+}
+
+/// Where member `id` keeps its data dir on its store.
+fn data_dir_path(id: PeerId) -> PathBuf {
+    PathBuf::from(format!("/p{}", id.0))
+}
+
 fn decode_machine(mut data: &[u8]) -> Vec<(Zxid, Bytes)> {
     let mut out = Vec::new();
     while data.len() >= 12 {
@@ -244,6 +301,13 @@ impl Sim {
                 replica: None,
                 incarnation: 0,
                 disk: Disk::default(),
+                // Seeded apart from the simulation's RNG, whose draws stay what they were.
+                store: SimStorage::new(
+                    config.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    TornWrites::Pages,
+                ),
+                data_dir: None,
+                damaged: false,
                 machine: Vec::new(),
                 fsync_pending: false,
                 disk_busy_until: Duration::ZERO,
@@ -288,8 +352,10 @@ impl Sim {
                 steps: 0,
                 committed_writes: 0,
                 crashes: 0,
+                damages: 0,
                 elections: 0,
                 trace_hash: 0xcbf2_9ce4_8422_2325,
+                disk_hash: 0xcbf2_9ce4_8422_2325,
             },
         }
     }
@@ -340,15 +406,56 @@ impl Sim {
         n.disk.unsynced.clear();
         n.fsync_pending = false;
         n.disk_busy_until = Duration::ZERO;
+        // The runtime's recovery reads the data dir: it must find what the model holds, or,
+        // after damage, a shorter log it knows to be suspect.
+        n.store.restart();
+        let mut machine = SimMachine::default();
+        let durable =
+            match DataDir::open_in(Arc::new(n.store.clone()), &data_dir_path(id), &mut machine) {
+                Ok((data_dir, durable)) => {
+                    n.data_dir = Some(data_dir);
+                    durable
+                }
+                Err(e) => self.fail(format!("{id:?}: the data dir does not open: {e}")),
+            };
+        let n = &self.nodes[node];
+        let model = &n.disk;
+        let found_log = &durable.log;
+        let log_ok = found_log.len() <= model.log.len()
+            && model.log[..found_log.len()] == found_log[..]
+            && (found_log.len() == model.log.len() || durable.log_suspect);
+        if (
+            durable.accepted_epoch,
+            durable.current_epoch,
+            durable.snapshot_zxid,
+        ) != (model.accepted, model.current, model.snapshot.0)
+            || machine.0 != model.snapshot.1
+            || !log_ok
+            || (model.suspect && !durable.log_suspect)
+            || (n.damaged && !durable.log_suspect)
+        {
+            self.fail(format!(
+                "{id:?}: recovery found epochs {:?}/{:?}, snapshot {}, log to {:?} (suspect: {}); \
+                 the disk holds {:?}/{:?}, snapshot {}, log to {:?} (suspect: {})",
+                durable.accepted_epoch,
+                durable.current_epoch,
+                durable.snapshot_zxid,
+                found_log.last().map(|(z, _)| *z),
+                durable.log_suspect,
+                model.accepted,
+                model.current,
+                model.snapshot.0,
+                model.log.last().map(|(z, _)| *z),
+                model.suspect,
+            ));
+        }
+        let n = &mut self.nodes[node];
+        n.damaged = false;
+        // Damage cut the log: that is what the member now holds.
+        n.disk.log = durable.log.clone();
+        n.disk.suspect = durable.log_suspect;
         // The machine is rebuilt from the snapshot only: the log's tail may be uncommitted.
-        n.machine = n.disk.snapshot.1.clone();
-        let durable = Durable {
-            accepted_epoch: n.disk.accepted,
-            current_epoch: n.disk.current,
-            snapshot_zxid: n.disk.snapshot.0,
-            log: n.disk.log.clone(),
-            log_suspect: n.disk.suspect,
-        };
+        n.machine = machine.0;
         match Replica::new(config, durable, self.now) {
             Ok(replica) => self.nodes[node].replica = Some(replica),
             Err(e) => self.fail(format!("{id:?} cannot start from its disk: {e}")),
@@ -361,9 +468,9 @@ impl Sim {
     }
 
     /// Before a restart, sometimes damages the end of the member's durable log, as bit rot of
-    /// a batch that was fsynced (and may have been acknowledged): recovery cuts it and marks
-    /// the log suspect. Only while a quorum of voters stays trusted, or no leader could ever
-    /// be elected again (which is what the rule is for: an operator must step in then).
+    /// a batch that was fsynced (and may have been acknowledged): the recovery must cut it and
+    /// mark the log suspect. Only while a quorum of voters stays trusted, or no leader could
+    /// ever be elected again (which is what the rule is for: an operator must step in then).
     fn maybe_damage(&mut self, node: usize) {
         if self.chaos_over || self.config.damage_chance == 0.0 {
             return;
@@ -382,17 +489,33 @@ impl Sim {
         if self.nodes[node].voter && voters - suspect < quorum {
             return;
         }
-        let cut = self.rng.gen_range(1..=3);
-        let id = self.nodes[node].id;
-        let disk = &mut self.nodes[node].disk;
-        if disk.log.is_empty() {
+        let n = &self.nodes[node];
+        if n.disk.log.is_empty() {
             return;
         }
-        let keep = disk.log.len().saturating_sub(cut);
-        disk.log.truncate(keep);
-        disk.suspect = true;
-        if self.verbose {
-            eprintln!("  damage {id:?}: log cut to {}", disk.last_zxid());
+        // The newest segment's last batch: its last nonzero byte (zeros may follow it) lies in
+        // the batch's final 4 bytes or just before, and every batch is longer than 40 bytes.
+        let dir = data_dir_path(n.id);
+        let Some((path, bytes)) = n.store.files().into_iter().rfind(|(path, _)| {
+            path.parent() == Some(dir.as_path())
+                && path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with("log.") && !name.ends_with(".tmp"))
+        }) else {
+            return;
+        };
+        let Some(last) = bytes.iter().rposition(|b| *b != 0) else {
+            return;
+        };
+        let offset = last.saturating_sub(self.rng.gen_range(0..16));
+        let id = n.id;
+        if self.nodes[node].store.rot(&path, offset) {
+            self.nodes[node].damaged = true;
+            self.report.damages += 1;
+            if self.verbose {
+                eprintln!("  damage {id:?}: {} at byte {offset}", path.display());
+            }
         }
     }
 
@@ -459,6 +582,13 @@ impl Sim {
             ));
         }
         self.report.committed_writes = self.acknowledged.len();
+        for n in &self.nodes {
+            for (path, bytes) in n.store.files() {
+                self.report.disk_hash =
+                    fnv(self.report.disk_hash, path.as_os_str().as_encoded_bytes());
+                self.report.disk_hash = fnv(self.report.disk_hash, &bytes);
+            }
+        }
         self.report
     }
 
@@ -555,6 +685,13 @@ impl Sim {
                 let synced: Vec<(Zxid, Bytes)> = n.disk.unsynced.drain(..).collect();
                 // A txn applied (committed elsewhere) before it was fsynced here may already be
                 // in a snapshot.
+                // The runtime logs them all the same (recovery skips what a snapshot covers).
+                let refs: Vec<(Zxid, &[u8])> = synced.iter().map(|(z, t)| (*z, &t[..])).collect();
+                let result = n.data_dir.as_mut().map(|d| d.append(&refs));
+                if let Some(Err(e)) = result {
+                    self.fail(format!("{:?}: append failed: {e}", self.nodes[node].id));
+                }
+                let n = &mut self.nodes[node];
                 let snapshot = n.disk.snapshot.0;
                 n.disk
                     .log
@@ -578,6 +715,13 @@ impl Sim {
                     EpochFile::Accepted => n.disk.accepted = epoch,
                     EpochFile::Current => n.disk.current = epoch,
                 }
+                if let Some(Err(e)) = n.data_dir.as_ref().map(|d| d.write_epoch(file, epoch)) {
+                    self.fail(format!(
+                        "{:?}: epoch write failed: {e}",
+                        self.nodes[node].id
+                    ));
+                }
+                let n = &mut self.nodes[node];
                 if let Some(replica) = &mut n.replica {
                     replica.handle_epoch_persisted(file, epoch);
                     self.drain(node);
@@ -671,10 +815,22 @@ impl Sim {
                 let node = self.rng.gen_range(0..members);
                 let n = &mut self.nodes[node];
                 if let Some((zxid, _)) = n.machine.last().cloned() {
-                    if zxid > n.disk.snapshot.0 {
+                    if zxid > n.disk.snapshot.0 && n.replica.is_some() {
+                        let image = MachineImage(encode_machine(&n.machine));
+                        let path = data_dir_path(n.id);
+                        let written = crate::snapshot::write(&n.store, &path, zxid, &image)
+                            .map_err(crate::EngineError::from)
+                            .and_then(|_| match n.data_dir.as_mut() {
+                                Some(d) => d.drop_covered(),
+                                None => Ok(()),
+                            });
+                        if let Err(e) = written {
+                            self.fail(format!("{:?}: snapshot failed: {e}", self.nodes[node].id));
+                        }
+                        let n = &mut self.nodes[node];
+                        n.disk.snapshot = (zxid, n.machine.clone());
+                        n.disk.log.retain(|(z, _)| *z > zxid);
                         if let Some(replica) = &mut n.replica {
-                            n.disk.snapshot = (zxid, n.machine.clone());
-                            n.disk.log.retain(|(z, _)| *z > zxid);
                             replica.handle_compacted(zxid);
                         }
                     }
@@ -711,6 +867,7 @@ impl Sim {
         }
         let n = &mut self.nodes[node];
         n.replica = None;
+        n.data_dir = None;
         // What was not fsynced is gone.
         n.disk.unsynced.clear();
         n.machine.clear();
@@ -974,6 +1131,13 @@ impl Sim {
                     }
                     d.log.retain(|(z, _)| *z <= after);
                     d.unsynced.retain(|(z, _)| *z <= after);
+                    let result = self.nodes[node]
+                        .data_dir
+                        .as_mut()
+                        .map(|dir| dir.truncate_after(after));
+                    if let Some(Err(e)) = result {
+                        self.fail(format!("{id:?}: truncate failed: {e}"));
+                    }
                 }
                 Action::SendSnapshot { to, epoch, zxid } => {
                     let machine = &self.nodes[node].machine;
@@ -988,6 +1152,13 @@ impl Sim {
                 Action::InstallSnapshot { zxid, data } => {
                     let machine = decode_machine(&data);
                     self.check_prefix(id, &machine);
+                    let result = self.nodes[node]
+                        .data_dir
+                        .as_mut()
+                        .map(|dir| dir.install_snapshot(zxid, data.clone()));
+                    if let Some(Err(e)) = result {
+                        self.fail(format!("{id:?}: snapshot install failed: {e}"));
+                    }
                     let n = &mut self.nodes[node];
                     n.disk.snapshot = (zxid, machine.clone());
                     n.disk.log.clear();
@@ -1015,7 +1186,13 @@ impl Sim {
                     self.break_link(id, peer);
                     self.break_link(peer, id);
                 }
-                Action::LogTrusted => self.nodes[node].disk.suspect = false,
+                Action::LogTrusted => {
+                    self.nodes[node].disk.suspect = false;
+                    if let Some(Err(e)) = self.nodes[node].data_dir.as_ref().map(DataDir::trust_log)
+                    {
+                        self.fail(format!("{id:?}: could not trust the log: {e}"));
+                    }
+                }
                 Action::RoleChanged { .. } => {
                     // A new role: proposals the old one made are no longer the client's.
                     self.proposed.retain(|(n, _), _| *n != node);

@@ -52,6 +52,39 @@ struct Inode {
     data: Vec<u8>,
     /// What a crash leaves at least: the data as of the last sync.
     synced: Vec<u8>,
+    /// Changes since the last sync, in order: a sync costs what was written, not the file.
+    pending: Vec<Change>,
+}
+
+#[derive(Debug, Clone)]
+enum Change {
+    Write { offset: usize, len: usize },
+    SetLen(usize),
+}
+
+impl Inode {
+    fn sync(&mut self) {
+        for change in std::mem::take(&mut self.pending) {
+            match change {
+                Change::Write { offset, len } => {
+                    let end = offset + len;
+                    if self.synced.len() < end {
+                        self.synced.resize(end, 0);
+                    }
+                    // The bytes written then may have been overwritten since: the file's
+                    // current bytes are what a sync makes durable.
+                    let available = self.data.len().min(end);
+                    if available > offset {
+                        self.synced[offset..available]
+                            .copy_from_slice(&self.data[offset..available]);
+                    }
+                }
+                Change::SetLen(len) => self.synced.resize(len, 0),
+            }
+        }
+        self.synced.truncate(self.data.len());
+        self.synced.resize(self.data.len(), 0);
+    }
 }
 
 fn crashed() -> io::Error {
@@ -129,9 +162,26 @@ impl SimStorage {
             };
             inode.data = kept.clone();
             inode.synced = kept;
+            inode.pending.clear();
         }
         *current = durable.clone();
         *crash_at = None;
+    }
+
+    /// Flips bits of the byte at `offset` of a file, durably, as bit rot does to data that was
+    /// synced long ago. False if there is no such byte.
+    pub fn rot(&self, path: &Path, offset: usize) -> bool {
+        let mut state = self.state.lock();
+        let Some(inode) = state.current.get(path).copied() else {
+            return false;
+        };
+        let inode = &mut state.inodes[inode];
+        if offset >= inode.data.len() || offset >= inode.synced.len() {
+            return false;
+        }
+        inode.data[offset] ^= 0x5a;
+        inode.synced[offset] ^= 0x5a;
+        true
     }
 
     /// Every file and its contents, for comparing two disks.
@@ -280,14 +330,17 @@ impl StorageFile for SimFile {
             data.resize(end, 0);
         }
         data[offset..end].copy_from_slice(buf);
+        state.inodes[self.inode].pending.push(Change::Write {
+            offset,
+            len: buf.len(),
+        });
         Ok(())
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
         let mut state = self.state.lock();
         state.op()?;
-        let inode = &mut state.inodes[self.inode];
-        inode.synced = inode.data.clone();
+        state.inodes[self.inode].sync();
         Ok(())
     }
 
@@ -295,7 +348,9 @@ impl StorageFile for SimFile {
         let mut state = self.state.lock();
         state.op()?;
         let len = usize::try_from(len).map_err(io::Error::other)?;
-        state.inodes[self.inode].data.resize(len, 0);
+        let inode = &mut state.inodes[self.inode];
+        inode.data.resize(len, 0);
+        inode.pending.push(Change::SetLen(len));
         Ok(())
     }
 }
