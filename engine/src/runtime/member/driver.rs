@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use super::super::forward::{Forwarding, Refusal, FIRST_TAG};
 use super::super::EngineError;
-use super::snapstream::{IncomingSnap, OutgoingSnap, Pumped, SnapFile, TempFile};
+use super::snapstream::{
+    IncomingSnap, OutgoingSnap, Pumped, SnapFile, TempFile, OUTGOING_SNAPSHOTS_MAX,
+};
 use super::{
     refusal_error, refuse, ApplyJob, DiskJob, ForwardReply, Forwarded, MemberStatus, Notice,
     Pending, Shared, APPLY_BACKLOG_TXNS_MAX, DISK_BACKLOG_TXNS_MAX,
@@ -70,12 +72,17 @@ pub(super) struct Driver<T: Transport, O> {
     pub(super) dir: std::path::PathBuf,
     /// A snapshot arriving from the leader.
     pub(super) incoming: Option<IncomingSnap>,
+    /// A snapshot from the leader is whole and its writer is syncing it: nothing more is read
+    /// from the peers until the core has it, so that what followed it stays behind it.
+    pub(super) finishing_snapshot: bool,
     /// Frames for peers whose queues are long.
     pub(super) backlog: HashMap<PeerId, Backlog>,
     /// A snapshot received whole, handed to the core; installed from this file.
     pub(super) received: Option<(Zxid, TempFile)>,
     pub(super) transport: T,
     pub(super) notices: tmpsc::UnboundedReceiver<Notice>,
+    /// For the snapshot writer thread's report.
+    pub(super) notice_tx: tmpsc::UnboundedSender<Notice>,
     pub(super) disk_tx: mpsc::Sender<DiskJob>,
     pub(super) apply_tx: mpsc::Sender<ApplyJob<O>>,
     /// Grows with every TRUNC and SNAP install: a durability notice for an append issued
@@ -100,7 +107,8 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 }
             };
             let streaming = self.snapshots_out.values().any(OutgoingSnap::is_moving)
-                || !self.backlog.is_empty();
+                || !self.backlog.is_empty()
+                || self.incoming.is_some();
             let input = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -155,6 +163,9 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     /// queue with replication frames, and an election must not wait for a backlog (the old
     /// leader's frames read meanwhile are dropped by the core anyway).
     fn backlogged(&self) -> bool {
+        if self.finishing_snapshot || self.incoming.as_ref().is_some_and(IncomingSnap::is_full) {
+            return true;
+        }
         let s = &self.shared;
         let disk = s.disk_sent.load(Ordering::Acquire) - s.disk_done.load(Ordering::Acquire);
         let apply = s.apply_sent.load(Ordering::Acquire) - s.apply_done.load(Ordering::Acquire);
@@ -282,10 +293,19 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 let path = self
                     .dir
                     .join(format!("snapshot.incoming.{}.tmp", self.snapshot_seq));
-                self.incoming = Some(IncomingSnap::begin(path, from, epoch, zxid, len)?);
+                let notices = self.notice_tx.clone();
+                let done = move |result| {
+                    let _ = notices.send(Notice::SnapshotReceived {
+                        from,
+                        epoch,
+                        zxid,
+                        result,
+                    });
+                };
+                self.incoming = Some(IncomingSnap::begin(path, from, len, done)?);
             }
             Forwarding::SnapChunk { data } => match &mut self.incoming {
-                Some(incoming) => incoming.chunk(&data)?,
+                Some(incoming) => incoming.chunk(data)?,
                 None => return Err("a snapshot chunk without its beginning".into()),
             },
             Forwarding::SnapEnd { crc } => {
@@ -293,15 +313,8 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                     .incoming
                     .take()
                     .ok_or("a snapshot end without its beginning")?;
-                let (epoch, zxid) = (incoming.epoch, incoming.zxid);
-                let file = incoming.end(crc)?;
-                self.received = Some((zxid, file));
-                let snap = Message::Snap {
-                    epoch,
-                    zxid,
-                    data: Bytes::new(),
-                };
-                self.shared.core.lock().replica.handle_message(from, snap);
+                incoming.end(crc)?;
+                self.finishing_snapshot = true;
             }
             _ => {}
         }
@@ -337,6 +350,37 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
         }
     }
 
+    /// The writer of a snapshot from the leader is done: once checked and durable, the core
+    /// gets the SNAP (its bytes stay in the file).
+    fn snapshot_received(
+        &mut self,
+        from: PeerId,
+        epoch: Epoch,
+        zxid: Zxid,
+        result: super::snapstream::Received,
+    ) {
+        self.finishing_snapshot = false;
+        let mut core = self.shared.core.lock();
+        match result {
+            Ok(file) if leads_us(core.replica.role(), from) => {
+                self.received = Some((zxid, file));
+                let snap = Message::Snap {
+                    epoch,
+                    zxid,
+                    data: Bytes::new(),
+                };
+                core.replica.handle_message(from, snap);
+            }
+            // The leader changed meanwhile: the file goes, the next leader syncs this member.
+            Ok(_) => {}
+            Err(reason) => {
+                tracing::warn!(peer = from.0, %reason, "a snapshot from the leader failed; syncing again");
+                self.transport.reset(from, Stream::Replication);
+                core.replica.handle_link_reset(from);
+            }
+        }
+    }
+
     fn handle_notice(&mut self, notice: Notice) -> Result<(), String> {
         let mut core = self.shared.core.lock();
         match notice {
@@ -355,6 +399,15 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             Notice::Serialized { peer, seq, result } => {
                 drop(core);
                 self.snapshot_ready(peer, seq, result);
+            }
+            Notice::SnapshotReceived {
+                from,
+                epoch,
+                zxid,
+                result,
+            } => {
+                drop(core);
+                self.snapshot_received(from, epoch, zxid, result);
             }
             Notice::Failed(reason) => return Err(reason),
         }
@@ -458,6 +511,15 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 disk_wait.await.map_err(|_| "the disk thread is gone")??;
             }
             Action::SendSnapshot { to, epoch, zxid } => {
+                if self.snapshots_out.len() >= OUTGOING_SNAPSHOTS_MAX {
+                    tracing::warn!(
+                        peer = to.0,
+                        max = OUTGOING_SNAPSHOTS_MAX,
+                        "too many snapshots on their way to learners; this one syncs again later"
+                    );
+                    self.transport.reset(to, Stream::Replication);
+                    return Ok(());
+                }
                 // Serialized off the driver (a big tree takes a while, and heartbeats must go
                 // on); what follows for `to` on its stream waits for it, in order.
                 self.snapshot_seq += 1;

@@ -214,6 +214,13 @@ enum Notice {
         seq: u64,
         result: Result<snapstream::SnapFile, String>,
     },
+    /// A snapshot from leader `from` is received whole, checked and synced (or not).
+    SnapshotReceived {
+        from: PeerId,
+        epoch: Epoch,
+        zxid: Zxid,
+        result: snapstream::Received,
+    },
     Failed(String),
 }
 
@@ -448,7 +455,8 @@ impl<M: StateMachine> Member<M> {
             })?
         };
         let disk_thread = {
-            let (disk, notices, shared) = (Arc::clone(&disk), notice_tx, Arc::clone(&shared));
+            let (disk, notices, shared) =
+                (Arc::clone(&disk), notice_tx.clone(), Arc::clone(&shared));
             spawn("coord-disk", &dir, move || {
                 disk_loop(disk_rx, &disk, &notices, &shared)
             })?
@@ -463,11 +471,13 @@ impl<M: StateMachine> Member<M> {
             lead_target: None,
             dir: config.data_dir.clone(),
             incoming: None,
+            finishing_snapshot: false,
             received: None,
             backlog: HashMap::new(),
             shared: Arc::clone(&shared),
             transport,
             notices,
+            notice_tx,
             disk_tx,
             apply_tx,
             generation: 0,

@@ -7,11 +7,18 @@
 //! queue. The learner writes the chunks to a file ([`IncomingSnap`]), checks its length and
 //! checksum, syncs it, and only then hands its core the SNAP; installing it restores the
 //! machine and writes the snapshot file from that file. Both files are removed when dropped.
+//!
+//! The driver never touches these files itself: a reader thread per outgoing snapshot reads
+//! [`READ_AHEAD_CHUNKS`] ahead, and a writer thread per incoming one writes and syncs, so a
+//! slow disk never holds up the driver (and with it heartbeats and every other learner).
+//! Dropping either end stops its thread, which removes the file.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 use bytes::Bytes;
 
@@ -25,6 +32,14 @@ pub(crate) const SNAP_BYTES_MAX: u64 = 64 << 30;
 
 /// Chunks of a snapshot kept queued for a learner at most: the rest waits in the file.
 const PUMP_QUEUED_MAX: usize = 32;
+/// Chunks a reader thread reads ahead of the driver.
+pub(crate) const READ_AHEAD_CHUNKS: usize = 8;
+/// Chunks received and not yet written that a learner holds at most: past it, the driver
+/// stops reading its peers until the writer thread catches up.
+pub(crate) const WRITE_BEHIND_CHUNKS: usize = 64;
+/// Snapshots a leader streams to learners at once: each is a file as big as the state. A
+/// learner that needs one past it is sent back to sync again later.
+pub(crate) const OUTGOING_SNAPSHOTS_MAX: usize = 2;
 
 /// A file removed when dropped (unless kept).
 #[derive(Debug)]
@@ -108,10 +123,10 @@ enum SnapState {
 }
 
 struct Sending {
-    reader: BufReader<File>,
+    /// From the reader thread, which owns the file.
+    chunks: mpsc::Receiver<Result<Bytes, String>>,
     remaining: u64,
     crc: u32,
-    _file: TempFile,
 }
 
 /// What [`OutgoingSnap::pump`] left to do.
@@ -169,6 +184,12 @@ impl OutgoingSnap {
         transport: &impl Transport,
     ) -> Result<(), String> {
         let file = File::open(&snap.file.path).map_err(|e| e.to_string())?;
+        let (chunks_tx, chunks) = mpsc::sync_channel(READ_AHEAD_CHUNKS);
+        let (len, temp) = (snap.len, snap.file);
+        std::thread::Builder::new()
+            .name("coord-snap-read".into())
+            .spawn(move || read_chunks(file, len, &chunks_tx, temp))
+            .map_err(|e| format!("starting a snapshot reader: {e}"))?;
         send(
             transport,
             to,
@@ -179,10 +200,9 @@ impl OutgoingSnap {
             },
         )?;
         self.state = SnapState::Sending(Sending {
-            reader: BufReader::with_capacity(SNAP_CHUNK_BYTES, file),
+            chunks,
             remaining: snap.len,
             crc: snap.crc,
-            _file: snap.file,
         });
         Ok(())
     }
@@ -209,20 +229,16 @@ impl OutgoingSnap {
                     send(transport, to, &Forwarding::SnapEnd { crc: sending.crc })?;
                     break;
                 }
-                let len = sending.remaining.min(SNAP_CHUNK_BYTES as u64) as usize;
-                let mut chunk = vec![0; len];
-                sending
-                    .reader
-                    .read_exact(&mut chunk)
-                    .map_err(|e| format!("reading a snapshot to send: {e}"))?;
-                sending.remaining -= len as u64;
-                send(
-                    transport,
-                    to,
-                    &Forwarding::SnapChunk {
-                        data: Bytes::from(chunk),
-                    },
-                )?;
+                let chunk = match sending.chunks.try_recv() {
+                    Ok(chunk) => chunk?,
+                    // The reader is behind: more at the next pump.
+                    Err(mpsc::TryRecvError::Empty) => return Ok(Pumped::More),
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        return Err("the snapshot reader stopped early".into())
+                    }
+                };
+                sending.remaining = sending.remaining.saturating_sub(chunk.len() as u64);
+                send(transport, to, &Forwarding::SnapChunk { data: chunk })?;
             }
             // Out: its file goes with the sending state.
             self.state = SnapState::Releasing;
@@ -243,6 +259,31 @@ impl OutgoingSnap {
     }
 }
 
+/// The reader thread of an outgoing snapshot: `len` bytes of `file` in chunks, until they are
+/// all read or nobody takes them; the file goes when it ends.
+fn read_chunks(
+    file: File,
+    len: u64,
+    chunks: &mpsc::SyncSender<Result<Bytes, String>>,
+    _temp: TempFile,
+) {
+    let mut reader = BufReader::with_capacity(SNAP_CHUNK_BYTES, file);
+    let mut remaining = len;
+    while remaining > 0 {
+        let n = remaining.min(SNAP_CHUNK_BYTES as u64) as usize;
+        let mut chunk = vec![0; n];
+        let read = reader
+            .read_exact(&mut chunk)
+            .map(|()| Bytes::from(chunk))
+            .map_err(|e| format!("reading a snapshot to send: {e}"));
+        let failed = read.is_err();
+        if chunks.send(read).is_err() || failed {
+            return;
+        }
+        remaining -= n as u64;
+    }
+}
+
 fn send(transport: &impl Transport, to: PeerId, message: &Forwarding) -> Result<(), String> {
     let mut frame = Vec::new();
     message.encode(&mut frame);
@@ -251,25 +292,34 @@ fn send(transport: &impl Transport, to: PeerId, message: &Forwarding) -> Result<
         .map_err(|e| e.to_string())
 }
 
-/// A snapshot arriving from the leader.
+/// A snapshot arriving from the leader: the driver checks its length as chunks come and
+/// hands them to a writer thread.
 pub(crate) struct IncomingSnap {
     pub(crate) from: PeerId,
-    pub(crate) epoch: Epoch,
-    pub(crate) zxid: Zxid,
     len: u64,
-    written: u64,
-    crc: u32,
-    writer: BufWriter<File>,
-    file: TempFile,
+    received: u64,
+    writes: mpsc::Sender<Write_>,
+    /// Chunks handed to the writer and not yet written.
+    queued: Arc<AtomicUsize>,
 }
 
+enum Write_ {
+    Chunk(Bytes),
+    End { crc: u32 },
+}
+
+/// What the writer thread reports once a snapshot is whole: checked and durable, the file
+/// to install; or why not.
+pub(crate) type Received = Result<TempFile, String>;
+
 impl IncomingSnap {
+    /// Starts receiving into `path`; `done` is called on the writer thread with the outcome
+    /// once [`IncomingSnap::end`] was called and everything before it written.
     pub(crate) fn begin(
         path: PathBuf,
         from: PeerId,
-        epoch: Epoch,
-        zxid: Zxid,
         len: u64,
+        done: impl FnOnce(Received) + Send + 'static,
     ) -> Result<IncomingSnap, String> {
         if len > SNAP_BYTES_MAX {
             return Err(format!(
@@ -283,42 +333,91 @@ impl IncomingSnap {
             .truncate(true)
             .open(&file.path)
             .map_err(|e| format!("{}: {e}", file.path.display()))?;
+        let (writes, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = Arc::clone(&queued);
+        std::thread::Builder::new()
+            .name("coord-snap-write".into())
+            .spawn(move || {
+                if let Some(received) = write_chunks(out, file, len, &rx, &writer_queued) {
+                    done(received);
+                }
+            })
+            .map_err(|e| format!("starting a snapshot writer: {e}"))?;
         Ok(IncomingSnap {
             from,
-            epoch,
-            zxid,
             len,
-            written: 0,
-            crc: 0,
-            writer: BufWriter::with_capacity(1 << 20, out),
-            file,
+            received: 0,
+            writes,
+            queued,
         })
     }
 
-    pub(crate) fn chunk(&mut self, data: &[u8]) -> Result<(), String> {
-        self.written += data.len() as u64;
-        if self.written > self.len {
+    pub(crate) fn chunk(&mut self, data: Bytes) -> Result<(), String> {
+        self.received += data.len() as u64;
+        if self.received > self.len {
             return Err("the snapshot runs past its announced length".into());
         }
-        self.crc = crc32c::crc32c_append(self.crc, data);
-        self.writer
-            .write_all(data)
-            .map_err(|e| format!("writing a received snapshot: {e}"))
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.writes
+            .send(Write_::Chunk(data))
+            .map_err(|_| "the snapshot writer stopped".to_string())
     }
 
-    /// The snapshot is complete: checked and durable, it is the file to install.
-    pub(crate) fn end(mut self, crc: u32) -> Result<TempFile, String> {
-        if self.written != self.len || crc != self.crc {
-            return Err(format!(
-                "the snapshot received is damaged: {} of {} bytes, crc {:#010x} for {crc:#010x}",
-                self.written, self.len, self.crc
-            ));
+    /// Whether the writer is [`WRITE_BEHIND_CHUNKS`] behind: read no more until it catches up.
+    pub(crate) fn is_full(&self) -> bool {
+        self.queued.load(Ordering::Acquire) >= WRITE_BEHIND_CHUNKS
+    }
+
+    /// The snapshot is complete: the writer checks it against `crc`, syncs it and reports.
+    pub(crate) fn end(self, crc: u32) -> Result<(), String> {
+        self.writes
+            .send(Write_::End { crc })
+            .map_err(|_| "the snapshot writer stopped".to_string())
+    }
+}
+
+/// The writer thread of an incoming snapshot. `None` if the driver dropped it before its end
+/// (the file goes with it).
+fn write_chunks(
+    out: File,
+    file: TempFile,
+    len: u64,
+    writes: &mpsc::Receiver<Write_>,
+    queued: &AtomicUsize,
+) -> Option<Received> {
+    let mut writer = BufWriter::with_capacity(1 << 20, out);
+    let (mut written, mut crc) = (0u64, 0u32);
+    let mut failed = None;
+    loop {
+        match writes.recv().ok()? {
+            Write_::Chunk(data) => {
+                queued.fetch_sub(1, Ordering::AcqRel);
+                if failed.is_none() {
+                    written += data.len() as u64;
+                    crc = crc32c::crc32c_append(crc, &data);
+                    if let Err(e) = writer.write_all(&data) {
+                        failed = Some(format!("writing a received snapshot: {e}"));
+                    }
+                }
+            }
+            Write_::End { crc: expected } => {
+                if let Some(reason) = failed {
+                    return Some(Err(reason));
+                }
+                if written != len || crc != expected {
+                    return Some(Err(format!(
+                        "the snapshot received is damaged: {written} of {len} bytes, crc \
+                         {crc:#010x} for {expected:#010x}"
+                    )));
+                }
+                let synced = writer
+                    .flush()
+                    .and_then(|()| writer.get_ref().sync_all())
+                    .map_err(|e| format!("syncing a received snapshot: {e}"));
+                return Some(synced.map(|()| file));
+            }
         }
-        self.writer
-            .flush()
-            .and_then(|()| self.writer.get_ref().sync_all())
-            .map_err(|e| format!("syncing a received snapshot: {e}"))?;
-        Ok(self.file)
     }
 }
 
@@ -385,6 +484,7 @@ mod tests {
         out.start(peer, snap, &transport).unwrap();
         let receive_dir = tempfile::tempdir().unwrap();
         let mut incoming: Option<IncomingSnap> = None;
+        let (done_tx, done) = mpsc::channel();
         let mut received = None;
         let mut after = Vec::new();
         let mut most_queued = 0;
@@ -394,24 +494,25 @@ mod tests {
             most_queued = most_queued.max(frames.len());
             for frame in frames {
                 match Forwarding::decode(&frame).unwrap() {
-                    Forwarding::SnapBegin { epoch, zxid, len } => {
+                    Forwarding::SnapBegin { len, .. } => {
+                        let done_tx = done_tx.clone();
                         incoming = Some(
                             IncomingSnap::begin(
                                 receive_dir.path().join("in.tmp"),
                                 peer,
-                                epoch,
-                                zxid,
                                 len,
+                                move |received| done_tx.send(received).unwrap(),
                             )
                             .unwrap(),
                         )
                     }
                     Forwarding::SnapChunk { data } => {
                         assert!(data.len() <= SNAP_CHUNK_BYTES);
-                        incoming.as_mut().unwrap().chunk(&data).unwrap();
+                        incoming.as_mut().unwrap().chunk(data).unwrap();
                     }
                     Forwarding::SnapEnd { crc } => {
-                        received = Some(incoming.take().unwrap().end(crc).unwrap());
+                        incoming.take().unwrap().end(crc).unwrap();
+                        received = Some(done.recv().unwrap().unwrap());
                     }
                     Forwarding::Proposed { id, .. } => {
                         assert!(received.is_some(), "a held frame overtook the snapshot");
@@ -428,30 +529,41 @@ mod tests {
         assert_eq!(after, (0..3000).collect::<Vec<u64>>());
         let file = received.unwrap();
         assert_eq!(fs::read(&file.path).unwrap(), data);
-        // The files go away with their owners.
+        // The files go away with their owners (the sender's with its reader thread).
         let path = file.path.clone();
         drop(file);
         drop(out);
         assert!(!path.exists());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_dir(dir.path()).unwrap().count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the sent file stays");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     #[test]
     fn a_damaged_or_overlong_snapshot_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = || dir.path().join("in.tmp");
-        let begin = || IncomingSnap::begin(path(), PeerId(1), Epoch(1), Zxid::ZERO, 4).unwrap();
-        let mut snap = begin();
-        snap.chunk(b"abcd").unwrap();
-        assert!(snap.end(crc32c::crc32c(b"abce")).is_err());
-        let mut snap = begin();
-        assert!(snap.chunk(b"abcde").is_err());
-        let mut snap = begin();
-        snap.chunk(b"ab").unwrap();
-        assert!(snap.end(crc32c::crc32c(b"ab")).is_err());
-        assert!(
-            IncomingSnap::begin(path(), PeerId(1), Epoch(1), Zxid::ZERO, SNAP_BYTES_MAX + 1)
-                .is_err()
-        );
+        let mut n = 0;
+        let mut begin = |len: u64| {
+            n += 1;
+            let (tx, rx) = mpsc::channel();
+            let path = dir.path().join(format!("in.{n}.tmp"));
+            IncomingSnap::begin(path, PeerId(1), len, move |r| {
+                let _ = tx.send(r);
+            })
+            .map(|snap| (snap, rx))
+        };
+        let (mut snap, done) = begin(4).unwrap();
+        snap.chunk(Bytes::from_static(b"abcd")).unwrap();
+        snap.end(crc32c::crc32c(b"abce")).unwrap();
+        assert!(done.recv().unwrap().is_err(), "a bad checksum");
+        let (mut snap, _) = begin(4).unwrap();
+        assert!(snap.chunk(Bytes::from_static(b"abcde")).is_err());
+        let (mut snap, done) = begin(4).unwrap();
+        snap.chunk(Bytes::from_static(b"ab")).unwrap();
+        snap.end(crc32c::crc32c(b"ab")).unwrap();
+        assert!(done.recv().unwrap().is_err(), "short");
+        assert!(begin(SNAP_BYTES_MAX + 1).is_err());
     }
 }
