@@ -76,6 +76,7 @@
 //!             sync_limit_ticks: 5,
 //!             diff_txns_max: zab::DIFF_TXNS_MAX_DEFAULT,
 //!             diff_bytes_max: zab::DIFF_BYTES_MAX_DEFAULT,
+//!             compacted_tail_txns: zab::COMPACTED_TAIL_TXNS_DEFAULT,
 //!         },
 //!     };
 //!     let member = Member::open(config, machine, transport)?;

@@ -152,6 +152,7 @@ fn follower_awaiting_sync(log: &[(u32, &str)]) -> Replica {
         sync_limit_ticks: 5,
         diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
         diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
+        compacted_tail_txns: coord_engine::zab::COMPACTED_TAIL_TXNS_DEFAULT,
     };
     let log = log
         .iter()
@@ -281,6 +282,7 @@ fn an_epoch_accepted_before_is_not_acknowledged_as_fresh() {
         sync_limit_ticks: 5,
         diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
         diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
+        compacted_tail_txns: coord_engine::zab::COMPACTED_TAIL_TXNS_DEFAULT,
     };
     let durable = Durable {
         accepted_epoch: Epoch(4),
@@ -561,6 +563,7 @@ fn lone_config() -> Config {
         sync_limit_ticks: 5,
         diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
         diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
+        compacted_tail_txns: coord_engine::zab::COMPACTED_TAIL_TXNS_DEFAULT,
     }
 }
 
@@ -765,6 +768,7 @@ macro_rules! scripted {
 scripted!(
     election,
     diff,
+    diff_after_compaction,
     trunc,
     snap,
     pitfall_03_nothing_unearned_is_advertised,

@@ -78,6 +78,8 @@ impl Ensemble {
                 sync_limit_ticks: 5,
                 diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
                 diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
+                // Compaction forgets what it covers, so a member behind a snapshot gets a SNAP.
+                compacted_tail_txns: 0,
             },
         };
         let counters = Counters::default();

@@ -174,15 +174,23 @@ fn monitor(shared: &Shared) -> String {
         "zk_tree_digest_zxid",
         format!("0x{:x}", digest_zxid.as_u64()),
     );
-    if let Some(learners) = shared.engine.member().and_then(|m| m.stats().learners) {
-        line(
-            "zk_learners",
-            (learners.followers + learners.observers).to_string(),
-        );
-        line("zk_followers", learners.followers.to_string());
-        line("zk_synced_followers", learners.synced_followers.to_string());
-        line("zk_synced_observers", learners.synced_observers.to_string());
-        line("zk_pending_syncs", learners.pending_syncs.to_string());
+    if let Some(stats) = shared.engine.member().map(|m| m.stats()) {
+        if let Some(learners) = stats.learners {
+            line(
+                "zk_learners",
+                (learners.followers + learners.observers).to_string(),
+            );
+            line("zk_followers", learners.followers.to_string());
+            line("zk_synced_followers", learners.synced_followers.to_string());
+            line("zk_synced_observers", learners.synced_observers.to_string());
+            line("zk_pending_syncs", learners.pending_syncs.to_string());
+        }
+        // As ZooKeeper counts them, a DIFF preceded by a TRUNC is a DIFF; coord's
+        // zk_trunc_count tells those apart.
+        let syncs = stats.syncs;
+        line("zk_diff_count", (syncs.diff + syncs.trunc).to_string());
+        line("zk_trunc_count", syncs.trunc.to_string());
+        line("zk_snap_count", syncs.snap.to_string());
     }
     if let Some(fds) = open_file_descriptors() {
         line("zk_open_file_descriptor_count", fds.to_string());

@@ -146,6 +146,7 @@ impl Server {
                     // Well within the transport's queue of 4096 frames per peer.
                     diff_txns_max: zab::DIFF_TXNS_MAX_DEFAULT,
                     diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
+                    compacted_tail_txns: coord_engine::zab::COMPACTED_TAIL_TXNS_DEFAULT,
                 };
                 let member = Member::open(
                     MemberConfig {

@@ -1,7 +1,7 @@
 //! A 3-member ensemble of real `coord` processes on loopback, driven by the `zookeeper-client`
 //! crate: reads and writes through any member, `kill -9` of the leader under write load, loss
 //! and return of a majority, a leader paused past the session timeout, a follower brought back
-//! from far behind, and a restart of everything. Afterwards every acknowledged write is on every
+//! by DIFF, by SNAP and by TRUNC, and a restart of everything. Afterwards every acknowledged write is on every
 //! member and the members' trees agree.
 //!
 //! coord-only: the ZooKeeper target runs standalone.
@@ -59,6 +59,28 @@ async fn children_on(addr: SocketAddr, path: &str) -> BTreeSet<String> {
     client.sync(path).await.expect("sync");
     let children = client.list_children(path).await.expect("list");
     children.into_iter().collect()
+}
+
+/// How the running members synchronized learners so far (their `mntr` counts, summed):
+/// DIFFs without a TRUNC, TRUNCs, SNAPs.
+fn syncs(ensemble: &Ensemble) -> (u64, u64, u64) {
+    let count = |i: usize, key: &str| -> u64 {
+        ensemble
+            .mntr(i, key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (0..ensemble.nodes.len())
+        .filter(|i| ensemble.is_running(*i))
+        .map(|i| {
+            let trunc = count(i, "zk_trunc_count");
+            (
+                count(i, "zk_diff_count") - trunc,
+                trunc,
+                count(i, "zk_snap_count"),
+            )
+        })
+        .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
 }
 
 /// Every running member holds the same children of `path`, a superset of `acked`, and, once
@@ -403,6 +425,7 @@ async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
         writer.wait_for(10, "warm-up").await;
 
         // A short absence: caught up from the leader's log.
+        let before = syncs(&ensemble);
         ensemble.kill9(follower);
         writer
             .wait_for(writer.count() + 15, "while a follower is down")
@@ -411,17 +434,22 @@ async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
         ensemble
             .wait_for_leader(DEADLINE)
             .unwrap_or_else(|e| panic!("{e}"));
+        let after = syncs(&ensemble);
+        assert!(after.0 > before.0, "no DIFF: {before:?} -> {after:?}");
+        assert_eq!(after.2, before.2, "a SNAP for a short absence");
 
-        // A long one: the leader compacted past it. Big nodes make the snapshot many chunks.
+        // A long one: the leader compacted past it, and more than the txns it keeps in memory
+        // for DIFFs (16 MiB) went by. Big nodes make the snapshot many chunks.
         ensemble.kill9(follower);
         let big = connect(&ensemble.connect_string()).await;
         let blob = vec![b'b'; 900 * 1024];
-        for i in 0..12 {
+        for i in 0..24 {
             big.create(&format!("/big{i}"), &blob, &OPEN).await.unwrap();
         }
         writer
             .wait_for(writer.count() + 200, "while a follower is far behind")
             .await;
+        let before = syncs(&ensemble);
         ensemble.launch(follower).unwrap();
         ensemble
             .wait_for_leader(DEADLINE)
@@ -429,11 +457,13 @@ async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
         writer
             .wait_for(writer.count() + 20, "after it is back")
             .await;
+        let after = syncs(&ensemble);
+        assert!(after.2 > before.2, "no SNAP: {before:?} -> {after:?}");
         let acked = writer.finish().await;
         assert_replicated(&ensemble, "/load", &acked).await;
         let back = connect_to(ensemble.nodes[follower].client_addr).await;
         back.sync("/").await.unwrap();
-        assert_eq!(back.get_data("/big11").await.unwrap().0, blob);
+        assert_eq!(back.get_data("/big23").await.unwrap().0, blob);
 
         // Everyone down at once, then back: every acknowledged write is still there.
         for i in 0..3 {
@@ -448,6 +478,65 @@ async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
         assert_replicated(&ensemble, "/load", &acked).await;
         let client = connect(&ensemble.connect_string()).await;
         client.create("/after-restart", b"", &OPEN).await.unwrap();
+    };
+    timeout(DEADLINE, run).await.expect("test deadline");
+}
+
+/// PITFALLS 7 with real processes: a leader logs a write its followers never read (they are
+/// stopped, then killed with it unread in their sockets) and dies; the others go on without
+/// it. Back, the old leader is cut back by a TRUNC: the write is nowhere, every acknowledged
+/// one everywhere, and the trees agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_leader_is_truncated_back_to_the_history_that_went_on() {
+    if !is_coord() {
+        return;
+    }
+    let run = async {
+        let mut ensemble = Ensemble::start(3, 200, "").expect("ensemble starts");
+        let leader = ensemble
+            .wait_for_leader(DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        let client = connect(&ensemble.connect_string()).await;
+        client.create("/t", b"", &OPEN).await.unwrap();
+        client.create("/t/before", b"", &OPEN).await.unwrap();
+        let on_leader = connect_to(ensemble.nodes[leader].client_addr).await;
+        on_leader.sync("/").await.unwrap();
+        for f in &followers {
+            ensemble.pause(*f);
+        }
+        // Logged by the leader alone; it can never commit.
+        let lonely = tokio::spawn(async move {
+            let _ = on_leader.create("/t/never", b"", &OPEN).await;
+        });
+        sleep(Duration::from_millis(300)).await;
+        ensemble.kill9(leader);
+        for f in &followers {
+            ensemble.kill9(*f);
+        }
+        lonely.abort();
+        for f in &followers {
+            ensemble.launch(*f).unwrap();
+        }
+        ensemble
+            .wait_for_leader(DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = connect(&ensemble.connect_string()).await;
+        client.create("/t/after", b"", &OPEN).await.unwrap();
+        let before = syncs(&ensemble);
+        ensemble.launch(leader).unwrap();
+        ensemble
+            .wait_for_leader(DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let after = syncs(&ensemble);
+        assert!(after.1 > before.1, "no TRUNC: {before:?} -> {after:?}");
+        let acked: HashSet<String> = ["before", "after"].map(str::to_owned).into();
+        assert_replicated(&ensemble, "/t", &acked).await;
+        let back = children_on(ensemble.nodes[leader].client_addr, "/t").await;
+        assert!(
+            !back.contains("never"),
+            "an uncommitted write survived: {back:?}"
+        );
     };
     timeout(DEADLINE, run).await.expect("test deadline");
 }

@@ -57,6 +57,7 @@ async fn member(
         sync_limit_ticks: 5,
         diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
         diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
+        compacted_tail_txns: coord_engine::zab::COMPACTED_TAIL_TXNS_DEFAULT,
     };
     let started = Instant::now();
     let mut replica = Replica::new(config, Durable::default(), Duration::ZERO).expect("start");

@@ -619,6 +619,7 @@ mod tests {
                         sync_limit_ticks: 5,
                         diff_txns_max: crate::zab::DIFF_TXNS_MAX_DEFAULT,
                         diff_bytes_max: crate::zab::DIFF_BYTES_MAX_DEFAULT,
+                        compacted_tail_txns: crate::zab::COMPACTED_TAIL_TXNS_DEFAULT,
                     };
                     config.voters.insert(crate::zab::PeerId(2));
                     let mut history = String::from_utf8(machine.0.clone()).unwrap();

@@ -62,6 +62,8 @@ pub struct SimConfig {
     pub diff_txns_max: usize,
     /// Chance that a restarting member finds the end of its durable log damaged.
     pub damage_chance: f64,
+    /// [`Config::compacted_tail_txns`]: 0 makes every compaction force SNAPs.
+    pub compacted_tail_txns: usize,
 }
 
 impl SimConfig {
@@ -85,6 +87,8 @@ impl SimConfig {
             // Drawn last, so that the draws above stay what they were for every seed.
             diff_txns_max: [usize::MAX, usize::MAX, 1, 16][rng.gen_range(0..4)],
             damage_chance: [0.0, 0.3][rng.gen_range(0..2)],
+            compacted_tail_txns: [0, 8, crate::zab::COMPACTED_TAIL_TXNS_DEFAULT]
+                [rng.gen_range(0..3)],
         }
     }
 }
@@ -394,6 +398,7 @@ impl Sim {
             sync_limit_ticks: 5,
             diff_txns_max: self.config.diff_txns_max,
             diff_bytes_max: crate::zab::DIFF_BYTES_MAX_DEFAULT,
+            compacted_tail_txns: self.config.compacted_tail_txns,
         }
     }
 

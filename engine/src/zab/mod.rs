@@ -14,6 +14,7 @@ pub mod solo;
 pub use codec::DecodeError;
 pub use message::{Message, PeerId, PeerState, Vote};
 pub use replica::{
-    Action, Config, Durable, DurableError, EpochFile, Learners, ProposeError, Replica, Role,
-    DIFF_BYTES_MAX_DEFAULT, DIFF_TXNS_MAX_DEFAULT, ELECTION_FINALIZE_WAIT,
+    Action, Config, Durable, DurableError, EpochFile, Learners, ProposeError, Replica, Role, Syncs,
+    COMPACTED_TAIL_BYTES_MAX, COMPACTED_TAIL_TXNS_DEFAULT, DIFF_BYTES_MAX_DEFAULT,
+    DIFF_TXNS_MAX_DEFAULT, ELECTION_FINALIZE_WAIT,
 };

@@ -52,6 +52,8 @@ pub struct Cluster {
     pub tick: Duration,
     next_tick: Duration,
     pub diff_txns_max: usize,
+    /// Txns a compaction keeps in memory; 0 (the default here) lets scenarios force a SNAP.
+    pub compacted_tail_txns: usize,
 }
 
 impl Cluster {
@@ -78,6 +80,7 @@ impl Cluster {
             tick,
             next_tick: tick,
             diff_txns_max: coord_engine::zab::DIFF_TXNS_MAX_DEFAULT,
+            compacted_tail_txns: 0,
         };
         for id in cluster.members() {
             cluster.disks.insert(id, disk.clone());
@@ -101,6 +104,7 @@ impl Cluster {
             sync_limit_ticks: 5,
             diff_txns_max: self.diff_txns_max,
             diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
+            compacted_tail_txns: self.compacted_tail_txns,
         };
         let disk = self.disks[&id].clone();
         let durable = Durable {

@@ -4,8 +4,8 @@
 //! parts, which then need reading before they are committed).
 //!
 //! Commands:
-//! - `cluster voters=3 [observers=1] [diff_txns_max=N] [accepted=E current=E] [tick_ms=500]`:
-//!   a new cluster; every disk starts with those epochs.
+//! - `cluster voters=3 [observers=1] [diff_txns_max=N] [compacted_tail_txns=N] [accepted=E
+//!   current=E] [tick_ms=500]`: a new cluster; every disk starts with those epochs.
 //! - `run [ms=2000]`: deliver and tick for that long; prints deliveries (not heartbeats) and
 //!   the actions that change a disk or a role.
 //! - `step [n=1]`: deliver the next `n` messages in flight.
@@ -64,8 +64,11 @@ fn execute(cluster: &mut Option<Cluster>, case: &mut TestCase) -> Result<String,
             ..Disk::default()
         };
         let mut c = Cluster::with_disks(voters, observers, tick, disk);
-        if let Some(max) = opt(case, "diff_txns_max")? {
-            c.diff_txns_max = max;
+        let diff_txns_max = opt(case, "diff_txns_max")?;
+        let compacted_tail_txns = opt(case, "compacted_tail_txns")?;
+        if diff_txns_max.is_some() || compacted_tail_txns.is_some() {
+            c.diff_txns_max = diff_txns_max.unwrap_or(c.diff_txns_max);
+            c.compacted_tail_txns = compacted_tail_txns.unwrap_or(0);
             for id in c.members() {
                 c.start(id);
             }

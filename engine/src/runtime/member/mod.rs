@@ -124,6 +124,8 @@ pub struct MemberStats {
     pub pending: usize,
     /// On the leader, its learners.
     pub learners: Option<zab::Learners>,
+    /// How this member synchronized learners while it led.
+    pub syncs: zab::Syncs,
 }
 
 /// How a forwarded request was decided.
@@ -709,11 +711,12 @@ impl<M: StateMachine> Member<M> {
 
     pub fn stats(&self) -> MemberStats {
         let s = &self.shared;
-        let (pending, learners) = {
+        let (pending, learners, syncs) = {
             let core = s.core.lock();
             (
                 core.waiters.len() + core.forwards.len(),
                 core.replica.learners(),
+                core.replica.syncs(),
             )
         };
         MemberStats {
@@ -725,6 +728,7 @@ impl<M: StateMachine> Member<M> {
             snapshots: s.snapshots.load(Ordering::Relaxed),
             pending,
             learners,
+            syncs,
         }
     }
 

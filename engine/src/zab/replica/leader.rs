@@ -267,6 +267,7 @@ impl Replica {
             // Older than this leader's log reaches, or too far behind: the state, exact at the
             // commit point.
             let zxid = self.last_committed;
+            self.syncs.snap += 1;
             self.actions.push_back(Action::SendSnapshot {
                 to: peer,
                 epoch,
@@ -278,6 +279,7 @@ impl Replica {
                 // An observer ahead of the commit point cannot be: it only logs commits.
                 return;
             }
+            self.syncs.diff += 1;
             self.send(
                 peer,
                 Message::Diff {
@@ -296,6 +298,7 @@ impl Replica {
                 .take_while(|z| *z <= last_zxid)
                 .last()
                 .unwrap_or(self.log_base);
+            self.syncs.trunc += 1;
             self.send(peer, Message::Trunc { epoch, to: shared });
             shared
         };
@@ -610,6 +613,7 @@ mod tests {
             sync_limit_ticks: 5,
             diff_txns_max: DIFF_TXNS_MAX_DEFAULT,
             diff_bytes_max: DIFF_BYTES_MAX_DEFAULT,
+            compacted_tail_txns: COMPACTED_TAIL_TXNS_DEFAULT,
         };
         let mut r = Replica::new(config, Durable::default(), Duration::ZERO).expect("starts");
         let mut now = Duration::ZERO;

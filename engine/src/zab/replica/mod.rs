@@ -53,6 +53,10 @@ pub struct Config {
     pub diff_txns_max: usize,
     /// The most txn bytes a DIFF carries; past it, a SNAP.
     pub diff_bytes_max: usize,
+    /// Txns a compaction keeps in memory below the snapshot (at most
+    /// [`COMPACTED_TAIL_BYTES_MAX`] of them), so that a learner a little behind still gets a
+    /// DIFF rather than a whole SNAP (ZooKeeper's `commitLogCount`).
+    pub compacted_tail_txns: usize,
 }
 
 /// The default [`Config::diff_txns_max`]: what a runtime can hold for a learner while its
@@ -60,6 +64,10 @@ pub struct Config {
 pub const DIFF_TXNS_MAX_DEFAULT: usize = 100_000;
 /// The default [`Config::diff_bytes_max`].
 pub const DIFF_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// The default [`Config::compacted_tail_txns`], as ZooKeeper's.
+pub const COMPACTED_TAIL_TXNS_DEFAULT: usize = 500;
+/// The most txn bytes a compaction keeps in memory.
+pub const COMPACTED_TAIL_BYTES_MAX: usize = 16 << 20;
 
 impl Config {
     fn is_member(&self, peer: PeerId) -> bool {
@@ -127,6 +135,18 @@ pub struct Learners {
     pub synced_observers: usize,
     /// Learners that were sent their sync payload and have not finished syncing.
     pub pending_syncs: usize,
+}
+
+/// How a leader synchronized learners, counted since the member started (ZooKeeper's
+/// `diff_count` and `snap_count`, with TRUNCs apart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Syncs {
+    /// The learner's log was a prefix of the leader's: the txns after it.
+    pub diff: u64,
+    /// The learner had txns the leader did not: cut back, then the txns after the cut.
+    pub trunc: u64,
+    /// The learner was too far behind, or behind the leader's log: a snapshot.
+    pub snap: u64,
 }
 
 /// Work for the caller, carried out in the order yielded.
@@ -234,6 +254,7 @@ pub struct Replica {
     log_suspect: bool,
     /// The election round (logical clock); grows with every election this member starts.
     round: u64,
+    syncs: Syncs,
     now: Duration,
     state: State,
     actions: VecDeque<Action>,
@@ -289,6 +310,7 @@ impl Replica {
             last_applied: snapshot_zxid,
             log_suspect,
             round: 0,
+            syncs: Syncs::default(),
             now,
             state: State::Looking(Election {
                 vote: Vote {
@@ -362,6 +384,11 @@ impl Replica {
             }
         }
         Some(counts)
+    }
+
+    /// How this member synchronized learners while it led.
+    pub fn syncs(&self) -> Syncs {
+        self.syncs
     }
 
     pub fn accepted_epoch(&self) -> Epoch {
@@ -524,9 +551,22 @@ impl Replica {
         if upto <= self.log_base {
             return;
         }
-        let drop = self.log.partition_point(|(z, _)| *z <= upto);
+        let covered = self.log.partition_point(|(z, _)| *z <= upto);
+        let mut keep = 0;
+        let mut kept_bytes = 0;
+        while keep < covered.min(self.config.compacted_tail_txns) {
+            kept_bytes += self.log[covered - keep - 1].1.len();
+            if kept_bytes > COMPACTED_TAIL_BYTES_MAX {
+                break;
+            }
+            keep += 1;
+        }
+        let drop = covered - keep;
+        if drop == 0 {
+            return;
+        }
+        self.log_base = self.log[drop - 1].0;
         self.log.drain(..drop);
-        self.log_base = upto;
     }
 
     /// Every txn up to `zxid` is durable in this member's log.
