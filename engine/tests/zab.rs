@@ -209,6 +209,51 @@ fn appended(r: &mut Replica) -> Vec<Zxid> {
         .collect()
 }
 
+/// Measured in a real failover: a follower whose stream to its new leader broke before
+/// LEADERINFO gave up on it, and the leader, which needed it for its quorum, waited out its
+/// initLimit (20 s by default). Nothing of the leader's had arrived, so nothing can be
+/// missing: it sends FOLLOWERINFO again on the new stream instead.
+#[test]
+fn a_broken_stream_before_leaderinfo_is_not_a_reason_to_look_again() {
+    let mut r = Replica::new(lone_config(), Durable::default(), Duration::ZERO).expect("starts");
+    let leader = coord_engine::zab::Vote {
+        epoch: Epoch(0),
+        zxid: Zxid::ZERO,
+        leader: PeerId(3),
+    };
+    for (from, state) in [
+        (2, coord_engine::zab::PeerState::Following),
+        (3, coord_engine::zab::PeerState::Leading),
+    ] {
+        r.handle_message(
+            PeerId(from),
+            Message::Notification {
+                vote: leader,
+                round: 1,
+                state,
+            },
+        );
+    }
+    assert_eq!(r.role(), Role::Following { leader: PeerId(3) });
+    while r.poll_action().is_some() {}
+    r.handle_link_reset(PeerId(3));
+    assert_eq!(r.role(), Role::Following { leader: PeerId(3) });
+    let resent = std::iter::from_fn(|| r.poll_action()).any(|a| {
+        matches!(
+            a,
+            Action::Send {
+                to: PeerId(3),
+                message: Message::FollowerInfo { .. },
+            }
+        )
+    });
+    assert!(resent, "FOLLOWERINFO again");
+    // Once LEADERINFO came, a break may have lost part of the handshake: it looks again.
+    r.handle_message(PeerId(3), Message::LeaderInfo { epoch: Epoch(1) });
+    r.handle_link_reset(PeerId(3));
+    assert_eq!(r.role(), Role::Looking);
+}
+
 /// Found by the simulator: a follower holding an uncommitted tail lost the TRUNC that would
 /// cut it, then took the leader's next proposals, because a later epoch's first zxid "follows"
 /// any older one. Proposals before the sync payload now send it back to election.

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -104,7 +104,10 @@ impl TcpTransport {
         let mut tasks = Vec::new();
         let mut outbound = BTreeMap::new();
         let mut inbound = BTreeMap::new();
+        let mut back = BTreeMap::new();
         for peer in config.peers.keys() {
+            let (peer_back, back_rx) = watch::channel(0u64);
+            back.insert(*peer, peer_back);
             for stream in [Stream::Election, Stream::Replication] {
                 let (tx, rx) = mpsc::channel(config.queue_frames_max.max(1));
                 let reset = Arc::new(Notify::new());
@@ -114,6 +117,7 @@ impl TcpTransport {
                     stream,
                     rx,
                     reset.clone(),
+                    back_rx.clone(),
                     events_tx.clone(),
                 )));
                 outbound.insert((*peer, stream), Outbound { tx, reset });
@@ -124,6 +128,7 @@ impl TcpTransport {
             config.clone(),
             listener,
             Arc::new(inbound),
+            Arc::new(back),
             events_tx,
         )));
         Ok(TcpTransport {
@@ -196,13 +201,16 @@ fn backoff(config: &TcpConfig, attempt: u32) -> Duration {
     base.mul_f64(1.0 + jitter)
 }
 
-/// Keeps one outbound connection to `peer` for `stream`, writing queued frames to it.
+/// Keeps one outbound connection to `peer` for `stream`, writing queued frames to it. Between
+/// attempts it waits out its backoff, unless `back` says the peer dialed in (it is up again):
+/// then it tries at once, so a restarted member hears from this one without waiting seconds.
 async fn dial(
     config: Arc<TcpConfig>,
     peer: PeerId,
     stream: Stream,
     mut rx: mpsc::Receiver<Bytes>,
     reset: Arc<Notify>,
+    mut back: watch::Receiver<u64>,
     events: mpsc::Sender<Event>,
 ) {
     let Some(addr) = config.peers.get(&peer).copied() else {
@@ -225,17 +233,22 @@ async fn dial(
             Ok(Ok(conn)) => conn,
             Ok(Err(_)) | Err(_) => {
                 tokio::select! {
-                    () = tokio::time::sleep(backoff(&config, attempt)) => {}
+                    () = tokio::time::sleep(backoff(&config, attempt)) => {
+                        attempt = attempt.saturating_add(1);
+                    }
                     () = reset.notified() => {
                         if !drop_queue_and_report(&mut rx, &events, peer, stream).await {
                             return;
                         }
+                        attempt = attempt.saturating_add(1);
                     }
+                    Ok(()) = back.changed() => attempt = 0,
                 }
-                attempt = attempt.saturating_add(1);
                 continue;
             }
         };
+        // Whoever dialed in before this connection is no news.
+        back.borrow_and_update();
         let _ = conn.set_nodelay(true);
         let mut hello = Vec::with_capacity(HANDSHAKE_LEN);
         hello.extend_from_slice(&MAGIC);
@@ -244,6 +257,11 @@ async fn dial(
         if conn.write_all(&hello).await.is_ok() {
             attempt = 0;
             debug!(?peer, ?stream, "stream connected");
+            let (mut reader, mut writer) = conn.split();
+            // The peer never writes on a stream it accepted: anything read, the end of the
+            // stream included, means it is gone. Noticed at once, not at a later write whose
+            // frames (an election's notifications, say) would be lost with the connection.
+            let mut probe = [0u8; 1];
             loop {
                 tokio::select! {
                     frame = rx.recv() => {
@@ -252,14 +270,18 @@ async fn dial(
                         };
                         let len = (frame.len() as u32).to_be_bytes();
                         let written = async {
-                            conn.write_all(&len).await?;
-                            conn.write_all(&frame).await
+                            writer.write_all(&len).await?;
+                            writer.write_all(&frame).await
                         };
                         if written.await.is_err() {
                             break;
                         }
                     }
                     () = reset.notified() => break,
+                    _ = reader.read(&mut probe) => {
+                        debug!(?peer, ?stream, "the peer closed the stream");
+                        break;
+                    }
                 }
             }
         }
@@ -267,8 +289,12 @@ async fn dial(
         if !drop_queue_and_report(&mut rx, &events, peer, stream).await {
             return;
         }
-        tokio::time::sleep(backoff(&config, attempt)).await;
-        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(backoff(&config, attempt)) => {
+                attempt = attempt.saturating_add(1);
+            }
+            Ok(()) = back.changed() => attempt = 0,
+        }
     }
 }
 
@@ -289,6 +315,7 @@ async fn accept(
     config: Arc<TcpConfig>,
     listener: TcpListener,
     inbound: Arc<InboundSlots>,
+    back: Arc<BTreeMap<PeerId, watch::Sender<u64>>>,
     events: mpsc::Sender<Event>,
 ) {
     loop {
@@ -302,9 +329,10 @@ async fn accept(
         };
         let config = config.clone();
         let inbound = inbound.clone();
+        let back = back.clone();
         let events = events.clone();
         tokio::spawn(async move {
-            if let Err(why) = serve_inbound(config, conn, inbound, events).await {
+            if let Err(why) = serve_inbound(config, conn, inbound, &back, events).await {
                 debug!(%addr, why, "peer connection closed");
             }
         });
@@ -315,6 +343,7 @@ async fn serve_inbound(
     config: Arc<TcpConfig>,
     mut conn: TcpStream,
     inbound: Arc<InboundSlots>,
+    back: &BTreeMap<PeerId, watch::Sender<u64>>,
     events: mpsc::Sender<Event>,
 ) -> Result<(), &'static str> {
     let _ = conn.set_nodelay(true);
@@ -331,6 +360,10 @@ async fn serve_inbound(
     let peer = PeerId(u64::from_be_bytes(id));
     let stream = Stream::from_code(hello[12]).ok_or("unknown stream")?;
     let slot = inbound.get(&(peer, stream)).ok_or("not a member")?.clone();
+    // It is up: dialers waiting out a backoff towards it try again now.
+    if let Some(back) = back.get(&peer) {
+        back.send_modify(|dialed_in| *dialed_in = dialed_in.wrapping_add(1));
+    }
     // A new connection means the old one is over: say so before its first frame.
     let serial = {
         let mut current = slot.lock().await;

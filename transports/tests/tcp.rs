@@ -177,3 +177,59 @@ async fn a_full_queue_resets_instead_of_growing() {
         Err(SendError::UnknownPeer(PeerId(3)))
     );
 }
+
+/// A peer that was down long enough for the dialer's backoff to grow (to seconds) hears from
+/// this member as soon as it is back and dials in, not when the backoff runs out.
+#[tokio::test]
+async fn a_peer_that_comes_back_is_dialed_at_once() {
+    let addrs: BTreeMap<PeerId, SocketAddr> =
+        [(PeerId(1), free_addr()), (PeerId(2), free_addr())].into();
+    let mut slow = config(1, &addrs);
+    slow.backoff_min = Duration::from_secs(5);
+    slow.backoff_max = Duration::from_secs(5);
+    let a = TcpTransport::bind(slow).await.expect("bind 1");
+    // Peer 2 is down: a's first attempt fails, and its next waits 5 s or more.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.send(PeerId(2), Stream::Election, Bytes::from_static(b"hello"))
+        .unwrap();
+    let mut b = TcpTransport::bind(config(2, &addrs)).await.expect("bind 2");
+    // b dials a (it has something to say), which tells a that b is back.
+    b.send(PeerId(1), Stream::Election, Bytes::from_static(b"hi"))
+        .unwrap();
+    let (from, _, frame) = timeout(Duration::from_secs(3), next_frame(&mut b))
+        .await
+        .expect("the frame arrives long before the backoff ends");
+    assert_eq!((from, &frame[..]), (PeerId(1), &b"hello"[..]));
+}
+
+/// A peer that goes away is noticed at once, not at the next frame sent to it: written into
+/// the dead connection, that frame would be lost (an election's notification, say, costing a
+/// whole tick). Here the peer reads our handshake and closes; when a real peer comes up on its
+/// address, the next frame reaches it.
+#[tokio::test]
+async fn a_frame_after_the_peer_died_is_not_lost_in_the_dead_connection() {
+    use std::io::Read;
+    let addrs: BTreeMap<PeerId, SocketAddr> =
+        [(PeerId(1), free_addr()), (PeerId(2), free_addr())].into();
+    let impostor = StdListener::bind(addrs[&PeerId(2)]).unwrap();
+    let a = TcpTransport::bind(config(1, &addrs)).await.expect("bind 1");
+    // Both of a's streams connect; the "peer" reads a little, then dies.
+    let accepted = tokio::task::spawn_blocking(move || {
+        let mut conns = Vec::new();
+        for _ in 0..2 {
+            let (mut conn, _) = impostor.accept().unwrap();
+            let mut hello = [0u8; 8];
+            let _ = conn.read(&mut hello);
+            conns.push(conn);
+        }
+    });
+    a.send(PeerId(2), Stream::Election, Bytes::from_static(b"one"))
+        .unwrap();
+    accepted.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut b = TcpTransport::bind(config(2, &addrs)).await.expect("bind 2");
+    a.send(PeerId(2), Stream::Election, Bytes::from_static(b"two"))
+        .unwrap();
+    let (from, _, frame) = next_frame(&mut b).await;
+    assert_eq!((from, &frame[..]), (PeerId(1), &b"two"[..]));
+}

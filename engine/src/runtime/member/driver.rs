@@ -432,9 +432,19 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 message.encode(&mut frame);
                 self.send_frame(to, Stream::Replication, frame.into());
             }
+            // Consecutive applies go to the apply thread as one message.
+            let mut applies = Vec::new();
             for action in actions {
+                if let Action::Apply { zxid, txn } = action {
+                    self.applied_issued = zxid;
+                    let waiter = self.shared.core.lock().waiters.remove(&zxid);
+                    applies.push((zxid, txn, waiter));
+                    continue;
+                }
+                self.flush_applies(&mut applies)?;
                 self.run_action(action).await?;
             }
+            self.flush_applies(&mut applies)?;
         }
     }
 
@@ -541,8 +551,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             Action::Apply { zxid, txn } => {
                 self.applied_issued = zxid;
                 let waiter = self.shared.core.lock().waiters.remove(&zxid);
-                self.shared.apply_sent.fetch_add(1, Ordering::AcqRel);
-                self.to_apply(ApplyJob::Txn { zxid, txn, waiter })?;
+                self.flush_applies(&mut vec![(zxid, txn, waiter)])?;
             }
             Action::RoleChanged { role, epoch } => {
                 tracing::info!(?role, epoch = epoch.0, "member role changed");
@@ -645,6 +654,19 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             self.snapshots_out.remove(&peer);
             self.transport.reset(peer, Stream::Replication);
         }
+    }
+
+    fn flush_applies(
+        &self,
+        applies: &mut Vec<(Zxid, Bytes, Option<super::Pending<O>>)>,
+    ) -> Result<(), String> {
+        if applies.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .apply_sent
+            .fetch_add(applies.len() as u64, Ordering::AcqRel);
+        self.to_apply(ApplyJob::Txns(std::mem::take(applies)))
     }
 
     fn to_disk(&self, job: DiskJob) -> Result<(), String> {

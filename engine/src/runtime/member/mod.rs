@@ -253,11 +253,9 @@ enum DiskJob {
 }
 
 enum ApplyJob<T> {
-    Txn {
-        zxid: Zxid,
-        txn: Bytes,
-        waiter: Option<Pending<T>>,
-    },
+    /// Committed txns in zxid order, with whoever waits for each: one message for all the
+    /// applies the core yielded at once.
+    Txns(Vec<(Zxid, Bytes, Option<Pending<T>>)>),
     /// Serialize the machine (at exactly what was applied before this job) for `peer`, to
     /// `path`.
     Serialize {

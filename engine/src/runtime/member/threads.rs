@@ -141,37 +141,40 @@ pub(super) fn apply_loop<M: StateMachine>(
     let mut next_snapshot = snapshot_interval(snapshot_every_txns);
     while let Ok(job) = jobs.recv() {
         match job {
-            ApplyJob::Txn { zxid, txn, waiter } => {
-                assert!(
-                    zxid > last_applied,
-                    "apply out of order: zxid {zxid} after {last_applied}"
-                );
-                let output = machine.apply(zxid, &txn);
-                last_applied = zxid;
-                shared.apply_done.fetch_add(1, Ordering::AcqRel);
-                shared.applied.send_replace(zxid);
-                let wake_at = shared.wake_at_applied.load(Ordering::Acquire);
-                if wake_at != 0 && zxid.as_u64() >= wake_at {
-                    shared.wake_at_applied.store(0, Ordering::Release);
-                    shared.wake.notify_one();
-                }
-                if let Some(waiter) = waiter {
-                    waiter.resolve(zxid, output);
-                }
-                since_snapshot += 1;
-                if snapshot_every_txns > 0 && since_snapshot >= next_snapshot {
-                    since_snapshot = 0;
-                    next_snapshot = snapshot_interval(snapshot_every_txns);
-                    // Not while the last one is still being written: a frozen view costs the
-                    // whole state, and the next interval takes it anyway.
-                    if shared.snapshots_in_flight.load(Ordering::Acquire) < SNAPSHOTS_QUEUED_MAX {
-                        shared.snapshots_in_flight.fetch_add(1, Ordering::AcqRel);
-                        let job = SnapshotJob {
-                            zxid,
-                            snapshot: machine.snapshot(),
-                        };
-                        if snapshots.try_send(job).is_err() {
-                            shared.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
+            ApplyJob::Txns(txns) => {
+                for (zxid, txn, waiter) in txns {
+                    assert!(
+                        zxid > last_applied,
+                        "apply out of order: zxid {zxid} after {last_applied}"
+                    );
+                    let output = machine.apply(zxid, &txn);
+                    last_applied = zxid;
+                    shared.apply_done.fetch_add(1, Ordering::AcqRel);
+                    shared.applied.send_replace(zxid);
+                    let wake_at = shared.wake_at_applied.load(Ordering::Acquire);
+                    if wake_at != 0 && zxid.as_u64() >= wake_at {
+                        shared.wake_at_applied.store(0, Ordering::Release);
+                        shared.wake.notify_one();
+                    }
+                    if let Some(waiter) = waiter {
+                        waiter.resolve(zxid, output);
+                    }
+                    since_snapshot += 1;
+                    if snapshot_every_txns > 0 && since_snapshot >= next_snapshot {
+                        since_snapshot = 0;
+                        next_snapshot = snapshot_interval(snapshot_every_txns);
+                        // Not while the last one is still being written: a frozen view costs
+                        // the whole state, and the next interval takes it anyway.
+                        if shared.snapshots_in_flight.load(Ordering::Acquire) < SNAPSHOTS_QUEUED_MAX
+                        {
+                            shared.snapshots_in_flight.fetch_add(1, Ordering::AcqRel);
+                            let job = SnapshotJob {
+                                zxid,
+                                snapshot: machine.snapshot(),
+                            };
+                            if snapshots.try_send(job).is_err() {
+                                shared.snapshots_in_flight.fetch_sub(1, Ordering::AcqRel);
+                            }
                         }
                     }
                 }

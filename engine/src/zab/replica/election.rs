@@ -159,6 +159,16 @@ impl Replica {
                                 let mine = election.vote;
                                 election.votes.insert(self.config.id, mine);
                                 self.broadcast_vote();
+                            } else if vote < election.vote {
+                                // It has not seen the better vote: it may have been following
+                                // when this member broadcast it. Tell it now rather than at the
+                                // next tick, which may be seconds away.
+                                let message = Message::Notification {
+                                    vote: election.vote,
+                                    round: self.round,
+                                    state: PeerState::Looking,
+                                };
+                                self.send(from, message);
                             }
                         }
                     }
