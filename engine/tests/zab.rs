@@ -254,6 +254,49 @@ fn a_broken_stream_before_leaderinfo_is_not_a_reason_to_look_again() {
     assert_eq!(r.role(), Role::Looking);
 }
 
+/// Measured in a real failover: a follower decided a moment before the member it chose did,
+/// so its FOLLOWERINFO arrived while that member was still looking and was dropped; the
+/// leader then waited for the follower's next tick (2 s by default). It is kept and handled
+/// once the member leads.
+#[test]
+fn a_followerinfo_that_arrives_before_the_election_ends_is_not_lost() {
+    let config = Config {
+        id: PeerId(3),
+        ..lone_config()
+    };
+    let mut r = Replica::new(config, Durable::default(), Duration::ZERO).expect("starts");
+    let vote = coord_engine::zab::Vote {
+        epoch: Epoch(0),
+        zxid: Zxid::ZERO,
+        leader: PeerId(3),
+    };
+    r.handle_message(
+        PeerId(1),
+        Message::Notification {
+            vote,
+            round: 1,
+            state: coord_engine::zab::PeerState::Looking,
+        },
+    );
+    r.handle_message(
+        PeerId(1),
+        Message::FollowerInfo {
+            accepted_epoch: Epoch(0),
+            last_zxid: Zxid::ZERO,
+            observer: false,
+        },
+    );
+    assert_eq!(r.role(), Role::Looking);
+    while r.poll_action().is_some() {}
+    let decide_at = r.poll_timeout().expect("the vote has a quorum");
+    r.handle_timeout(decide_at);
+    assert_eq!(r.role(), Role::Leading);
+    // With p1's FOLLOWERINFO, p3 has a quorum to choose its epoch with.
+    let chose = std::iter::from_fn(|| r.poll_action())
+        .any(|a| matches!(a, Action::PersistAcceptedEpoch(Epoch(1))));
+    assert!(chose, "the early FOLLOWERINFO was dropped");
+}
+
 /// Found by the simulator: a follower holding an uncommitted tail lost the TRUNC that would
 /// cut it, then took the leader's next proposals, because a later epoch's first zxid "follows"
 /// any older one. Proposals before the sync payload now send it back to election.

@@ -15,6 +15,10 @@ pub(super) struct Election {
     pub(super) quorum_since: Option<Duration>,
     /// False until every append is durable: no vote goes out before the log is drained.
     pub(super) started: bool,
+    /// FOLLOWERINFOs that arrived before this member knew it leads (the learner decided a
+    /// moment sooner): handled if it does, rather than waiting for the learner's next tick.
+    /// One per peer at most.
+    pub(super) early_follower_infos: BTreeMap<PeerId, Message>,
 }
 
 impl Replica {
@@ -37,6 +41,7 @@ impl Replica {
             settled: BTreeMap::new(),
             quorum_since: None,
             started: false,
+            early_follower_infos: BTreeMap::new(),
         });
         self.set_role(Role::Looking);
         self.start_election_if_drained();

@@ -45,6 +45,10 @@ pub(super) struct Leader {
 
 impl Replica {
     pub(super) fn lead(&mut self, vote: Vote) {
+        let early = match &mut self.state {
+            State::Looking(election) => std::mem::take(&mut election.early_follower_infos),
+            _ => BTreeMap::new(),
+        };
         self.state = State::Leading(Leader {
             vote,
             epoch: None,
@@ -58,6 +62,9 @@ impl Replica {
         });
         self.set_role(Role::Leading);
         self.choose_epoch_if_quorum();
+        for (peer, follower_info) in early {
+            self.handle_leader_message(peer, follower_info);
+        }
     }
 
     pub(super) fn handle_leader_message(&mut self, from: PeerId, message: Message) {

@@ -322,6 +322,7 @@ impl Replica {
                 settled: BTreeMap::new(),
                 quorum_since: None,
                 started: false,
+                early_follower_infos: BTreeMap::new(),
             }),
             actions: VecDeque::new(),
         };
@@ -517,10 +518,14 @@ impl Replica {
             Message::Notification { vote, round, state } => {
                 self.handle_notification(from, vote, round, state)
             }
-            message => match self.state {
+            message => match &mut self.state {
                 State::Learning(_) => self.handle_learner_message(from, message),
                 State::Leading(_) => self.handle_leader_message(from, message),
-                State::Looking(_) => {}
+                State::Looking(election) => {
+                    if matches!(message, Message::FollowerInfo { .. }) {
+                        election.early_follower_infos.insert(from, message);
+                    }
+                }
             },
         }
     }
@@ -547,7 +552,10 @@ impl Replica {
             State::Leading(leader) => {
                 leader.learners.remove(&peer);
             }
-            State::Learning(_) | State::Looking(_) => {}
+            State::Looking(election) => {
+                election.early_follower_infos.remove(&peer);
+            }
+            State::Learning(_) => {}
         }
     }
 
