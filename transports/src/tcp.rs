@@ -20,6 +20,8 @@ use tracing::{debug, warn};
 
 use crate::{Event, PeerId, SendError, Stream, Transport};
 
+/// The most bytes of queued frames one write carries (a frame bigger than that goes alone).
+const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 const MAGIC: [u8; 4] = *b"CRD1";
 const HANDSHAKE_LEN: usize = 4 + 8 + 1;
 /// How long a new inbound connection may take to name itself.
@@ -262,19 +264,44 @@ async fn dial(
             // stream included, means it is gone. Noticed at once, not at a later write whose
             // frames (an election's notifications, say) would be lost with the connection.
             let mut probe = [0u8; 1];
+            let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
             loop {
                 tokio::select! {
                     frame = rx.recv() => {
                         let Some(frame) = frame else {
                             return;
                         };
+                        // Whatever else is queued goes in the same write (one system call for
+                        // many small frames under load), up to a bound so that a batch does
+                        // not copy the whole queue.
                         let len = (frame.len() as u32).to_be_bytes();
-                        let written = async {
-                            writer.write_all(&len).await?;
-                            writer.write_all(&frame).await
-                        };
-                        if written.await.is_err() {
+                        if frame.len() >= WRITE_BATCH_BYTES_MAX {
+                            // Not worth a copy.
+                            let written = async {
+                                writer.write_all(&len).await?;
+                                writer.write_all(&frame).await
+                            };
+                            if written.await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        batch.clear();
+                        batch.extend_from_slice(&len);
+                        batch.extend_from_slice(&frame);
+                        while batch.len() < WRITE_BATCH_BYTES_MAX {
+                            let Ok(frame) = rx.try_recv() else {
+                                break;
+                            };
+                            batch.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                            batch.extend_from_slice(&frame);
+                        }
+                        if writer.write_all(&batch).await.is_err() {
                             break;
+                        }
+                        if batch.capacity() > 2 * WRITE_BATCH_BYTES_MAX {
+                            // One big frame in the batch made it grow: give the memory back.
+                            batch = Vec::with_capacity(64 * 1024);
                         }
                     }
                     () = reset.notified() => break,

@@ -432,19 +432,27 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
                 message.encode(&mut frame);
                 self.send_frame(to, Stream::Replication, frame.into());
             }
-            // Consecutive applies go to the apply thread as one message.
+            // Consecutive applies go to the apply thread as one message, consecutive appends
+            // to the disk thread as one.
             let mut applies = Vec::new();
+            let mut appends = Vec::new();
             for action in actions {
-                if let Action::Apply { zxid, txn } = action {
-                    self.applied_issued = zxid;
-                    let waiter = self.shared.core.lock().waiters.remove(&zxid);
-                    applies.push((zxid, txn, waiter));
-                    continue;
+                match action {
+                    Action::Apply { zxid, txn } => {
+                        self.applied_issued = zxid;
+                        let waiter = self.shared.core.lock().waiters.remove(&zxid);
+                        applies.push((zxid, txn, waiter));
+                    }
+                    Action::Append { zxid, txn } => appends.push((zxid, txn)),
+                    action => {
+                        self.flush_applies(&mut applies)?;
+                        self.flush_appends(&mut appends)?;
+                        self.run_action(action).await?;
+                    }
                 }
-                self.flush_applies(&mut applies)?;
-                self.run_action(action).await?;
             }
             self.flush_applies(&mut applies)?;
+            self.flush_appends(&mut appends)?;
         }
     }
 
@@ -462,14 +470,7 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             Action::PersistCurrentEpoch(epoch) => {
                 self.to_disk(DiskJob::Epoch(EpochFile::Current, epoch))?
             }
-            Action::Append { zxid, txn } => {
-                self.shared.disk_sent.fetch_add(1, Ordering::AcqRel);
-                self.to_disk(DiskJob::Append {
-                    zxid,
-                    txn,
-                    generation: self.generation,
-                })?;
-            }
+            Action::Append { zxid, txn } => self.flush_appends(&mut vec![(zxid, txn)])?,
             Action::Truncate { after } => {
                 self.generation += 1;
                 let (done, wait) = oneshot::channel();
@@ -667,6 +668,19 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
             .apply_sent
             .fetch_add(applies.len() as u64, Ordering::AcqRel);
         self.to_apply(ApplyJob::Txns(std::mem::take(applies)))
+    }
+
+    fn flush_appends(&self, appends: &mut Vec<(Zxid, Bytes)>) -> Result<(), String> {
+        if appends.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .disk_sent
+            .fetch_add(appends.len() as u64, Ordering::AcqRel);
+        self.to_disk(DiskJob::Appends {
+            txns: std::mem::take(appends),
+            generation: self.generation,
+        })
     }
 
     fn to_disk(&self, job: DiskJob) -> Result<(), String> {

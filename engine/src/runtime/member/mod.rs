@@ -232,6 +232,12 @@ enum DiskJob {
         txn: Bytes,
         generation: u64,
     },
+    /// Appends the core yielded at once: one message for all of them (the disk thread takes
+    /// them apart and groups them into commits as it does single appends).
+    Appends {
+        txns: Vec<(Zxid, Bytes)>,
+        generation: u64,
+    },
     Epoch(EpochFile, Epoch),
     TrustLog,
     Truncate {

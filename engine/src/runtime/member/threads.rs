@@ -34,14 +34,26 @@ pub(super) fn disk_loop<T>(
     shared: &Shared<T>,
 ) {
     let mut queue: VecDeque<DiskJob> = VecDeque::new();
+    let enqueue = |queue: &mut VecDeque<DiskJob>, job: DiskJob| match job {
+        DiskJob::Appends { txns, generation } => {
+            queue.extend(txns.into_iter().map(|(zxid, txn)| DiskJob::Append {
+                zxid,
+                txn,
+                generation,
+            }));
+        }
+        job => queue.push_back(job),
+    };
     loop {
         if queue.is_empty() {
             match jobs.recv() {
-                Ok(job) => queue.push_back(job),
+                Ok(job) => enqueue(&mut queue, job),
                 Err(_) => return,
             }
         }
-        queue.extend(jobs.try_iter());
+        for job in jobs.try_iter() {
+            enqueue(&mut queue, job);
+        }
         let Some(job) = queue.pop_front() else {
             continue;
         };
@@ -82,6 +94,17 @@ pub(super) fn disk_loop<T>(
                         txns: batch.len() as u64,
                     }
                 })
+            }
+            // Taken apart as they are queued; this keeps their order if one ever is not.
+            DiskJob::Appends { txns, generation } => {
+                for (zxid, txn) in txns.into_iter().rev() {
+                    queue.push_front(DiskJob::Append {
+                        zxid,
+                        txn,
+                        generation,
+                    });
+                }
+                continue;
             }
             DiskJob::Epoch(file, epoch) => disk
                 .lock()
