@@ -139,6 +139,24 @@ fn observers_neither_vote_nor_count() {
     );
 }
 
+/// Tells `r` (of {p1, p2, p3}) that p2 follows and p3 leads with `vote`: it joins p3.
+fn hear_that_p3_leads(r: &mut Replica, vote: coord_engine::zab::Vote) {
+    for (from, state) in [
+        (2, coord_engine::zab::PeerState::Following),
+        (3, coord_engine::zab::PeerState::Leading),
+    ] {
+        r.handle_message(
+            PeerId(from),
+            Message::Notification {
+                vote,
+                round: 1,
+                state,
+            },
+        );
+    }
+    assert_eq!(r.role(), Role::Following { leader: PeerId(3) });
+}
+
 /// A member of {p1, p2, p3} with `log` durable in epoch 1, following p3 in epoch 2 and
 /// waiting for its sync payload (ACKEPOCH sent).
 fn follower_awaiting_sync(log: &[(u32, &str)]) -> Replica {
@@ -171,22 +189,7 @@ fn follower_awaiting_sync(log: &[(u32, &str)]) -> Replica {
         zxid: Zxid::new(Epoch(1), 9),
         leader: PeerId(3),
     };
-    for from in [2, 3] {
-        let state = if from == 3 {
-            coord_engine::zab::PeerState::Leading
-        } else {
-            coord_engine::zab::PeerState::Following
-        };
-        r.handle_message(
-            PeerId(from),
-            Message::Notification {
-                vote: leader,
-                round: 1,
-                state,
-            },
-        );
-    }
-    assert_eq!(r.role(), Role::Following { leader: PeerId(3) });
+    hear_that_p3_leads(&mut r, leader);
     r.handle_message(PeerId(3), Message::LeaderInfo { epoch: Epoch(2) });
     r.handle_epoch_persisted(EpochFile::Accepted, Epoch(2));
     let actions: Vec<Action> = std::iter::from_fn(|| r.poll_action()).collect();
@@ -221,20 +224,7 @@ fn a_broken_stream_before_leaderinfo_is_not_a_reason_to_look_again() {
         zxid: Zxid::ZERO,
         leader: PeerId(3),
     };
-    for (from, state) in [
-        (2, coord_engine::zab::PeerState::Following),
-        (3, coord_engine::zab::PeerState::Leading),
-    ] {
-        r.handle_message(
-            PeerId(from),
-            Message::Notification {
-                vote: leader,
-                round: 1,
-                state,
-            },
-        );
-    }
-    assert_eq!(r.role(), Role::Following { leader: PeerId(3) });
+    hear_that_p3_leads(&mut r, leader);
     while r.poll_action().is_some() {}
     r.handle_link_reset(PeerId(3));
     assert_eq!(r.role(), Role::Following { leader: PeerId(3) });
@@ -383,19 +373,7 @@ fn an_epoch_accepted_before_is_not_acknowledged_as_fresh() {
         zxid: Zxid::ZERO,
         leader: PeerId(3),
     };
-    for (from, state) in [
-        (2, coord_engine::zab::PeerState::Following),
-        (3, coord_engine::zab::PeerState::Leading),
-    ] {
-        r.handle_message(
-            PeerId(from),
-            Message::Notification {
-                vote,
-                round: 1,
-                state,
-            },
-        );
-    }
+    hear_that_p3_leads(&mut r, vote);
     r.handle_message(PeerId(3), Message::LeaderInfo { epoch: Epoch(4) });
     let fresh: Vec<bool> = std::iter::from_fn(|| r.poll_action())
         .filter_map(|a| match a {

@@ -936,17 +936,23 @@ mod tests {
         append(&mut log, 1..=1);
     }
 
-    #[test]
-    fn zeros_after_the_last_batch_are_unwritten_space_not_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = read_all(dir.path()).unwrap();
+    /// A closed log of records 1..=3 with `tail` after its batches; its segment and the
+    /// segment's length without the tail.
+    fn log_with_tail(dir: &Path, tail: &[u8]) -> (PathBuf, u64) {
+        let (mut log, _) = read_all(dir).unwrap();
         append(&mut log, 1..=3);
         let path = log.segments()[0].path.clone();
         drop(log);
         let good_len = fs::metadata(&path).unwrap().len();
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&[0; 4096]).unwrap();
-        drop(file);
+        file.write_all(tail).unwrap();
+        (path, good_len)
+    }
+
+    #[test]
+    fn zeros_after_the_last_batch_are_unwritten_space_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, good_len) = log_with_tail(dir.path(), &[0; 4096]);
 
         let (log, records) = read_all(dir.path()).unwrap();
         assert_eq!(records.len(), 3);
@@ -958,15 +964,9 @@ mod tests {
     #[test]
     fn garbage_before_zeros_is_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = read_all(dir.path()).unwrap();
-        append(&mut log, 1..=3);
-        let path = log.segments()[0].path.clone();
-        drop(log);
-        let good_len = fs::metadata(&path).unwrap().len();
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&[7; 100]).unwrap();
-        file.write_all(&[0; 4096]).unwrap();
-        drop(file);
+        let mut tail = vec![7; 100];
+        tail.extend_from_slice(&[0; 4096]);
+        let (path, good_len) = log_with_tail(dir.path(), &tail);
 
         let (log, records) = read_all(dir.path()).unwrap();
         assert_eq!(records.len(), 3);
