@@ -238,28 +238,54 @@ class Ensemble:
         self.next_member = 0
 
     def start(self):
+        for i in range(len(self.members)):
+            self.launch(i)
+        try:
+            self.wait_for_leader()
+        except RuntimeError:
+            self.cleanup()
+            raise
+        return self
+
+    def launch(self, i):
+        """Starts member `i` (again, after `kill`)."""
         binary = os.environ.get("COORD_BIN", os.path.join(REPO, "target", "debug", "coord"))
-        for m in self.members:
+        m = self.members[i]
+        if m.get("logf") is None:
             m["logf"] = open(m["log"], "ab")
-            m["proc"] = subprocess.Popen(
-                [binary, "--config", m["config"]],
-                stdout=m["logf"],
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
+        m["proc"] = subprocess.Popen(
+            [binary, "--config", m["config"]],
+            stdout=m["logf"],
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def kill(self, i):
+        """kill -9 member `i`."""
+        proc = self.members[i].get("proc")
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def running(self):
+        return [i for i, m in enumerate(self.members) if m.get("proc") and m["proc"].poll() is None]
+
+    def mode(self, i):
+        try:
+            srvr = four_letter(self.members[i]["port"], "srvr", timeout=1.0)
+        except OSError:
+            return None
+        return next((l[6:] for l in srvr.splitlines() if l.startswith("Mode: ")), None)
+
+    def wait_for_leader(self, timeout=START_TIMEOUT_S):
+        """Waits until one running member leads and every running one serves; its index."""
+        deadline = time.monotonic() + timeout
         while True:
-            modes = []
-            for m in self.members:
-                try:
-                    srvr = four_letter(m["port"], "srvr", timeout=1.0)
-                    modes.append(next((l[6:] for l in srvr.splitlines() if l.startswith("Mode: ")), None))
-                except OSError:
-                    modes.append(None)
-            if modes.count("leader") == 1 and all(m in ("leader", "follower") for m in modes):
-                return self
+            modes = {i: self.mode(i) for i in self.running()}
+            leaders = [i for i, mode in modes.items() if mode == "leader"]
+            if len(leaders) == 1 and all(mode in ("leader", "follower") for mode in modes.values()):
+                return leaders[0]
             if time.monotonic() > deadline:
-                self.cleanup()
                 raise RuntimeError(f"ensemble not ready: {modes}")
             time.sleep(0.05)
 
