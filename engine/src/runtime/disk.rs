@@ -250,16 +250,11 @@ impl Disk {
     }
 }
 
-/// Whether `path` exists.
+/// Whether `path` exists (without reading it: it may be a snapshot as big as the state).
 fn exists(storage: &dyn Storage, path: &Path) -> Result<bool, EngineError> {
-    match storage.read(path) {
-        Ok(_) => Ok(true),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(EngineError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let files = storage.list(dir).map_err(io_err(dir))?;
+    Ok(files.iter().any(|file| file == path))
 }
 
 fn read_install_marker(storage: &dyn Storage, dir: &Path) -> Result<Option<Zxid>, EngineError> {

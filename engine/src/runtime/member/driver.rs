@@ -163,7 +163,12 @@ impl<T: Transport, O: Send + 'static> Driver<T, O> {
     /// queue with replication frames, and an election must not wait for a backlog (the old
     /// leader's frames read meanwhile are dropped by the core anyway).
     fn backlogged(&self) -> bool {
-        if self.finishing_snapshot || self.incoming.as_ref().is_some_and(IncomingSnap::is_full) {
+        let looking = || self.shared.core.lock().replica.role() == Role::Looking;
+        // Frames after a snapshot wait behind it; once this member looks again, the sync is
+        // over and they no longer matter, while elections do.
+        if (self.finishing_snapshot || self.incoming.as_ref().is_some_and(IncomingSnap::is_full))
+            && !looking()
+        {
             return true;
         }
         let s = &self.shared;

@@ -48,8 +48,20 @@ pub(crate) struct TempFile {
 }
 
 impl Drop for TempFile {
+    /// Removed on a thread of its own: unlinking a file as big as the state can take a while,
+    /// and the driver drops these. A removal a crash cuts short leaves a `.tmp` file, which
+    /// the next start removes.
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let path = std::mem::take(&mut self.path);
+        let removed = std::thread::Builder::new().name("coord-rm".into()).spawn({
+            let path = path.clone();
+            move || {
+                let _ = fs::remove_file(path);
+            }
+        });
+        if removed.is_err() {
+            let _ = fs::remove_file(&path);
+        }
     }
 }
 
@@ -339,8 +351,15 @@ impl IncomingSnap {
         std::thread::Builder::new()
             .name("coord-snap-write".into())
             .spawn(move || {
-                if let Some(received) = write_chunks(out, file, len, &rx, &writer_queued) {
-                    done(received);
+                // The driver stops reading its peers until it hears back: it must, whatever
+                // happens here.
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write_chunks(out, file, len, &rx, &writer_queued)
+                }));
+                match written {
+                    Ok(Some(received)) => done(received),
+                    Ok(None) => {}
+                    Err(_) => done(Err("the snapshot writer failed".into())),
                 }
             })
             .map_err(|e| format!("starting a snapshot writer: {e}"))?;
@@ -533,10 +552,12 @@ mod tests {
         let path = file.path.clone();
         drop(file);
         drop(out);
-        assert!(!path.exists());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while fs::read_dir(dir.path()).unwrap().count() > 0 {
-            assert!(std::time::Instant::now() < deadline, "the sent file stays");
+        while path.exists() || fs::read_dir(dir.path()).unwrap().count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a snapshot file stays"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

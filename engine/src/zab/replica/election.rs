@@ -136,6 +136,8 @@ impl Replica {
                         if round > self.round {
                             self.round = round;
                             election.votes.clear();
+                            // A FOLLOWERINFO of an earlier round is not for this one.
+                            election.early_follower_infos.clear();
                             election.quorum_since = None;
                             let own = Vote {
                                 epoch: self.current_epoch,
@@ -217,13 +219,18 @@ impl Replica {
     /// has had a quorum for [`ELECTION_FINALIZE_WAIT`] without a better one arriving.
     pub(super) fn check_election(&mut self) {
         let counts_here = self.counts();
+        let own = self.own_vote();
         let quorum = self.config.quorum();
         let now = self.now;
         let id = self.config.id;
         let State::Looking(election) = &mut self.state else {
             return;
         };
-        // An established leader: a quorum of voters follow it, and it says it leads.
+        // A leader to join: it says it leads, and a quorum of voters follows it, this member
+        // included if it counts and the leader's history is no older than its own (as
+        // ZooKeeper counts its own vote). So a member that lost its stream to a leader that
+        // still needs it for its quorum joins it again at once, instead of leaving it waiting
+        // out its initLimit.
         let mut leaders: BTreeMap<PeerId, (usize, Vote, bool)> = BTreeMap::new();
         for (peer, (vote, state)) in &election.settled {
             let entry = leaders.entry(vote.leader).or_insert((0, *vote, false));
@@ -233,9 +240,15 @@ impl Replica {
                 entry.1 = *vote;
             }
         }
+        let support = |vote: &Vote, count: usize| {
+            let mine = counts_here && (vote.epoch, vote.zxid) >= (own.epoch, own.zxid);
+            count + usize::from(mine)
+        };
         if let Some((leader, vote)) = leaders
             .iter()
-            .find(|(leader, (count, _, leads))| *leads && *count >= quorum && **leader != id)
+            .find(|(leader, (count, vote, leads))| {
+                *leads && support(vote, *count) >= quorum && **leader != id
+            })
             .map(|(leader, (_, vote, _))| (*leader, *vote))
         {
             self.learn(leader, vote);

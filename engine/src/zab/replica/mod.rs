@@ -537,14 +537,8 @@ impl Replica {
     /// forgets `peer`'s handshake until its next FOLLOWERINFO.
     pub fn handle_link_reset(&mut self, peer: PeerId) {
         match &mut self.state {
-            // Nothing of the leader's arrived yet, so nothing can be missing: FOLLOWERINFO
-            // (repeated every tick anyway) goes again on the new stream. Giving up here would
-            // strand a leader that needs this member for its quorum until its initLimit.
-            State::Learning(learner)
-                if learner.leader == peer && learner.phase == LearnerPhase::Discovery =>
-            {
-                self.send_follower_info();
-            }
+            // It looks again; if the leader is still there and needs it, it joins it again at
+            // once (see `check_election`).
             State::Learning(learner) if learner.leader == peer => {
                 self.abandon("the stream with the leader broke");
             }
