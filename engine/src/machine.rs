@@ -25,7 +25,10 @@ pub trait StateMachine: Send + 'static {
     /// the implementation reports it in its output rather than panicking.
     fn apply(&mut self, zxid: Zxid, txn: &[u8]) -> Self::Output;
 
-    /// Takes a frozen view of the state as of the last applied zxid.
+    /// Takes a frozen view of the state as of the last applied zxid. It runs on the apply
+    /// thread, which applies nothing meanwhile: it should cost little whatever the size of the
+    /// state (share it, as a persistent structure does; the znode tree takes one in O(1)), and
+    /// leave the writing to [`Snapshot::write_to`], which runs on another thread.
     fn snapshot(&self) -> Self::Snapshot;
 
     /// Replaces the whole state with one read back from [`Snapshot::write_to`]'s output.
