@@ -185,6 +185,9 @@ struct Node {
     data_dir: Option<DataDir>,
     /// Its log was damaged while it was down: the recovery must notice.
     damaged: bool,
+    /// Txns its disk held durably and lost to damage: acknowledged, and gone from this
+    /// member by a fault the protocol only contains (the member stops counting until synced).
+    lost_to_damage: BTreeSet<Zxid>,
     /// The state machine: the txns applied, in order.
     machine: Vec<(Zxid, Bytes)>,
     fsync_pending: bool,
@@ -312,6 +315,7 @@ impl Sim {
                 ),
                 data_dir: None,
                 damaged: false,
+                lost_to_damage: BTreeSet::new(),
                 machine: Vec::new(),
                 fsync_pending: false,
                 disk_busy_until: Duration::ZERO,
@@ -457,6 +461,9 @@ impl Sim {
         let n = &mut self.nodes[node];
         n.damaged = false;
         // Damage cut the log: that is what the member now holds.
+        let kept = durable.log.len();
+        n.lost_to_damage
+            .extend(n.disk.log[kept..].iter().map(|(zxid, _)| *zxid));
         n.disk.log = durable.log.clone();
         n.disk.suspect = durable.log_suspect;
         // The machine is rebuilt from the snapshot only: the log's tail may be uncommitted.
@@ -1241,8 +1248,10 @@ impl Sim {
         let durable = self
             .nodes
             .iter()
-            .filter(|n| n.voter && n.disk.holds(zxid))
+            .filter(|n| n.voter && (n.disk.holds(zxid) || n.lost_to_damage.contains(&zxid)))
             .count();
+        // A member may lose what it acknowledged to damage between its ACK and the commit:
+        // it was durable on a quorum when counted, and the damaged member no longer counts.
         if durable < self.quorum {
             self.fail(format!(
                 "{leader:?} committed {zxid} durable on {durable} voters, below a quorum"
