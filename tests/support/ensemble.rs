@@ -183,15 +183,14 @@ impl Ensemble {
         self.nodes[i].child.is_some()
     }
 
-    /// SIGKILL member `i`.
+    /// SIGKILL member `i`. A paused member dies paused: it never runs again, so what sits
+    /// unread in its sockets dies with it.
     pub fn kill9(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         if let Some(mut child) = node.child.take() {
-            if node.paused {
-                signal(&child, "-CONT");
-            }
             let _ = child.kill();
             let _ = child.wait();
+            node.paused = false;
         }
     }
 

@@ -492,7 +492,9 @@ async fn an_old_leader_is_truncated_back_to_the_history_that_went_on() {
         return;
     }
     let run = async {
-        let mut ensemble = Ensemble::start(3, 200, "").expect("ensemble starts");
+        // A tick long enough that the leader, its followers stopped, keeps leading (for
+        // syncLimit, 5 ticks) until it has logged the write.
+        let mut ensemble = Ensemble::start(3, 500, "").expect("ensemble starts");
         let leader = ensemble
             .wait_for_leader(DEADLINE)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -502,6 +504,13 @@ async fn an_old_leader_is_truncated_back_to_the_history_that_went_on() {
         client.create("/t/before", b"", &OPEN).await.unwrap();
         let on_leader = connect_to(ensemble.nodes[leader].client_addr).await;
         on_leader.sync("/").await.unwrap();
+        let logged = |ensemble: &Ensemble| -> u64 {
+            ensemble
+                .mntr(leader, "zk_txns_logged")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let logged_before = logged(&ensemble);
         for f in &followers {
             ensemble.pause(*f);
         }
@@ -509,7 +518,14 @@ async fn an_old_leader_is_truncated_back_to_the_history_that_went_on() {
         let lonely = tokio::spawn(async move {
             let _ = on_leader.create("/t/never", b"", &OPEN).await;
         });
-        sleep(Duration::from_millis(300)).await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while logged(&ensemble) == logged_before {
+            assert!(
+                Instant::now() < deadline,
+                "the leader never logged the lonely write"
+            );
+            sleep(Duration::from_millis(10)).await;
+        }
         ensemble.kill9(leader);
         for f in &followers {
             ensemble.kill9(*f);
