@@ -56,7 +56,7 @@ mod request;
 mod response;
 mod types;
 
-pub use frame::{decode_frame, four_letter_word, FourLetterWord, FrameError};
+pub use frame::{decode_frame, four_letter_word, write_frame, FourLetterWord, FrameError};
 pub use jute::{DecodeError, Reader, Record};
 pub use records::*;
 pub use request::*;

@@ -1,0 +1,135 @@
+//! coord-client, the project's own Rust client, against a real server (coord, or ZooKeeper with
+//! TARGET=zookeeper): the basic operations and the errors ZooKeeper gives them, connection
+//! strings with several servers and a chroot, ephemerals that go with the session, and a
+//! server that goes away.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use coord_client::{Acl, Client, CreateMode, Error, ErrorCode};
+use coord_system_tests::{free_port, within_deadline, CoordServer};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_operations_and_their_errors() {
+    within_deadline(async {
+        let server = CoordServer::start().expect("server starts");
+        let client = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        assert_ne!(client.session_id(), 0);
+        let open = Acl::open_unsafe();
+        let created = client
+            .create("/basic", b"one", &open, CreateMode::Persistent)
+            .await;
+        assert_eq!(created.unwrap(), "/basic");
+        assert_eq!(
+            client
+                .create("/basic", b"", &open, CreateMode::Persistent)
+                .await,
+            Err(Error::Server(ErrorCode::NodeExists))
+        );
+        let (data, stat) = client.get_data("/basic").await.unwrap();
+        assert_eq!((data.as_slice(), stat.version), (&b"one"[..], 0));
+        assert_eq!(
+            client.set_data("/basic", b"two", 0).await.unwrap().version,
+            1
+        );
+        assert_eq!(
+            client.set_data("/basic", b"three", 0).await,
+            Err(Error::Server(ErrorCode::BadVersion))
+        );
+        let seq = client
+            .create("/basic/s-", b"", &open, CreateMode::PersistentSequential)
+            .await
+            .unwrap();
+        assert_eq!(seq, "/basic/s-0000000000");
+        assert_eq!(
+            client.get_children("/basic").await.unwrap(),
+            ["s-0000000000"]
+        );
+        assert!(client.exists("/basic").await.unwrap().is_some());
+        assert_eq!(client.exists("/basic/none").await.unwrap(), None);
+        assert_eq!(
+            client.delete("/basic", -1).await,
+            Err(Error::Server(ErrorCode::NotEmpty))
+        );
+        client.delete(&seq, -1).await.unwrap();
+        client.delete("/basic", 1).await.unwrap();
+        assert_eq!(
+            client.get_data("/basic").await,
+            Err(Error::Server(ErrorCode::NoNode))
+        );
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_is_skipped_and_a_chroot_is_applied() {
+    within_deadline(async {
+        let server = CoordServer::start().expect("server starts");
+        let root = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        let open = Acl::open_unsafe();
+        root.create("/app", b"", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        // Nothing listens on the first address.
+        let dead = format!("127.0.0.1:{}", free_port().unwrap());
+        let hosts = format!("{dead},{}/app", server.connect_string());
+        let app = Client::connect(&hosts, TIMEOUT).await.unwrap();
+        assert_eq!(
+            app.create("/x", b"in", &open, CreateMode::Persistent)
+                .await
+                .unwrap(),
+            "/x"
+        );
+        assert_eq!(app.get_children("/").await.unwrap(), ["x"]);
+        assert_eq!(root.get_data("/app/x").await.unwrap().0, b"in");
+        assert!(matches!(
+            Client::connect(&dead, TIMEOUT).await,
+            Err(Error::Unreachable(_))
+        ));
+        assert!(matches!(
+            Client::connect("127.0.0.1:2181/bad/", TIMEOUT).await,
+            Err(Error::ConnectString(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemerals_go_with_the_session_and_a_lost_server_is_connection_loss() {
+    within_deadline(async {
+        let mut server = CoordServer::start().expect("server starts");
+        let open = Acl::open_unsafe();
+        let owner = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        owner
+            .create("/e", b"", &open, CreateMode::Ephemeral)
+            .await
+            .unwrap();
+        let other = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        assert!(other.exists("/e").await.unwrap().is_some());
+        owner.close().await.unwrap();
+        assert_eq!(other.exists("/e").await.unwrap(), None);
+
+        server.kill9();
+        assert_eq!(
+            other.get_data("/").await.map(|_| ()),
+            Err(Error::ConnectionLoss)
+        );
+        assert_eq!(
+            other.get_data("/").await.map(|_| ()),
+            Err(Error::ConnectionLoss)
+        );
+    })
+    .await;
+}
