@@ -59,6 +59,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n distinct free ports, all held while they are picked so that none comes back twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def four_letter(port, word, host="127.0.0.1", timeout=5.0):
     """Send a four-letter word on the client port and read until the server closes."""
     with socket.create_connection((host, port), timeout=timeout) as s:
@@ -215,8 +227,9 @@ class Ensemble:
         self.workdir = tempfile.mkdtemp(prefix="coord-py-ensemble-")
         self.members = []
         servers = []
+        ports = free_ports(2 * n)
         for i in range(1, n + 1):
-            client, peer = free_port(), free_port()
+            client, peer = ports[2 * i - 2], ports[2 * i - 1]
             servers.append(
                 f'  {{ id = {i}, peer_addr = "127.0.0.1:{peer}", client_addr = "127.0.0.1:{client}" }},'
             )

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{coord_bin, four_letter_word, free_port};
+use crate::{coord_bin, four_letter_word, free_ports};
 
 /// How long a member may take to start answering `ruok`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -69,10 +69,11 @@ impl Ensemble {
         let root = tempfile::Builder::new()
             .prefix("coord-ensemble")
             .tempdir()?;
+        let ports = free_ports(2 * n as usize)?;
         let mut addrs = Vec::new();
-        for id in 1..=n {
-            let client = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let peer = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        for (id, pair) in (1..=n).zip(ports.chunks(2)) {
+            let client = SocketAddr::from(([127, 0, 0, 1], pair[0]));
+            let peer = SocketAddr::from(([127, 0, 0, 1], pair[1]));
             addrs.push((id, client, peer));
         }
         let servers: String = addrs
