@@ -15,15 +15,16 @@
 //! # }
 //! ```
 //!
-//! This first step is one session over one connection at a time, and the basic operations.
-//! Reconnecting to another server with the session, watches, multi, auth and the recipes come
-//! next (issue 8).
+//! So far: one session over one connection at a time, the basic operations, and one-shot
+//! watches as futures. Reconnecting to another server with the session (and re-arming
+//! watches), persistent watches, multi, auth and the recipes come next (issue 8).
 
 mod connect_string;
 mod error;
 mod session;
 
 pub use connect_string::{ConnectString, ConnectStringError};
+pub use coord_proto::EventType;
 pub use coord_proto::{Acl, CreateMode, ErrorCode, Id, Stat};
 pub use error::Error;
-pub use session::Client;
+pub use session::{Client, Watch, WatchedEvent};

@@ -1,13 +1,17 @@
 //! One session: the connect handshake, then requests answered in order on one connection (the
 //! server replies in request order, so replies are matched to a FIFO of pending requests).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use coord_proto::{
     decode_frame, write_frame, xid, Acl, ConnectRequest, ConnectResponse, CreateMode,
-    CreateRequest, ErrorCode, OpCode, Reader, Record, ReplyHeader, Request, Response, Stat,
+    CreateRequest, ErrorCode, EventType, OpCode, Reader, Record, ReplyHeader, Request, Response,
+    Stat, WatcherEvent,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,6 +28,69 @@ const REPLY_FRAME_BYTES_MAX: usize = 256 << 20;
 struct Call {
     request: Request,
     reply: oneshot::Sender<Result<Response, Error>>,
+    /// A one-shot watch the request sets, armed when its reply arrives.
+    watch: Option<(WatchKind, oneshot::Sender<WatchedEvent>)>,
+}
+
+/// What a one-shot watch waits for, as ZooKeeper's client tells data, exist and child watches
+/// apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchKind {
+    /// Set by getData: fires on a change of the data, or the node's deletion.
+    Data,
+    /// Set by exists: also fires when the node is created.
+    Exist,
+    /// Set by getChildren: fires on a change of the children, or the node's deletion.
+    Child,
+}
+
+impl WatchKind {
+    fn fires_on(self, event: EventType) -> bool {
+        match self {
+            WatchKind::Data => matches!(event, EventType::NodeDataChanged | EventType::NodeDeleted),
+            WatchKind::Exist => matches!(
+                event,
+                EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted
+            ),
+            WatchKind::Child => {
+                matches!(
+                    event,
+                    EventType::NodeChildrenChanged | EventType::NodeDeleted
+                )
+            }
+        }
+    }
+}
+
+/// What a watch saw: the kind of change, and the node it happened to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedEvent {
+    pub event_type: EventType,
+    pub path: String,
+}
+
+/// A one-shot watch: resolves once with the change it was set for, or with
+/// [`Error::ConnectionLoss`] if the connection ends first (this step of the client does not
+/// re-arm watches on another connection yet).
+pub struct Watch {
+    event: oneshot::Receiver<WatchedEvent>,
+    chroot: ConnectString,
+}
+
+impl Future for Watch {
+    type Output = Result<WatchedEvent, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        Pin::new(&mut this.event).poll(cx).map(|event| {
+            event
+                .map(|mut event| {
+                    event.path = this.chroot.client_path(&event.path);
+                    event
+                })
+                .map_err(|_| Error::ConnectionLoss)
+        })
+    }
 }
 
 /// A session with a coord (or ZooKeeper) ensemble. Cheap to share by reference across tasks;
@@ -78,12 +145,76 @@ impl Client {
     }
 
     async fn call(&self, request: Request) -> Result<Response, Error> {
+        self.send(request, None).await
+    }
+
+    async fn send(
+        &self,
+        request: Request,
+        watch: Option<(WatchKind, oneshot::Sender<WatchedEvent>)>,
+    ) -> Result<Response, Error> {
         let (reply, answer) = oneshot::channel();
         self.calls
-            .send(Call { request, reply })
+            .send(Call {
+                request,
+                reply,
+                watch,
+            })
             .await
             .map_err(|_| Error::ConnectionLoss)?;
         answer.await.map_err(|_| Error::ConnectionLoss)?
+    }
+
+    /// Sends `request` with a one-shot watch of `kind` on its node.
+    async fn watched(&self, request: Request, kind: WatchKind) -> (Result<Response, Error>, Watch) {
+        let (fire, event) = oneshot::channel();
+        let result = self.send(request, Some((kind, fire))).await;
+        let watch = Watch {
+            event,
+            chroot: self.connect.clone(),
+        };
+        (result, watch)
+    }
+
+    /// A node's data and Stat, and a watch that fires when the data changes or the node goes.
+    pub async fn get_data_watch(&self, path: &str) -> Result<(Vec<u8>, Stat, Watch), Error> {
+        let path = self.connect.server_path(path);
+        match self
+            .watched(Request::GetData { path, watch: true }, WatchKind::Data)
+            .await
+        {
+            (Ok(Response::GetData { data, stat }), watch) => Ok((data.to_vec(), stat, watch)),
+            (Ok(other), _) => Err(unexpected(other)),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// A node's Stat (None if it does not exist), and a watch that fires when it is created,
+    /// changed or deleted.
+    pub async fn exists_watch(&self, path: &str) -> Result<(Option<Stat>, Watch), Error> {
+        let path = self.connect.server_path(path);
+        match self
+            .watched(Request::Exists { path, watch: true }, WatchKind::Exist)
+            .await
+        {
+            (Ok(Response::Stat(stat)), watch) => Ok((Some(stat), watch)),
+            (Err(Error::Server(ErrorCode::NoNode)), watch) => Ok((None, watch)),
+            (Ok(other), _) => Err(unexpected(other)),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// A node's children's names, and a watch that fires when they change or the node goes.
+    pub async fn get_children_watch(&self, path: &str) -> Result<(Vec<String>, Watch), Error> {
+        let path = self.connect.server_path(path);
+        match self
+            .watched(Request::GetChildren { path, watch: true }, WatchKind::Child)
+            .await
+        {
+            (Ok(Response::GetChildren { children }), watch) => Ok((children, watch)),
+            (Ok(other), _) => Err(unexpected(other)),
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// Creates a node; returns its path (with its sequence number, for a sequential mode).
@@ -230,6 +361,7 @@ async fn handshake(server: &str, timeout: Duration) -> Result<(TcpStream, Connec
 async fn run(stream: TcpStream, mut calls: mpsc::Receiver<Call>, timeout: Duration) {
     let (mut reader, mut writer) = stream.into_split();
     let mut pending = Pending::new();
+    let mut watches = Watches::new();
     let mut next_xid: i32 = 1;
     let mut input = BytesMut::with_capacity(64 * 1024);
     let mut out = BytesMut::new();
@@ -239,7 +371,7 @@ async fn run(stream: TcpStream, mut calls: mpsc::Receiver<Call>, timeout: Durati
     loop {
         tokio::select! {
             call = calls.recv() => {
-                let Some(Call { request, reply }) = call else {
+                let Some(Call { request, reply, watch }) = call else {
                     break;
                 };
                 let xid = next_xid;
@@ -250,7 +382,15 @@ async fn run(stream: TcpStream, mut calls: mpsc::Receiver<Call>, timeout: Durati
                     let _ = reply.send(Err(Error::ConnectionLoss));
                     break;
                 }
-                pending.push_back((xid, request.op(), reply));
+                let watch = watch.and_then(|(kind, fire)| {
+                    request_path(&request).map(|path| (kind, path.to_owned(), fire))
+                });
+                pending.push_back(Sent {
+                    xid,
+                    op: request.op(),
+                    reply,
+                    watch,
+                });
                 ping.reset();
             }
             _ = ping.tick() => {
@@ -264,31 +404,90 @@ async fn run(stream: TcpStream, mut calls: mpsc::Receiver<Call>, timeout: Durati
                 if !matches!(read, Ok(n) if n > 0) {
                     break;
                 }
-                if let Err(reason) = deliver(&mut input, &mut pending) {
+                if let Err(reason) = deliver(&mut input, &mut pending, &mut watches) {
                     tracing::warn!(%reason, "closing the connection");
                     break;
                 }
             }
         }
     }
-    for (_, _, reply) in pending {
-        let _ = reply.send(Err(Error::ConnectionLoss));
+    for sent in pending {
+        let _ = sent.reply.send(Err(Error::ConnectionLoss));
+    }
+    // Dropping the armed watches tells their futures the connection is gone.
+}
+
+/// A request sent and not answered yet.
+struct Sent {
+    xid: i32,
+    op: OpCode,
+    reply: oneshot::Sender<Result<Response, Error>>,
+    /// The watch to arm on its node (as the server names it) when the reply comes.
+    watch: Option<(WatchKind, String, oneshot::Sender<WatchedEvent>)>,
+}
+
+/// The requests sent and not answered yet, in the order sent.
+type Pending = VecDeque<Sent>;
+
+/// The armed one-shot watches, by node (as the server names it). Bounded by the requests that
+/// set them: each fires once, or goes with the connection.
+type Watches = HashMap<String, Vec<(WatchKind, oneshot::Sender<WatchedEvent>)>>;
+
+/// The node a watching request is about.
+fn request_path(request: &Request) -> Option<&str> {
+    match request {
+        Request::GetData { path, .. }
+        | Request::Exists { path, .. }
+        | Request::GetChildren { path, .. } => Some(path),
+        _ => None,
     }
 }
 
-/// The requests sent and not answered yet, in the order sent: (xid, op, who waits).
-type Pending = VecDeque<(i32, OpCode, oneshot::Sender<Result<Response, Error>>)>;
+/// Fires, and disarms, the watches an event concerns.
+fn fire(watches: &mut Watches, event: WatcherEvent) {
+    let Some(armed) = watches.get_mut(&event.path) else {
+        return;
+    };
+    let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(armed)
+        .into_iter()
+        .partition(|(kind, _)| kind.fires_on(event.event_type));
+    *armed = keep;
+    if armed.is_empty() {
+        watches.remove(&event.path);
+    }
+    for (_, fire) in due {
+        let _ = fire.send(WatchedEvent {
+            event_type: event.event_type,
+            path: event.path.clone(),
+        });
+    }
+}
 
 /// Answers the pending requests whose replies are whole in `input`.
-fn deliver(input: &mut BytesMut, pending: &mut Pending) -> Result<(), String> {
+fn deliver(
+    input: &mut BytesMut,
+    pending: &mut Pending,
+    watches: &mut Watches,
+) -> Result<(), String> {
     while let Some(frame) = decode_frame(input, REPLY_FRAME_BYTES_MAX).map_err(|e| e.to_string())? {
         let (header, body) = ReplyHeader::split(&frame).map_err(|e| e.to_string())?;
         match header.xid {
-            // Watches come with the next step.
-            xid::PING | xid::NOTIFICATION => continue,
+            xid::PING => continue,
+            xid::NOTIFICATION => {
+                let event =
+                    WatcherEvent::read(&mut Reader::new(body)).map_err(|e| e.to_string())?;
+                fire(watches, event);
+                continue;
+            }
             _ => {}
         }
-        let Some((expected, op, reply)) = pending.pop_front() else {
+        let Some(Sent {
+            xid: expected,
+            op,
+            reply,
+            watch,
+        }) = pending.pop_front()
+        else {
             return Err(format!("a reply to xid {} nobody asked for", header.xid));
         };
         if header.xid != expected {
@@ -297,6 +496,14 @@ fn deliver(input: &mut BytesMut, pending: &mut Pending) -> Result<(), String> {
                 "reply to xid {} where {expected} was due",
                 header.xid
             ));
+        }
+        // The server armed the watch when it answered: so does the client, before any later
+        // event is read. exists arms it on a node that does not exist too.
+        let armed = header.err == 0
+            || (header.err == ErrorCode::NoNode.code()
+                && matches!(watch, Some((WatchKind::Exist, _, _))));
+        if let (true, Some((kind, path, fire))) = (armed, watch) {
+            watches.entry(path).or_default().push((kind, fire));
         }
         let result = if header.err != 0 {
             Err(match ErrorCode::from_code(header.err) {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use coord_client::{Acl, Client, CreateMode, Error, ErrorCode};
+use coord_client::{Acl, Client, CreateMode, Error, ErrorCode, EventType};
 use coord_system_tests::{free_port, within_deadline, CoordServer};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,6 +130,62 @@ async fn ephemerals_go_with_the_session_and_a_lost_server_is_connection_loss() {
             other.get_data("/").await.map(|_| ()),
             Err(Error::ConnectionLoss)
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_watches_fire_with_what_changed_and_end_with_the_connection() {
+    within_deadline(async {
+        let mut server = CoordServer::start().expect("server starts");
+        let open = Acl::open_unsafe();
+        let writer = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        writer
+            .create("/app", b"", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        writer
+            .create("/app/w", b"0", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        // The watcher's paths are under its chroot, events' paths too.
+        let watcher = Client::connect(&format!("{}/app", server.connect_string()), TIMEOUT)
+            .await
+            .unwrap();
+        let (data, _, data_changed) = watcher.get_data_watch("/w").await.unwrap();
+        assert_eq!(data, b"0");
+        let (none, created) = watcher.exists_watch("/w/c").await.unwrap();
+        assert_eq!(none, None);
+        let (children, children_changed) = watcher.get_children_watch("/w").await.unwrap();
+        assert!(children.is_empty());
+
+        writer.set_data("/app/w", b"1", -1).await.unwrap();
+        let event = data_changed.await.unwrap();
+        assert_eq!(
+            (event.event_type, event.path.as_str()),
+            (EventType::NodeDataChanged, "/w")
+        );
+        writer
+            .create("/app/w/c", b"", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        let event = created.await.unwrap();
+        assert_eq!(
+            (event.event_type, event.path.as_str()),
+            (EventType::NodeCreated, "/w/c")
+        );
+        let event = children_changed.await.unwrap();
+        assert_eq!(
+            (event.event_type, event.path.as_str()),
+            (EventType::NodeChildrenChanged, "/w")
+        );
+
+        // A watch still waiting when the server goes ends with the connection.
+        let (_, _, never) = watcher.get_data_watch("/w").await.unwrap();
+        server.kill9();
+        assert_eq!(never.await, Err(Error::ConnectionLoss));
     })
     .await;
 }
