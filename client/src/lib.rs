@@ -15,9 +15,10 @@
 //! # }
 //! ```
 //!
-//! So far: one session over one connection at a time, the basic operations, and one-shot
-//! watches as futures. Reconnecting to another server with the session (and re-arming
-//! watches), persistent watches, multi, auth and the recipes come next (issue 8).
+//! So far: one session over one connection at a time, the basic operations, ACLs, sync,
+//! multi, and one-shot watches as futures. Reconnecting to another server with the session
+//! (and re-arming watches), persistent watches, auth, multiRead and the recipes come next
+//! (issue 8).
 
 mod connect_string;
 mod error;
@@ -27,4 +28,4 @@ pub use connect_string::{ConnectString, ConnectStringError};
 pub use coord_proto::EventType;
 pub use coord_proto::{Acl, CreateMode, ErrorCode, Id, Stat};
 pub use error::Error;
-pub use session::{Client, Watch, WatchedEvent};
+pub use session::{Client, Op, OpResult, Watch, WatchedEvent};

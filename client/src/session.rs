@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use coord_proto::{
     decode_frame, write_frame, xid, Acl, ConnectRequest, ConnectResponse, CreateMode,
-    CreateRequest, ErrorCode, EventType, OpCode, Reader, Record, ReplyHeader, Request, Response,
-    Stat, WatcherEvent,
+    CreateRequest, ErrorCode, EventType, MultiOp, MultiResult, OpCode, Reader, Record, ReplyHeader,
+    Request, Response, Stat, WatcherEvent,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -299,6 +299,78 @@ impl Client {
         }
     }
 
+    /// Waits until the server this session is connected to has applied every write that was
+    /// committed before (so the next read here sees them); returns the path.
+    pub async fn sync(&self, path: &str) -> Result<String, Error> {
+        let path = self.connect.server_path(path);
+        match self.call(Request::Sync { path }).await? {
+            Response::Sync { path } => Ok(self.connect.client_path(&path)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A node's ACL and Stat.
+    pub async fn get_acl(&self, path: &str) -> Result<(Vec<Acl>, Stat), Error> {
+        let path = self.connect.server_path(path);
+        match self.call(Request::GetAcl { path }).await? {
+            Response::GetAcl { acl, stat } => Ok((acl, stat)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces a node's ACL if its ACL version is `version` (-1: any); returns the new Stat.
+    pub async fn set_acl(&self, path: &str, acl: &[Acl], version: i32) -> Result<Stat, Error> {
+        let request = Request::SetAcl {
+            path: self.connect.server_path(path),
+            acl: acl.to_vec(),
+            version,
+        };
+        match self.call(request).await? {
+            Response::Stat(stat) => Ok(stat),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs `ops` as one transaction: all of them, or (with the first failure's error) none.
+    pub async fn multi(&self, ops: &[Op]) -> Result<Vec<OpResult>, Error> {
+        let ops = ops.iter().map(|op| op.to_wire(&self.connect)).collect();
+        let results = match self.call(Request::Multi(ops)).await? {
+            Response::Multi(results) => results,
+            other => return Err(unexpected(other)),
+        };
+        // In a failed multi every result is an error: Ok for the ops before the culprit, its
+        // own code, RuntimeInconsistency for the ops after it.
+        if let Some(code) = results
+            .iter()
+            .filter_map(|r| match r {
+                MultiResult::Error(code) => Some(*code),
+                _ => None,
+            })
+            .find(|code| *code != 0 && *code != ErrorCode::RuntimeInconsistency.code())
+        {
+            return Err(ErrorCode::from_code(code).map_or_else(
+                || Error::Malformed(format!("error code {code}")),
+                Error::Server,
+            ));
+        }
+        results
+            .into_iter()
+            .map(|result| match result {
+                MultiResult::Create { path } | MultiResult::Create2 { path, .. } => {
+                    Ok(OpResult::Create {
+                        path: self.connect.client_path(&path),
+                    })
+                }
+                MultiResult::Delete => Ok(OpResult::Delete),
+                MultiResult::SetData { stat } => Ok(OpResult::SetData { stat }),
+                MultiResult::Check => Ok(OpResult::Check),
+                other => Err(Error::Malformed(format!(
+                    "unexpected multi result {other:?}"
+                ))),
+            })
+            .collect()
+    }
+
     /// Ends the session: its ephemeral nodes go at once.
     pub async fn close(self) -> Result<(), Error> {
         match self.call(Request::CloseSession).await {
@@ -306,6 +378,83 @@ impl Client {
             Err(e) => Err(e),
         }
     }
+}
+
+/// One operation of a [`Client::multi`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Create {
+        path: String,
+        data: Vec<u8>,
+        acl: Vec<Acl>,
+        mode: CreateMode,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    SetData {
+        path: String,
+        data: Vec<u8>,
+        version: i32,
+    },
+    /// Fails the transaction unless the node's version is `version`.
+    Check {
+        path: String,
+        version: i32,
+    },
+}
+
+impl Op {
+    fn to_wire(&self, connect: &ConnectString) -> MultiOp {
+        match self {
+            Op::Create {
+                path,
+                data,
+                acl,
+                mode,
+            } => {
+                let request = CreateRequest {
+                    path: connect.server_path(path),
+                    data: data.clone(),
+                    acl: acl.clone(),
+                    flags: mode.code(),
+                    ttl: None,
+                };
+                if mode.is_container() {
+                    MultiOp::CreateContainer(request)
+                } else {
+                    MultiOp::Create(request)
+                }
+            }
+            Op::Delete { path, version } => MultiOp::Delete {
+                path: connect.server_path(path),
+                version: *version,
+            },
+            Op::SetData {
+                path,
+                data,
+                version,
+            } => MultiOp::SetData {
+                path: connect.server_path(path),
+                data: data.clone(),
+                version: *version,
+            },
+            Op::Check { path, version } => MultiOp::Check {
+                path: connect.server_path(path),
+                version: *version,
+            },
+        }
+    }
+}
+
+/// What one operation of a successful [`Client::multi`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    Create { path: String },
+    Delete,
+    SetData { stat: Stat },
+    Check,
 }
 
 fn unexpected(response: Response) -> Error {

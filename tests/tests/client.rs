@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use coord_client::{Acl, Client, CreateMode, Error, ErrorCode, EventType};
+use coord_client::{Acl, Client, CreateMode, Error, ErrorCode, EventType, Op, OpResult};
 use coord_system_tests::{free_port, within_deadline, CoordServer};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,6 +186,93 @@ async fn one_shot_watches_fire_with_what_changed_and_end_with_the_connection() {
         let (_, _, never) = watcher.get_data_watch("/w").await.unwrap();
         server.kill9();
         assert_eq!(never.await, Err(Error::ConnectionLoss));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_acls_and_sync() {
+    within_deadline(async {
+        let server = CoordServer::start().expect("server starts");
+        let open = Acl::open_unsafe();
+        let client = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        client
+            .create("/m", b"", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        let done = client
+            .multi(&[
+                Op::Create {
+                    path: "/m/a".into(),
+                    data: b"a".to_vec(),
+                    acl: open.clone(),
+                    mode: CreateMode::Persistent,
+                },
+                Op::SetData {
+                    path: "/m".into(),
+                    data: b"m".to_vec(),
+                    version: 0,
+                },
+                Op::Check {
+                    path: "/m/a".into(),
+                    version: 0,
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(done.len(), 3);
+        assert_eq!(
+            done[0],
+            OpResult::Create {
+                path: "/m/a".into()
+            }
+        );
+        assert!(matches!(done[1], OpResult::SetData { stat } if stat.version == 1));
+        assert_eq!(done[2], OpResult::Check);
+        // All or nothing: the second create fails, so the first does not happen either.
+        let failed = client
+            .multi(&[
+                Op::Create {
+                    path: "/m/b".into(),
+                    data: vec![],
+                    acl: open.clone(),
+                    mode: CreateMode::Persistent,
+                },
+                Op::Create {
+                    path: "/m/a".into(),
+                    data: vec![],
+                    acl: open.clone(),
+                    mode: CreateMode::Persistent,
+                },
+            ])
+            .await;
+        assert_eq!(failed, Err(Error::Server(ErrorCode::NodeExists)));
+        assert_eq!(client.exists("/m/b").await.unwrap(), None);
+
+        let (acl, stat) = client.get_acl("/m/a").await.unwrap();
+        assert_eq!((acl, stat.aversion), (open.clone(), 0));
+        let read_only = Acl::read_unsafe();
+        assert_eq!(
+            client.set_acl("/m/a", &read_only, 5).await,
+            Err(Error::Server(ErrorCode::BadVersion))
+        );
+        assert_eq!(
+            client
+                .set_acl("/m/a", &read_only, 0)
+                .await
+                .unwrap()
+                .aversion,
+            1
+        );
+        assert_eq!(client.get_acl("/m/a").await.unwrap().0, read_only);
+        // Without ADMIN now, even the ACL cannot change back.
+        assert_eq!(
+            client.set_acl("/m/a", &open, 1).await,
+            Err(Error::Server(ErrorCode::NoAuth))
+        );
+        assert_eq!(client.sync("/m").await.unwrap(), "/m");
     })
     .await;
 }
