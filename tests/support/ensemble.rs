@@ -65,6 +65,27 @@ impl Ensemble {
         extra: &str,
         args: &[String],
     ) -> io::Result<Ensemble> {
+        // A free port can be taken (by another test's connection, say) between our probe and
+        // a member's bind: then everything starts again on other ports, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Ensemble::try_start(voters, observers, tick_ms, extra, args) {
+                Err(err) if attempt < 3 && err.to_string().contains("Address already in use") => {
+                    continue
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn try_start(
+        voters: u64,
+        observers: u64,
+        tick_ms: u64,
+        extra: &str,
+        args: &[String],
+    ) -> io::Result<Ensemble> {
         let n = voters + observers;
         let root = tempfile::Builder::new()
             .prefix("coord-ensemble")
