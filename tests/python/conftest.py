@@ -225,10 +225,17 @@ class Ensemble:
         self.max_session_timeout_ms = 20 * TICK_MS
         self.four_letter_words = "*"
         self.workdir = tempfile.mkdtemp(prefix="coord-py-ensemble-")
+        self.n = n
+        self.members = []
+        self._configure()
+        self.next_member = 0
+
+    def _configure(self):
+        """Picks the members' ports and writes their configs."""
         self.members = []
         servers = []
-        ports = free_ports(2 * n)
-        for i in range(1, n + 1):
+        ports = free_ports(2 * self.n)
+        for i in range(1, self.n + 1):
             client, peer = ports[2 * i - 2], ports[2 * i - 1]
             servers.append(
                 f'  {{ id = {i}, peer_addr = "127.0.0.1:{peer}", client_addr = "127.0.0.1:{client}" }},'
@@ -248,17 +255,37 @@ class Ensemble:
         self.host = "127.0.0.1"
         self.port = self.members[0]["port"]
         self.hosts = f"{self.host}:{self.port}"
-        self.next_member = 0
 
     def start(self):
-        for i in range(len(self.members)):
-            self.launch(i)
-        try:
-            self.wait_for_leader()
-        except RuntimeError:
-            self.cleanup()
-            raise
+        # A port picked a moment ago can be taken (by another test's connection, say) before a
+        # member binds it: then everything starts again on other ports, a few times.
+        for attempt in range(3):
+            for i in range(len(self.members)):
+                self.launch(i)
+            try:
+                self.wait_for_leader()
+                return self
+            except RuntimeError:
+                in_use = any(
+                    "Address already in use" in open(m["log"], errors="replace").read()
+                    for m in self.members
+                    if os.path.exists(m["log"])
+                )
+                self._stop_all()
+                if not in_use or attempt == 2:
+                    self.cleanup()
+                    raise
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                os.makedirs(self.workdir)
+                self._configure()
         return self
+
+    def _stop_all(self):
+        for i in range(len(self.members)):
+            self.kill(i)
+            if self.members[i].get("logf"):
+                self.members[i]["logf"].close()
+                self.members[i]["logf"] = None
 
     def launch(self, i):
         """Starts member `i` (again, after `kill`)."""
