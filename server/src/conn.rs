@@ -125,12 +125,15 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     };
     let end = conn.run(&mut reader, &mut buf).await;
     debug!(%peer, %conn_id, session = %conn.session_id, "connection closed");
-    conn.session_closed = matches!(end, End::SessionClosed);
+    let session_closed = matches!(end, End::SessionClosed);
+    conn.session_closed = session_closed;
     drop(conn);
     // The writer drains what is queued (say, the reply to closeSession) and then ends, unless the
-    // client stopped reading, in which case it is cut off.
+    // client stopped reading, in which case it is cut off. A session this client closed also
+    // asks for its connection to close (when its txn applies, which may be before the reply is
+    // out): the reply still goes, within the same bound.
     if let Some(mut handle) = writer.0.take() {
-        let drained = !closing.is_requested()
+        let drained = (session_closed || !closing.is_requested())
             && tokio::time::timeout(Duration::from_secs(2), &mut handle)
                 .await
                 .is_ok();
