@@ -345,6 +345,9 @@ impl IncomingSnap {
             .truncate(true)
             .open(&file.path)
             .map_err(|e| format!("{}: {e}", file.path.display()))?;
+        // Unbounded in messages, bounded by its producer: the driver stops reading its peers
+        // while WRITE_BEHIND_CHUNKS chunks wait here (`is_full`), so at most that many (of at
+        // most a frame each) are queued, plus the end.
         let (writes, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = Arc::clone(&queued);
