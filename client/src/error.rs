@@ -16,6 +16,13 @@ pub enum Error {
     /// The session is gone (expired, or closed); this client can do nothing more.
     #[error("session expired")]
     SessionExpired,
+    /// The session was closed (by [`crate::Client::close`]); this client can do nothing more.
+    #[error("session closed")]
+    Closed,
+    /// A persistent watch's reader fell behind and this many events were dropped: read the
+    /// state again; the events that follow are current.
+    #[error("{0} watch events were dropped")]
+    Lagged(u64),
     /// No server of the connection string could be reached.
     #[error("no server could be reached: {0}")]
     Unreachable(String),
@@ -34,6 +41,9 @@ impl Error {
             Error::Server(code) => *code,
             Error::ConnectionLoss | Error::Unreachable(_) => ErrorCode::ConnectionLoss,
             Error::SessionExpired => ErrorCode::SessionExpired,
+            // As ZooKeeper's C client reports a handle used after zookeeper_close.
+            Error::Closed => ErrorCode::SessionExpired,
+            Error::Lagged(_) => ErrorCode::SystemError,
             Error::ConnectString(_) => ErrorCode::BadArguments,
             Error::Malformed(_) => ErrorCode::MarshallingError,
         }

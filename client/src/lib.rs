@@ -15,17 +15,22 @@
 //! # }
 //! ```
 //!
-//! So far: one session over one connection at a time, the basic operations, ACLs, sync,
-//! multi, and one-shot watches as futures. Reconnecting to another server with the session
-//! (and re-arming watches), persistent watches, auth, multiRead and the recipes come next
-//! (issue 8).
+//! A [`Client`] is one session. When its connection breaks it connects to another server of
+//! the connection string and resumes the session there, setting its watches again; its
+//! [`SessionEvents`] say when it is `Suspended`, `Connected` again or `Lost`, as kazoo and
+//! Curator report it.
 
+mod client;
 mod connect_string;
 mod error;
 mod session;
+mod watches;
 
+pub use client::{Client, Op, OpResult, ReadOp, ReadResult};
 pub use connect_string::{ConnectString, ConnectStringError};
-pub use coord_proto::EventType;
-pub use coord_proto::{Acl, CreateMode, ErrorCode, Id, Stat};
+pub use coord_proto::{
+    Acl, AddWatchMode, ClientInfo, CreateMode, ErrorCode, EventType, Id, Stat, WatcherType,
+};
 pub use error::Error;
-pub use session::{Client, Op, OpResult, Watch, WatchedEvent};
+pub use session::{SessionEvents, SessionState};
+pub use watches::{PersistentWatch, Watch, WatchedEvent, PERSISTENT_EVENTS_QUEUED_MAX};

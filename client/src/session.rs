@@ -1,669 +1,691 @@
-//! One session: the connect handshake, then requests answered in order on one connection (the
-//! server replies in request order, so replies are matched to a FIFO of pending requests).
+//! The session's task: one connection at a time, and a new one (to the next server) when it
+//! breaks, resuming the same session with its watches and credentials.
+//!
+//! On a connection the server answers requests in the order sent, so replies are matched to a
+//! FIFO of pending requests. Auth replies (xid -4) have their own FIFO: ZooKeeper answers an
+//! auth packet at once, ahead of earlier requests still in its pipeline.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use coord_proto::{
-    decode_frame, write_frame, xid, Acl, ConnectRequest, ConnectResponse, CreateMode,
-    CreateRequest, ErrorCode, EventType, MultiOp, MultiResult, OpCode, Reader, Record, ReplyHeader,
-    Request, Response, Stat, WatcherEvent,
+    decode_frame, write_frame, xid, AddWatchMode, AuthPacket, ConnectRequest, ConnectResponse,
+    ErrorCode, EventType, KeeperState, OpCode, Reader, Record, ReplyHeader, Request, Response,
+    WatcherEvent, WatcherType,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
 
+use crate::watches::{EventQueue, Rearm, Registry, WatchKind, WatchedEvent};
 use crate::{ConnectString, Error};
 
-/// Requests queued for the connection at most; past it, callers wait for room.
-const CALLS_QUEUED_MAX: usize = 1024;
+/// Requests queued for the session at most; past it, callers wait for room. While the session
+/// is between connections, requests wait here.
+pub(crate) const CALLS_QUEUED_MAX: usize = 1024;
+/// Requests sent on a connection and not answered yet, at most; past it the session stops
+/// taking requests from its queue until replies come.
+const IN_FLIGHT_MAX: usize = 4096;
+/// Request bytes buffered for the socket at most; past it the session takes no more requests
+/// until the socket drains.
+const OUT_BUFFER_BYTES_MAX: usize = 1 << 20;
 /// The largest reply frame read; a longer one closes the connection. It matches the largest
 /// reply a coord server may be configured to send (256 MiB).
 const REPLY_FRAME_BYTES_MAX: usize = 256 << 20;
+/// Path bytes in one setWatches2 packet at most, as ZooKeeper's client splits it (its
+/// `SET_WATCHES_MAX_LENGTH`), so that re-arming many watches never makes a frame a server
+/// refuses.
+const SET_WATCHES_BYTES_MAX: usize = 128 * 1024;
+/// Session events kept for a slow [`SessionEvents`] reader; one further behind skips to the
+/// current state.
+const SESSION_EVENTS_QUEUED_MAX: usize = 64;
+/// The longest pause between two rounds of connection attempts over every server.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-struct Call {
-    request: Request,
-    reply: oneshot::Sender<Result<Response, Error>>,
-    /// A one-shot watch the request sets, armed when its reply arrives.
-    watch: Option<(WatchKind, oneshot::Sender<WatchedEvent>)>,
-}
-
-/// What a one-shot watch waits for, as ZooKeeper's client tells data, exist and child watches
-/// apart.
+/// Where a session stands, as kazoo and Curator report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WatchKind {
-    /// Set by getData: fires on a change of the data, or the node's deletion.
-    Data,
-    /// Set by exists: also fires when the node is created.
-    Exist,
-    /// Set by getChildren: fires on a change of the children, or the node's deletion.
-    Child,
+pub enum SessionState {
+    /// Connected to a server; requests are served.
+    Connected,
+    /// The connection broke. Requests wait for the next one; those in flight failed with
+    /// [`Error::ConnectionLoss`]. The session (its ephemerals, its watches) may still be alive:
+    /// a lock holder should stop acting as one until it is `Connected` again.
+    Suspended,
+    /// The session is gone: the server expired it, or no server took it back within the session
+    /// timeout. Its ephemerals are (or will be) gone; nothing more can be done with it.
+    Lost,
+    /// The session was closed by [`crate::Client::close`], or by dropping every handle.
+    Closed,
 }
 
-impl WatchKind {
-    fn fires_on(self, event: EventType) -> bool {
+impl SessionState {
+    /// The error a request gets from a session that ended in this state.
+    pub(crate) fn end_error(self) -> Error {
         match self {
-            WatchKind::Data => matches!(event, EventType::NodeDataChanged | EventType::NodeDeleted),
-            WatchKind::Exist => matches!(
-                event,
-                EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted
-            ),
-            WatchKind::Child => {
-                matches!(
-                    event,
-                    EventType::NodeChildrenChanged | EventType::NodeDeleted
-                )
+            SessionState::Closed => Error::Closed,
+            _ => Error::SessionExpired,
+        }
+    }
+}
+
+/// The session's changes of state, in order. See [`crate::Client::session_events`].
+pub struct SessionEvents {
+    events: broadcast::Receiver<SessionState>,
+    status: watch::Receiver<Status>,
+}
+
+impl SessionEvents {
+    /// The next change of state; None once the session has ended and its last state was read.
+    /// A reader more than 64 changes behind skips to the current state.
+    pub async fn next(&mut self) -> Option<SessionState> {
+        match self.events.recv().await {
+            Ok(state) => Some(state),
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.events = self.events.resubscribe();
+                Some(self.status.borrow().state)
             }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     }
 }
 
-/// What a watch saw: the kind of change, and the node it happened to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchedEvent {
-    pub event_type: EventType,
-    pub path: String,
+/// What the session publishes about itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Status {
+    pub state: SessionState,
+    /// The session timeout the server granted last.
+    pub timeout: Duration,
+    /// The server of the current connection; None between connections.
+    pub server: Option<String>,
 }
 
-/// A one-shot watch: resolves once with the change it was set for, or with
-/// [`Error::ConnectionLoss`] if the connection ends first (this step of the client does not
-/// re-arm watches on another connection yet).
-pub struct Watch {
-    event: oneshot::Receiver<WatchedEvent>,
-    chroot: ConnectString,
+/// Where a request's answer goes.
+pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
+
+/// One request for the session's task.
+pub(crate) struct Call {
+    pub request: Request,
+    pub reply: Reply,
+    pub arm: Option<Arm>,
 }
 
-impl Future for Watch {
-    type Output = Result<WatchedEvent, Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        Pin::new(&mut this.event).poll(cx).map(|event| {
-            event
-                .map(|mut event| {
-                    event.path = this.chroot.client_path(&event.path);
-                    event
-                })
-                .map_err(|_| Error::ConnectionLoss)
-        })
-    }
+/// A watch a request sets, armed when its reply arrives (so before any later event is read).
+pub(crate) enum Arm {
+    OneShot(WatchKind, oneshot::Sender<Result<WatchedEvent, Error>>),
+    Persistent(AddWatchMode, Arc<EventQueue>),
+    /// Not a watch to arm but watches to forget: removeWatches succeeded.
+    Remove(WatcherType),
 }
 
-/// A session with a coord (or ZooKeeper) ensemble. Cheap to share by reference across tasks;
-/// requests from all of them are answered in the order they were sent.
-pub struct Client {
-    calls: mpsc::Sender<Call>,
-    connect: ConnectString,
-    session_id: i64,
-    timeout: Duration,
+/// The handles a [`crate::Client`] keeps on its session's task.
+pub(crate) struct Handles {
+    pub calls: mpsc::Sender<Call>,
+    pub status: watch::Receiver<Status>,
+    /// Kept only to subscribe from: a sender here would keep readers from ever seeing the end.
+    pub events: broadcast::Receiver<SessionState>,
+    pub session_id: i64,
 }
 
-impl Client {
-    /// Connects to the first server of `connect_string` that answers and opens a session
-    /// with `session_timeout` (the server may clamp it; see [`Client::session_timeout`]).
-    pub async fn connect(connect_string: &str, session_timeout: Duration) -> Result<Client, Error> {
-        let connect = ConnectString::parse(connect_string)?;
-        let mut failures = Vec::new();
-        for server in &connect.servers {
-            let attempt = tokio::time::timeout(session_timeout, handshake(server, session_timeout));
-            let (stream, response) = match attempt.await {
-                Ok(Ok(connected)) => connected,
-                Ok(Err(e)) => {
-                    failures.push(format!("{server}: {e}"));
-                    continue;
-                }
-                Err(_) => {
-                    failures.push(format!("{server}: no answer in time"));
-                    continue;
-                }
-            };
-            let timeout = Duration::from_millis(response.timeout_ms.max(0) as u64);
-            let (calls, calls_rx) = mpsc::channel(CALLS_QUEUED_MAX);
-            tokio::spawn(run(stream, calls_rx, timeout));
-            return Ok(Client {
-                calls,
-                connect,
-                session_id: response.session_id,
-                timeout,
-            });
-        }
-        Err(Error::Unreachable(failures.join("; ")))
-    }
-
-    /// The session's id, as the server named it.
-    pub fn session_id(&self) -> i64 {
-        self.session_id
-    }
-
-    /// The session timeout the server granted.
-    pub fn session_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    async fn call(&self, request: Request) -> Result<Response, Error> {
-        self.send(request, None).await
-    }
-
-    async fn send(
-        &self,
-        request: Request,
-        watch: Option<(WatchKind, oneshot::Sender<WatchedEvent>)>,
-    ) -> Result<Response, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.calls
-            .send(Call {
-                request,
-                reply,
-                watch,
-            })
-            .await
-            .map_err(|_| Error::ConnectionLoss)?;
-        answer.await.map_err(|_| Error::ConnectionLoss)?
-    }
-
-    /// Sends `request` with a one-shot watch of `kind` on its node.
-    async fn watched(&self, request: Request, kind: WatchKind) -> (Result<Response, Error>, Watch) {
-        let (fire, event) = oneshot::channel();
-        let result = self.send(request, Some((kind, fire))).await;
-        let watch = Watch {
-            event,
-            chroot: self.connect.clone(),
-        };
-        (result, watch)
-    }
-
-    /// A node's data and Stat, and a watch that fires when the data changes or the node goes.
-    pub async fn get_data_watch(&self, path: &str) -> Result<(Vec<u8>, Stat, Watch), Error> {
-        let path = self.connect.server_path(path);
-        match self
-            .watched(Request::GetData { path, watch: true }, WatchKind::Data)
-            .await
-        {
-            (Ok(Response::GetData { data, stat }), watch) => Ok((data.to_vec(), stat, watch)),
-            (Ok(other), _) => Err(unexpected(other)),
-            (Err(e), _) => Err(e),
-        }
-    }
-
-    /// A node's Stat (None if it does not exist), and a watch that fires when it is created,
-    /// changed or deleted.
-    pub async fn exists_watch(&self, path: &str) -> Result<(Option<Stat>, Watch), Error> {
-        let path = self.connect.server_path(path);
-        match self
-            .watched(Request::Exists { path, watch: true }, WatchKind::Exist)
-            .await
-        {
-            (Ok(Response::Stat(stat)), watch) => Ok((Some(stat), watch)),
-            (Err(Error::Server(ErrorCode::NoNode)), watch) => Ok((None, watch)),
-            (Ok(other), _) => Err(unexpected(other)),
-            (Err(e), _) => Err(e),
-        }
-    }
-
-    /// A node's children's names, and a watch that fires when they change or the node goes.
-    pub async fn get_children_watch(&self, path: &str) -> Result<(Vec<String>, Watch), Error> {
-        let path = self.connect.server_path(path);
-        match self
-            .watched(Request::GetChildren { path, watch: true }, WatchKind::Child)
-            .await
-        {
-            (Ok(Response::GetChildren { children }), watch) => Ok((children, watch)),
-            (Ok(other), _) => Err(unexpected(other)),
-            (Err(e), _) => Err(e),
-        }
-    }
-
-    /// Creates a node; returns its path (with its sequence number, for a sequential mode).
-    pub async fn create(
-        &self,
-        path: &str,
-        data: &[u8],
-        acl: &[Acl],
-        mode: CreateMode,
-    ) -> Result<String, Error> {
-        let request = CreateRequest {
-            path: self.connect.server_path(path),
-            data: data.to_vec(),
-            acl: acl.to_vec(),
-            flags: mode.code(),
-            ttl: None,
-        };
-        let request = if mode.is_container() {
-            Request::CreateContainer(request)
-        } else {
-            Request::Create(request)
-        };
-        match self.call(request).await? {
-            Response::Create { path } | Response::Create2 { path, .. } => {
-                Ok(self.connect.client_path(&path))
-            }
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// A node's data and Stat.
-    pub async fn get_data(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
-        let path = self.connect.server_path(path);
-        match self.call(Request::GetData { path, watch: false }).await? {
-            Response::GetData { data, stat } => Ok((data.to_vec(), stat)),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Replaces a node's data if its version is `version` (-1: any); returns the new Stat.
-    pub async fn set_data(&self, path: &str, data: &[u8], version: i32) -> Result<Stat, Error> {
-        let request = Request::SetData {
-            path: self.connect.server_path(path),
-            data: data.to_vec(),
-            version,
-        };
-        match self.call(request).await? {
-            Response::Stat(stat) => Ok(stat),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Deletes a node if its version is `version` (-1: any).
-    pub async fn delete(&self, path: &str, version: i32) -> Result<(), Error> {
-        let path = self.connect.server_path(path);
-        match self.call(Request::Delete { path, version }).await? {
-            Response::Empty => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// A node's Stat, or None if it does not exist.
-    pub async fn exists(&self, path: &str) -> Result<Option<Stat>, Error> {
-        let path = self.connect.server_path(path);
-        match self.call(Request::Exists { path, watch: false }).await {
-            Ok(Response::Stat(stat)) => Ok(Some(stat)),
-            Err(Error::Server(ErrorCode::NoNode)) => Ok(None),
-            Ok(other) => Err(unexpected(other)),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// A node's children's names.
-    pub async fn get_children(&self, path: &str) -> Result<Vec<String>, Error> {
-        let path = self.connect.server_path(path);
-        match self
-            .call(Request::GetChildren { path, watch: false })
-            .await?
-        {
-            Response::GetChildren { children } => Ok(children),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Waits until the server this session is connected to has applied every write that was
-    /// committed before (so the next read here sees them); returns the path.
-    pub async fn sync(&self, path: &str) -> Result<String, Error> {
-        let path = self.connect.server_path(path);
-        match self.call(Request::Sync { path }).await? {
-            Response::Sync { path } => Ok(self.connect.client_path(&path)),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// A node's ACL and Stat.
-    pub async fn get_acl(&self, path: &str) -> Result<(Vec<Acl>, Stat), Error> {
-        let path = self.connect.server_path(path);
-        match self.call(Request::GetAcl { path }).await? {
-            Response::GetAcl { acl, stat } => Ok((acl, stat)),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Replaces a node's ACL if its ACL version is `version` (-1: any); returns the new Stat.
-    pub async fn set_acl(&self, path: &str, acl: &[Acl], version: i32) -> Result<Stat, Error> {
-        let request = Request::SetAcl {
-            path: self.connect.server_path(path),
-            acl: acl.to_vec(),
-            version,
-        };
-        match self.call(request).await? {
-            Response::Stat(stat) => Ok(stat),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Runs `ops` as one transaction: all of them, or (with the first failure's error) none.
-    pub async fn multi(&self, ops: &[Op]) -> Result<Vec<OpResult>, Error> {
-        let ops = ops.iter().map(|op| op.to_wire(&self.connect)).collect();
-        let results = match self.call(Request::Multi(ops)).await? {
-            Response::Multi(results) => results,
-            other => return Err(unexpected(other)),
-        };
-        // In a failed multi every result is an error: Ok for the ops before the culprit, its
-        // own code, RuntimeInconsistency for the ops after it.
-        if let Some(code) = results
-            .iter()
-            .filter_map(|r| match r {
-                MultiResult::Error(code) => Some(*code),
-                _ => None,
-            })
-            .find(|code| *code != 0 && *code != ErrorCode::RuntimeInconsistency.code())
-        {
-            return Err(ErrorCode::from_code(code).map_or_else(
-                || Error::Malformed(format!("error code {code}")),
-                Error::Server,
-            ));
-        }
-        results
-            .into_iter()
-            .map(|result| match result {
-                MultiResult::Create { path } | MultiResult::Create2 { path, .. } => {
-                    Ok(OpResult::Create {
-                        path: self.connect.client_path(&path),
-                    })
-                }
-                MultiResult::Delete => Ok(OpResult::Delete),
-                MultiResult::SetData { stat } => Ok(OpResult::SetData { stat }),
-                MultiResult::Check => Ok(OpResult::Check),
-                other => Err(Error::Malformed(format!(
-                    "unexpected multi result {other:?}"
-                ))),
-            })
-            .collect()
-    }
-
-    /// Ends the session: its ephemeral nodes go at once.
-    pub async fn close(self) -> Result<(), Error> {
-        match self.call(Request::CloseSession).await {
-            Ok(_) | Err(Error::ConnectionLoss) => Ok(()),
-            Err(e) => Err(e),
+impl Handles {
+    pub fn subscribe(&self) -> SessionEvents {
+        SessionEvents {
+            events: self.events.resubscribe(),
+            status: self.status.clone(),
         }
     }
 }
 
-/// One operation of a [`Client::multi`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    Create {
-        path: String,
-        data: Vec<u8>,
-        acl: Vec<Acl>,
-        mode: CreateMode,
-    },
-    Delete {
-        path: String,
-        version: i32,
-    },
-    SetData {
-        path: String,
-        data: Vec<u8>,
-        version: i32,
-    },
-    /// Fails the transaction unless the node's version is `version`.
-    Check {
-        path: String,
-        version: i32,
-    },
-}
-
-impl Op {
-    fn to_wire(&self, connect: &ConnectString) -> MultiOp {
-        match self {
-            Op::Create {
-                path,
-                data,
-                acl,
-                mode,
-            } => {
-                let request = CreateRequest {
-                    path: connect.server_path(path),
-                    data: data.clone(),
-                    acl: acl.clone(),
-                    flags: mode.code(),
-                    ttl: None,
-                };
-                if mode.is_container() {
-                    MultiOp::CreateContainer(request)
-                } else {
-                    MultiOp::Create(request)
-                }
-            }
-            Op::Delete { path, version } => MultiOp::Delete {
-                path: connect.server_path(path),
-                version: *version,
-            },
-            Op::SetData {
-                path,
-                data,
-                version,
-            } => MultiOp::SetData {
-                path: connect.server_path(path),
-                data: data.clone(),
-                version: *version,
-            },
-            Op::Check { path, version } => MultiOp::Check {
-                path: connect.server_path(path),
-                version: *version,
-            },
-        }
-    }
-}
-
-/// What one operation of a successful [`Client::multi`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpResult {
-    Create { path: String },
-    Delete,
-    SetData { stat: Stat },
-    Check,
-}
-
-fn unexpected(response: Response) -> Error {
-    Error::Malformed(format!("unexpected reply {response:?}"))
-}
-
-/// Connects to `server` and opens a new session.
-async fn handshake(server: &str, timeout: Duration) -> Result<(TcpStream, ConnectResponse), Error> {
-    let mut stream = TcpStream::connect(server)
-        .await
-        .map_err(|e| Error::Unreachable(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let request = ConnectRequest {
-        protocol_version: 0,
-        last_zxid_seen: 0,
-        timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
+/// Opens a session on the first server of `connect` that answers, and starts its task.
+pub(crate) async fn open(connect: &ConnectString, timeout: Duration) -> Result<Handles, Error> {
+    let mut servers = connect.servers.clone();
+    // Spread clients over the servers, as ZooKeeper's clients shuffle the list.
+    let start = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as usize
+        % servers.len();
+    servers.rotate_left(start);
+    let (calls, calls_rx) = mpsc::channel(CALLS_QUEUED_MAX);
+    let (status, status_rx) = watch::channel(Status {
+        state: SessionState::Connected,
+        timeout,
+        server: None,
+    });
+    let (events, events_rx) = broadcast::channel(SESSION_EVENTS_QUEUED_MAX);
+    let mut task = Task {
+        servers,
+        next_server: 0,
+        requested_timeout: timeout,
         session_id: 0,
         passwd: vec![0; 16],
-        read_only: false,
+        last_zxid: 0,
+        auths: Vec::new(),
+        watches: Registry::default(),
+        calls: calls_rx,
+        status,
+        events,
     };
-    let mut out = BytesMut::new();
-    write_frame(&mut out, |b| request.write(b));
-    stream
-        .write_all(&out)
-        .await
-        .map_err(|_| Error::ConnectionLoss)?;
-    let mut buf = BytesMut::with_capacity(256);
-    let frame = loop {
-        if let Some(frame) = decode_frame(&mut buf, REPLY_FRAME_BYTES_MAX)
-            .map_err(|e| Error::Malformed(e.to_string()))?
-        {
-            break frame;
+    let attempt_timeout = (timeout / task.servers.len() as u32).max(Duration::from_secs(1));
+    let mut failures = Vec::new();
+    let stream = loop {
+        if failures.len() == task.servers.len() {
+            return Err(Error::Unreachable(failures.join("; ")));
         }
-        if stream
-            .read_buf(&mut buf)
-            .await
-            .map_err(|_| Error::ConnectionLoss)?
-            == 0
-        {
-            return Err(Error::ConnectionLoss);
+        let server = task.servers[task.next_server].clone();
+        task.next_server = (task.next_server + 1) % task.servers.len();
+        match tokio::time::timeout(attempt_timeout, task.handshake(&server)).await {
+            Ok(Ok(stream)) => break stream,
+            Ok(Err(e)) => failures.push(format!("{server}: {e}")),
+            Err(_) => failures.push(format!("{server}: no answer in time")),
         }
     };
-    let response = ConnectResponse::read(&mut Reader::new(&frame))
-        .map_err(|e| Error::Malformed(e.to_string()))?;
-    if response.session_id == 0 || response.timeout_ms <= 0 {
-        return Err(Error::SessionExpired);
-    }
-    Ok((stream, response))
+    let handles = Handles {
+        calls,
+        status: status_rx,
+        events: events_rx,
+        session_id: task.session_id,
+    };
+    tokio::spawn(task.run(stream));
+    Ok(handles)
 }
 
-/// The connection's task: writes requests and pings, reads replies, until the connection or
-/// the client goes. Then every request still waiting gets `ConnectionLoss`.
-async fn run(stream: TcpStream, mut calls: mpsc::Receiver<Call>, timeout: Duration) {
-    let (mut reader, mut writer) = stream.into_split();
-    let mut pending = Pending::new();
-    let mut watches = Watches::new();
-    let mut next_xid: i32 = 1;
-    let mut input = BytesMut::with_capacity(64 * 1024);
-    let mut out = BytesMut::new();
-    // A third of the timeout, as ZooKeeper's clients ping an idle session.
-    let ping_every = (timeout / 3).max(Duration::from_millis(10));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    loop {
-        tokio::select! {
-            call = calls.recv() => {
-                let Some(Call { request, reply, watch }) = call else {
-                    break;
-                };
-                let xid = next_xid;
-                next_xid = if next_xid == i32::MAX { 1 } else { next_xid + 1 };
-                out.clear();
-                request.write_frame(xid, &mut out);
-                if writer.write_all(&out).await.is_err() {
-                    let _ = reply.send(Err(Error::ConnectionLoss));
-                    break;
-                }
-                let watch = watch.and_then(|(kind, fire)| {
-                    request_path(&request).map(|path| (kind, path.to_owned(), fire))
-                });
-                pending.push_back(Sent {
-                    xid,
-                    op: request.op(),
-                    reply,
-                    watch,
-                });
-                ping.reset();
+struct Task {
+    /// The servers, in the order tried (rotated at random once).
+    servers: Vec<String>,
+    next_server: usize,
+    requested_timeout: Duration,
+    session_id: i64,
+    passwd: Vec<u8>,
+    /// The highest zxid a reply carried: a server behind it refuses the session, so the
+    /// session never sees its past.
+    last_zxid: i64,
+    /// The credentials added so far, to present again on every new connection.
+    auths: Vec<AuthPacket>,
+    watches: Registry,
+    calls: mpsc::Receiver<Call>,
+    status: watch::Sender<Status>,
+    events: broadcast::Sender<SessionState>,
+}
+
+/// Why a connection ended.
+enum End {
+    /// It broke; the session may live on.
+    Broken,
+    /// The server says the session is over.
+    Expired,
+    /// The session was closed.
+    Closed,
+}
+
+impl Task {
+    fn timeout(&self) -> Duration {
+        self.status.borrow().timeout
+    }
+
+    fn publish(&self, state: SessionState) {
+        self.status.send_modify(|status| {
+            status.state = state;
+            if state != SessionState::Connected {
+                status.server = None;
             }
-            _ = ping.tick() => {
-                out.clear();
-                Request::Ping.write_frame(xid::PING, &mut out);
-                if writer.write_all(&out).await.is_err() {
-                    break;
+        });
+        let _ = self.events.send(state);
+    }
+
+    async fn run(mut self, first: TcpStream) {
+        let mut stream = first;
+        let mut resumed = false;
+        let end = loop {
+            if resumed {
+                self.publish(SessionState::Connected);
+            }
+            match self.serve(stream, resumed).await {
+                End::Broken => {}
+                End::Expired => break SessionState::Lost,
+                End::Closed => break SessionState::Closed,
+            }
+            tracing::debug!(session = self.session_id, "connection lost; reconnecting");
+            self.publish(SessionState::Suspended);
+            match self.reconnect().await {
+                Some(next) => stream = next,
+                None => break SessionState::Lost,
+            }
+            resumed = true;
+        };
+        self.publish(end);
+        let why = end.end_error();
+        self.watches.end(&why);
+        self.calls.close();
+        while let Ok(call) = self.calls.try_recv() {
+            let _ = call.reply.send(Err(why.clone()));
+        }
+    }
+
+    /// Connects to `server` and opens the session there (a new one, or this one again).
+    async fn handshake(&mut self, server: &str) -> Result<TcpStream, Error> {
+        let mut stream = TcpStream::connect(server)
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let request = ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: self.last_zxid,
+            timeout_ms: i32::try_from(self.requested_timeout.as_millis()).unwrap_or(i32::MAX),
+            session_id: self.session_id,
+            passwd: self.passwd.clone(),
+            read_only: false,
+        };
+        let mut out = BytesMut::new();
+        write_frame(&mut out, |b| request.write(b));
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|_| Error::ConnectionLoss)?;
+        let mut buf = BytesMut::with_capacity(256);
+        let frame = loop {
+            if let Some(frame) = decode_frame(&mut buf, REPLY_FRAME_BYTES_MAX)
+                .map_err(|e| Error::Malformed(e.to_string()))?
+            {
+                break frame;
+            }
+            // A server that refuses the session (say, it is behind the zxid this session has
+            // seen) closes without answering: try another.
+            if stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|_| Error::ConnectionLoss)?
+                == 0
+            {
+                return Err(Error::ConnectionLoss);
+            }
+        };
+        let response = ConnectResponse::read(&mut Reader::new(&frame))
+            .map_err(|e| Error::Malformed(e.to_string()))?;
+        let resuming = self.session_id != 0;
+        if response.timeout_ms <= 0
+            || response.session_id == 0
+            || (resuming && response.session_id != self.session_id)
+        {
+            return Err(Error::SessionExpired);
+        }
+        self.session_id = response.session_id;
+        self.passwd = response.passwd;
+        let timeout = Duration::from_millis(response.timeout_ms as u64);
+        self.status.send_modify(|status| {
+            status.timeout = timeout;
+            status.server = Some(server.to_owned());
+        });
+        Ok(stream)
+    }
+
+    /// Tries the servers in turn until one takes the session back. None if the session is
+    /// over: a server said it expired, or the session timeout passed without a server (as
+    /// Curator does, so a partitioned client does not go on believing it holds ephemerals the
+    /// ensemble has dropped), or every client handle went meanwhile.
+    async fn reconnect(&mut self) -> Option<TcpStream> {
+        let deadline = Instant::now() + self.timeout();
+        let attempt_timeout = self.timeout() / self.servers.len() as u32;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            for _ in 0..self.servers.len() {
+                let now = Instant::now();
+                if now >= deadline || self.calls.is_closed() {
+                    return None;
+                }
+                let server = self.servers[self.next_server].clone();
+                self.next_server = (self.next_server + 1) % self.servers.len();
+                let attempt = attempt_timeout.min(deadline - now);
+                match tokio::time::timeout(attempt, self.handshake(&server)).await {
+                    Ok(Ok(stream)) => return Some(stream),
+                    Ok(Err(Error::SessionExpired)) => return None,
+                    Ok(Err(e)) => tracing::debug!(%server, %e, "reconnect attempt failed"),
+                    Err(_) => tracing::debug!(%server, "reconnect attempt timed out"),
                 }
             }
-            read = reader.read_buf(&mut input) => {
-                if !matches!(read, Ok(n) if n > 0) {
-                    break;
+            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+        }
+    }
+
+    /// Serves requests on one connection until it ends. On a resumed session, first sets the
+    /// watches again and presents the credentials again.
+    async fn serve(&mut self, stream: TcpStream, resumed: bool) -> End {
+        let (mut reader, mut writer) = stream.into_split();
+        let mut conn = Connection {
+            pending: VecDeque::new(),
+            auths: VecDeque::new(),
+            next_xid: 1,
+            closing: false,
+        };
+        let mut input = BytesMut::with_capacity(64 * 1024);
+        let mut out = BytesMut::new();
+        if resumed {
+            self.prime(&mut out, &mut conn);
+        }
+        let timeout = self.timeout();
+        // As ZooKeeper's clients: ping after a third of the timeout without sending, give up
+        // on the server after two thirds without hearing from it.
+        let ping_every = (timeout / 3).max(Duration::from_millis(10));
+        let silence_max = timeout * 2 / 3;
+        let mut last_sent = Instant::now();
+        let mut last_heard = Instant::now();
+        let wake = tokio::time::sleep(ping_every);
+        tokio::pin!(wake);
+        loop {
+            let room = out.len() < OUT_BUFFER_BYTES_MAX && conn.pending.len() < IN_FLIGHT_MAX;
+            tokio::select! {
+                read = reader.read_buf(&mut input) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        let end = if conn.closing { End::Closed } else { End::Broken };
+                        return conn.broken(end);
+                    }
+                    last_heard = Instant::now();
+                    match self.deliver(&mut input, &mut conn, &mut out) {
+                        Ok(None) => {}
+                        Ok(Some(end)) => return conn.broken(end),
+                        Err(reason) => {
+                            tracing::warn!(%reason, "closing the connection");
+                            return conn.broken(End::Broken);
+                        }
+                    }
                 }
-                if let Err(reason) = deliver(&mut input, &mut pending, &mut watches) {
-                    tracing::warn!(%reason, "closing the connection");
-                    break;
+                written = writer.write_buf(&mut out), if out.has_remaining() => {
+                    if !matches!(written, Ok(n) if n > 0) {
+                        return conn.broken(End::Broken);
+                    }
+                    last_sent = Instant::now();
+                }
+                call = self.calls.recv(), if room && !conn.closing => {
+                    let Some(call) = call else {
+                        // Every handle is gone: close the session so its ephemerals go now
+                        // rather than at its timeout.
+                        conn.send(&mut out, Request::CloseSession, oneshot::channel().0, None);
+                        conn.closing = true;
+                        continue;
+                    };
+                    conn.take(&mut out, call);
+                    // Take what else is queued, so it leaves in one write.
+                    while out.len() < OUT_BUFFER_BYTES_MAX && conn.pending.len() < IN_FLIGHT_MAX {
+                        match self.calls.try_recv() {
+                            Ok(call) => conn.take(&mut out, call),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = &mut wake => {
+                    let now = Instant::now();
+                    if now >= last_heard + silence_max {
+                        tracing::debug!(session = self.session_id, "server silent; reconnecting");
+                        return conn.broken(End::Broken);
+                    }
+                    if now >= last_sent + ping_every && out.is_empty() {
+                        write_request(&mut out, xid::PING, &Request::Ping);
+                    }
+                    let next = (last_sent + ping_every).min(last_heard + silence_max).max(now + Duration::from_millis(1));
+                    wake.as_mut().reset(next);
                 }
             }
         }
     }
-    for sent in pending {
-        let _ = sent.reply.send(Err(Error::ConnectionLoss));
+
+    /// What a resumed session sends first: its watches (setWatches2, in packets of bounded
+    /// size) and its credentials. Their replies are not waited for; requests follow at once,
+    /// as the server handles them in order.
+    fn prime(&mut self, out: &mut BytesMut, conn: &mut Connection) {
+        let Rearm {
+            data,
+            exist,
+            child,
+            persistent,
+            recursive,
+        } = self.watches.rearm();
+        let mut lists: [Vec<String>; 5] = Default::default();
+        let mut bytes = 0;
+        let flush = |lists: &mut [Vec<String>; 5], out: &mut BytesMut, relative_zxid| {
+            let [data, exist, child, persistent, persistent_recursive] = std::mem::take(lists);
+            let request = Request::SetWatches2 {
+                relative_zxid,
+                data,
+                exist,
+                child,
+                persistent,
+                persistent_recursive,
+            };
+            write_request(out, xid::SET_WATCHES, &request);
+        };
+        for (list, paths) in [data, exist, child, persistent, recursive]
+            .into_iter()
+            .enumerate()
+        {
+            for path in paths {
+                if bytes + path.len() > SET_WATCHES_BYTES_MAX && bytes > 0 {
+                    flush(&mut lists, out, self.last_zxid);
+                    bytes = 0;
+                }
+                bytes += path.len();
+                lists[list].push(path);
+            }
+        }
+        if bytes > 0 {
+            flush(&mut lists, out, self.last_zxid);
+        }
+        for auth in &self.auths {
+            write_request(out, xid::AUTH, &Request::Auth(auth.clone()));
+            conn.auths.push_back(None);
+        }
     }
-    // Dropping the armed watches tells their futures the connection is gone.
+
+    /// Handles the replies and events whose frames are whole in `input`.
+    fn deliver(
+        &mut self,
+        input: &mut BytesMut,
+        conn: &mut Connection,
+        out: &mut BytesMut,
+    ) -> Result<Option<End>, String> {
+        while let Some(frame) =
+            decode_frame(input, REPLY_FRAME_BYTES_MAX).map_err(|e| e.to_string())?
+        {
+            let (header, body) = ReplyHeader::split(&frame).map_err(|e| e.to_string())?;
+            match header.xid {
+                xid::PING | xid::SET_WATCHES => continue,
+                xid::NOTIFICATION => {
+                    let event =
+                        WatcherEvent::read(&mut Reader::new(body)).map_err(|e| e.to_string())?;
+                    if event.event_type == EventType::None {
+                        if event.state == KeeperState::Expired {
+                            return Ok(Some(End::Expired));
+                        }
+                        continue;
+                    }
+                    for (path, mode) in self.watches.fire(&event) {
+                        let watcher_type = match mode {
+                            AddWatchMode::Persistent => WatcherType::Persistent,
+                            AddWatchMode::PersistentRecursive => WatcherType::PersistentRecursive,
+                        };
+                        let request = Request::RemoveWatches { path, watcher_type };
+                        conn.send(out, request, oneshot::channel().0, None);
+                    }
+                    continue;
+                }
+                xid::AUTH => {
+                    let Some(waiter) = conn.auths.pop_front() else {
+                        return Err("an auth reply nobody asked for".into());
+                    };
+                    if let Some((packet, reply)) = waiter {
+                        let result = if header.err == 0 {
+                            self.auths.push(packet);
+                            Ok(Response::Empty)
+                        } else {
+                            Err(reply_error(header.err))
+                        };
+                        let _ = reply.send(result);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(sent) = conn.pending.pop_front() else {
+                return Err(format!("a reply to xid {} nobody asked for", header.xid));
+            };
+            if header.xid != sent.xid {
+                let _ = sent.reply.send(Err(Error::ConnectionLoss));
+                return Err(format!(
+                    "reply to xid {} where {} was due",
+                    header.xid, sent.xid
+                ));
+            }
+            if header.zxid > 0 {
+                self.last_zxid = self.last_zxid.max(header.zxid);
+            }
+            // The server armed the watch when it answered: so does the session, before it
+            // reads any later event. exists arms it on a missing node too.
+            match sent.arm {
+                Some(Arm::OneShot(kind, fire))
+                    if header.err == 0
+                        || (header.err == ErrorCode::NoNode.code() && kind == WatchKind::Exist) =>
+                {
+                    if let Some(path) = sent.path {
+                        self.watches.arm(kind, path, fire);
+                    }
+                }
+                Some(Arm::Persistent(mode, queue)) if header.err == 0 => {
+                    if let Some(path) = sent.path {
+                        self.watches.add_persistent(mode, path, queue);
+                    }
+                }
+                Some(Arm::Remove(watcher_type)) if header.err == 0 => {
+                    if let Some(path) = sent.path {
+                        self.watches.remove(&path, watcher_type);
+                    }
+                }
+                _ => {}
+            }
+            let result = if header.err != 0 {
+                Err(reply_error(header.err))
+            } else {
+                Response::decode(sent.op.code(), body).map_err(|e| Error::Malformed(e.to_string()))
+            };
+            let expired = matches!(result, Err(Error::SessionExpired));
+            let _ = sent.reply.send(result);
+            if expired {
+                return Ok(Some(End::Expired));
+            }
+            if sent.op == OpCode::CloseSession {
+                return Ok(Some(End::Closed));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn reply_error(err: i32) -> Error {
+    match ErrorCode::from_code(err) {
+        Some(ErrorCode::SessionExpired) => Error::SessionExpired,
+        Some(code) => Error::Server(code),
+        None => Error::Malformed(format!("unknown error code {err}")),
+    }
+}
+
+fn write_request(out: &mut BytesMut, xid: i32, request: &Request) {
+    request.write_frame(xid, out);
+}
+
+/// The state of one connection of the session.
+struct Connection {
+    /// The requests sent and not answered yet, in the order sent.
+    pending: VecDeque<Sent>,
+    /// The auth packets sent and not answered yet; None for those presented again on a new
+    /// connection, which nobody waits for.
+    auths: VecDeque<Option<(AuthPacket, Reply)>>,
+    next_xid: i32,
+    /// CloseSession was sent: take no more requests, and a closed connection ends the session.
+    closing: bool,
 }
 
 /// A request sent and not answered yet.
 struct Sent {
     xid: i32,
     op: OpCode,
-    reply: oneshot::Sender<Result<Response, Error>>,
-    /// The watch to arm on its node (as the server names it) when the reply comes.
-    watch: Option<(WatchKind, String, oneshot::Sender<WatchedEvent>)>,
+    reply: Reply,
+    /// The node its watch is on, as the server names it.
+    path: Option<String>,
+    arm: Option<Arm>,
 }
 
-/// The requests sent and not answered yet, in the order sent.
-type Pending = VecDeque<Sent>;
+impl Connection {
+    /// Takes one call from the queue onto the wire.
+    fn take(&mut self, out: &mut BytesMut, call: Call) {
+        let Call {
+            request,
+            reply,
+            arm,
+        } = call;
+        match request {
+            Request::Auth(packet) => {
+                write_request(out, xid::AUTH, &Request::Auth(packet.clone()));
+                self.auths.push_back(Some((packet, reply)));
+            }
+            Request::CloseSession => {
+                self.closing = true;
+                self.send(out, request, reply, arm);
+            }
+            request => self.send(out, request, reply, arm),
+        }
+    }
 
-/// The armed one-shot watches, by node (as the server names it). Bounded by the requests that
-/// set them: each fires once, or goes with the connection.
-type Watches = HashMap<String, Vec<(WatchKind, oneshot::Sender<WatchedEvent>)>>;
+    fn send(
+        &mut self,
+        out: &mut BytesMut,
+        request: Request,
+        reply: Reply,
+        arm: Option<Arm>,
+    ) {
+        let xid = self.next_xid;
+        self.next_xid = if xid == i32::MAX { 1 } else { xid + 1 };
+        write_request(out, xid, &request);
+        let path = arm
+            .as_ref()
+            .and_then(|_| watched_path(&request).map(str::to_owned));
+        self.pending.push_back(Sent {
+            xid,
+            op: request.op(),
+            reply,
+            path,
+            arm,
+        });
+    }
+
+    /// The connection is over: every request still waiting on it failed, for all the caller
+    /// knows; the watches stay with the session.
+    fn broken(self, end: End) -> End {
+        let error = match end {
+            End::Closed => Error::Closed,
+            End::Expired => Error::SessionExpired,
+            End::Broken => Error::ConnectionLoss,
+        };
+        for sent in self.pending {
+            let _ = sent.reply.send(Err(error.clone()));
+        }
+        for (_, reply) in self.auths.into_iter().flatten() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        end
+    }
+}
 
 /// The node a watching request is about.
-fn request_path(request: &Request) -> Option<&str> {
+fn watched_path(request: &Request) -> Option<&str> {
     match request {
         Request::GetData { path, .. }
         | Request::Exists { path, .. }
-        | Request::GetChildren { path, .. } => Some(path),
+        | Request::GetChildren { path, .. }
+        | Request::GetChildren2 { path, .. }
+        | Request::AddWatch { path, .. }
+        | Request::RemoveWatches { path, .. } => Some(path),
         _ => None,
     }
-}
-
-/// Fires, and disarms, the watches an event concerns.
-fn fire(watches: &mut Watches, event: WatcherEvent) {
-    let Some(armed) = watches.get_mut(&event.path) else {
-        return;
-    };
-    let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(armed)
-        .into_iter()
-        .partition(|(kind, _)| kind.fires_on(event.event_type));
-    *armed = keep;
-    if armed.is_empty() {
-        watches.remove(&event.path);
-    }
-    for (_, fire) in due {
-        let _ = fire.send(WatchedEvent {
-            event_type: event.event_type,
-            path: event.path.clone(),
-        });
-    }
-}
-
-/// Answers the pending requests whose replies are whole in `input`.
-fn deliver(
-    input: &mut BytesMut,
-    pending: &mut Pending,
-    watches: &mut Watches,
-) -> Result<(), String> {
-    while let Some(frame) = decode_frame(input, REPLY_FRAME_BYTES_MAX).map_err(|e| e.to_string())? {
-        let (header, body) = ReplyHeader::split(&frame).map_err(|e| e.to_string())?;
-        match header.xid {
-            xid::PING => continue,
-            xid::NOTIFICATION => {
-                let event =
-                    WatcherEvent::read(&mut Reader::new(body)).map_err(|e| e.to_string())?;
-                fire(watches, event);
-                continue;
-            }
-            _ => {}
-        }
-        let Some(Sent {
-            xid: expected,
-            op,
-            reply,
-            watch,
-        }) = pending.pop_front()
-        else {
-            return Err(format!("a reply to xid {} nobody asked for", header.xid));
-        };
-        if header.xid != expected {
-            let _ = reply.send(Err(Error::ConnectionLoss));
-            return Err(format!(
-                "reply to xid {} where {expected} was due",
-                header.xid
-            ));
-        }
-        // The server armed the watch when it answered: so does the client, before any later
-        // event is read. exists arms it on a node that does not exist too.
-        let armed = header.err == 0
-            || (header.err == ErrorCode::NoNode.code()
-                && matches!(watch, Some((WatchKind::Exist, _, _))));
-        if let (true, Some((kind, path, fire))) = (armed, watch) {
-            watches.entry(path).or_default().push((kind, fire));
-        }
-        let result = if header.err != 0 {
-            Err(match ErrorCode::from_code(header.err) {
-                Some(ErrorCode::SessionExpired) => Error::SessionExpired,
-                Some(code) => Error::Server(code),
-                None => Error::Malformed(format!("unknown error code {}", header.err)),
-            })
-        } else {
-            Response::decode(op.code(), body).map_err(|e| Error::Malformed(e.to_string()))
-        };
-        let _ = reply.send(result);
-    }
-    Ok(())
 }

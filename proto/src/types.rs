@@ -71,6 +71,15 @@ impl Acl {
         }]
     }
 
+    /// `ZooDefs.Ids.CREATOR_ALL_ACL`: every permission for the identities the creating
+    /// session authenticated as (the server fills them in; it needs at least one).
+    pub fn creator_all() -> Vec<Acl> {
+        vec![Acl {
+            perms: perms::ALL,
+            id: Id::new("auth", ""),
+        }]
+    }
+
     /// `ZooDefs.Ids.READ_ACL_UNSAFE`: world:anyone may read.
     pub fn read_unsafe() -> Vec<Acl> {
         vec![Acl {

@@ -248,6 +248,32 @@ impl CoordServer {
         self.launch()
     }
 
+    /// Kills (SIGKILL) the running process and starts a new one on the same data dir and the
+    /// same port, so a client's connection string still names it. The ensemble's members keep
+    /// their ports anyway.
+    pub fn restart_on_same_port(&mut self) -> io::Result<()> {
+        self.kill9();
+        if self.target == Target::Ensemble {
+            return self.launch_ensemble();
+        }
+        self.runs += 1;
+        let mut child = self.spawn()?;
+        match wait_ready(&mut child, self.addr(), READY_TIMEOUT) {
+            Ok(()) => {
+                self.child = Some(child);
+                Ok(())
+            }
+            Err(err) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(io::Error::new(
+                    err.kind(),
+                    format!("{err}; server stderr:\n{}", self.stderr_text()),
+                ))
+            }
+        }
+    }
+
     /// Starts the process on the current data dir and waits until it is ready.
     fn launch(&mut self) -> io::Result<()> {
         if self.target == Target::Ensemble {

@@ -7,8 +7,11 @@
 
 use std::time::Duration;
 
-use coord_client::{Acl, Client, CreateMode, Error, ErrorCode, EventType, Op, OpResult};
-use coord_system_tests::{free_port, within_deadline, CoordServer};
+use coord_client::{
+    Acl, AddWatchMode, Client, CreateMode, Error, ErrorCode, EventType, Op, OpResult, ReadOp,
+    ReadResult, SessionState, WatcherType,
+};
+use coord_system_tests::{free_port, within_deadline, CoordServer, Target};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -103,7 +106,7 @@ async fn a_dead_server_is_skipped_and_a_chroot_is_applied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ephemerals_go_with_the_session_and_a_lost_server_is_connection_loss() {
+async fn ephemerals_go_with_the_session_and_a_session_no_server_takes_back_is_lost() {
     within_deadline(async {
         let mut server = CoordServer::start().expect("server starts");
         let open = Acl::open_unsafe();
@@ -114,30 +117,43 @@ async fn ephemerals_go_with_the_session_and_a_lost_server_is_connection_loss() {
             .create("/e", b"", &open, CreateMode::Ephemeral)
             .await
             .unwrap();
-        let other = Client::connect(&server.connect_string(), TIMEOUT)
+        let short = Duration::from_millis(1500);
+        let other = Client::connect(&server.connect_string(), short)
             .await
             .unwrap();
         assert!(other.exists("/e").await.unwrap().is_some());
+        let clone = owner.clone();
         owner.close().await.unwrap();
+        assert_eq!(clone.exists("/").await, Err(Error::Closed));
+        assert_eq!(clone.state(), SessionState::Closed);
         assert_eq!(other.exists("/e").await.unwrap(), None);
 
+        let mut events = other.session_events();
+        let (_, _, pending_watch) = other.get_data_watch("/").await.unwrap();
+        let stream = other
+            .add_watch("/", AddWatchMode::PersistentRecursive)
+            .await;
+        let mut stream = stream.unwrap();
         server.kill9();
-        assert_eq!(
-            other.get_data("/").await.map(|_| ()),
-            Err(Error::ConnectionLoss)
-        );
-        assert_eq!(
-            other.get_data("/").await.map(|_| ()),
-            Err(Error::ConnectionLoss)
-        );
+        // Requests wait for a server to take the session back; none does within the session
+        // timeout, so the session is lost, and so is everything waiting on it.
+        let waiting = other.get_data("/").await.map(|_| ());
+        assert_eq!(waiting, Err(Error::SessionExpired));
+        assert_eq!(events.next().await, Some(SessionState::Suspended));
+        assert_eq!(events.next().await, Some(SessionState::Lost));
+        assert_eq!(events.next().await, None);
+        assert_eq!(other.state(), SessionState::Lost);
+        assert_eq!(pending_watch.await, Err(Error::SessionExpired));
+        assert_eq!(stream.next().await, Err(Error::SessionExpired));
+        assert_eq!(other.exists("/").await, Err(Error::SessionExpired));
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_shot_watches_fire_with_what_changed_and_end_with_the_connection() {
+async fn one_shot_watches_fire_with_what_changed() {
     within_deadline(async {
-        let mut server = CoordServer::start().expect("server starts");
+        let server = CoordServer::start().expect("server starts");
         let open = Acl::open_unsafe();
         let writer = Client::connect(&server.connect_string(), TIMEOUT)
             .await
@@ -182,10 +198,11 @@ async fn one_shot_watches_fire_with_what_changed_and_end_with_the_connection() {
             (EventType::NodeChildrenChanged, "/w")
         );
 
-        // A watch still waiting when the server goes ends with the connection.
-        let (_, _, never) = watcher.get_data_watch("/w").await.unwrap();
-        server.kill9();
-        assert_eq!(never.await, Err(Error::ConnectionLoss));
+        // A watch dropped unfired is forgotten; the session goes on.
+        let (_, _, dropped) = watcher.get_data_watch("/w").await.unwrap();
+        drop(dropped);
+        writer.set_data("/app/w", b"2", -1).await.unwrap();
+        assert_eq!(watcher.get_data("/w").await.unwrap().0, b"2");
     })
     .await;
 }
@@ -273,6 +290,190 @@ async fn multi_acls_and_sync() {
             Err(Error::Server(ErrorCode::NoAuth))
         );
         assert_eq!(client.sync("/m").await.unwrap(), "/m");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_watches_are_streams_until_removed() {
+    within_deadline(async {
+        let server = CoordServer::start().expect("server starts");
+        let open = Acl::open_unsafe();
+        let writer = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        writer
+            .create("/app", b"", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        let watcher = Client::connect(&format!("{}/app", server.connect_string()), TIMEOUT)
+            .await
+            .unwrap();
+        let mut tree = watcher
+            .add_watch("/", AddWatchMode::PersistentRecursive)
+            .await
+            .unwrap();
+        let mut node = watcher
+            .add_watch("/p", AddWatchMode::Persistent)
+            .await
+            .unwrap();
+        writer
+            .create("/app/p", b"", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        writer
+            .create("/app/p/q", b"", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        writer.set_data("/app/p/q", b"1", -1).await.unwrap();
+        writer.set_data("/app/p", b"1", -1).await.unwrap();
+        let seen = |event: coord_client::WatchedEvent| (event.event_type, event.path);
+        // The recursive watch sees every node below it, in order, and no child list changes.
+        for expected in [
+            (EventType::NodeCreated, "/p"),
+            (EventType::NodeCreated, "/p/q"),
+            (EventType::NodeDataChanged, "/p/q"),
+            (EventType::NodeDataChanged, "/p"),
+        ] {
+            let event = seen(tree.next().await.unwrap());
+            assert_eq!((event.0, event.1.as_str()), expected);
+        }
+        // The plain persistent watch sees its own node, its child list included, and stays.
+        for expected in [
+            (EventType::NodeCreated, "/p"),
+            (EventType::NodeChildrenChanged, "/p"),
+            (EventType::NodeDataChanged, "/p"),
+        ] {
+            let event = seen(node.next().await.unwrap());
+            assert_eq!((event.0, event.1.as_str()), expected);
+        }
+        // ZooKeeper before 3.9 removes a persistent watch only with all the others (Any).
+        let persistent = if server.target() == Target::ZooKeeper {
+            WatcherType::Any
+        } else {
+            WatcherType::Persistent
+        };
+        watcher.remove_watches("/p", persistent).await.unwrap();
+        let event = seen(node.next().await.unwrap());
+        assert_eq!(
+            (event.0, event.1.as_str()),
+            (EventType::PersistentWatchRemoved, "/p")
+        );
+        assert_eq!(node.next().await, Err(Error::Server(ErrorCode::NoWatcher)));
+        assert_eq!(
+            watcher.remove_watches("/p", persistent).await,
+            Err(Error::Server(ErrorCode::NoWatcher))
+        );
+        // A one-shot watch removed hears it.
+        let (_, _, data) = watcher.get_data_watch("/p").await.unwrap();
+        watcher
+            .remove_watches("/p", WatcherType::Data)
+            .await
+            .unwrap();
+        assert_eq!(data.await.unwrap().event_type, EventType::DataWatchRemoved);
+        // The recursive watch saw nothing of that, and still sees deletions.
+        writer.delete("/app/p/q", -1).await.unwrap();
+        let event = seen(tree.next().await.unwrap());
+        assert_eq!(
+            (event.0, event.1.as_str()),
+            (EventType::NodeDeleted, "/p/q")
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_the_api() {
+    within_deadline(async {
+        let server = CoordServer::start().expect("server starts");
+        let open = Acl::open_unsafe();
+        let client = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        let (path, stat) = client
+            .create2("/r", b"r", &open, CreateMode::Persistent)
+            .await
+            .unwrap();
+        assert_eq!((path.as_str(), stat.data_length), ("/r", 1));
+        let (path, stat) = client
+            .create_ttl(
+                "/r/t-",
+                b"",
+                &open,
+                CreateMode::PersistentSequentialWithTtl,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        assert_eq!((path.as_str(), stat.version), ("/r/t-0000000000", 0));
+        assert_eq!(
+            client
+                .create_ttl(
+                    "/r/x",
+                    b"",
+                    &open,
+                    CreateMode::Persistent,
+                    Duration::from_secs(1)
+                )
+                .await,
+            Err(Error::Server(ErrorCode::BadArguments))
+        );
+        client
+            .create("/r/e", b"", &open, CreateMode::Ephemeral)
+            .await
+            .unwrap();
+        assert_eq!(client.get_ephemerals("/r").await.unwrap(), ["/r/e"]);
+        assert_eq!(client.get_all_children_number("/r").await.unwrap(), 2);
+        let (mut children, stat) = client.get_children2("/r").await.unwrap();
+        children.sort();
+        assert_eq!(
+            (children, stat.num_children),
+            (vec!["e".to_owned(), "t-0000000000".to_owned()], 2)
+        );
+
+        let reads = client
+            .multi_read(&[
+                ReadOp::GetData { path: "/r".into() },
+                ReadOp::GetChildren {
+                    path: "/none".into(),
+                },
+                ReadOp::GetChildren {
+                    path: "/r/e".into(),
+                },
+            ])
+            .await
+            .unwrap();
+        assert!(matches!(&reads[0], Ok(ReadResult::Data { data, .. }) if data.as_ref() == b"r"));
+        assert_eq!(reads[1], Err(Error::Server(ErrorCode::NoNode)));
+        assert_eq!(
+            reads[2],
+            Ok(ReadResult::Children {
+                children: Vec::new()
+            })
+        );
+
+        // Digest credentials: the node is the creator's alone.
+        client.add_auth("digest", b"alice:secret").await.unwrap();
+        let ids = client.who_am_i().await.unwrap();
+        assert!(ids
+            .iter()
+            .any(|info| info.auth_scheme == "digest" && info.user == "alice"));
+        client
+            .create("/r/mine", b"m", &Acl::creator_all(), CreateMode::Persistent)
+            .await
+            .unwrap();
+        assert_eq!(client.get_data("/r/mine").await.unwrap().0, b"m");
+        let stranger = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(
+            stranger.get_data("/r/mine").await,
+            Err(Error::Server(ErrorCode::NoAuth))
+        );
+        assert_eq!(
+            stranger.add_auth("no-such-scheme", b"x").await,
+            Err(Error::Server(ErrorCode::AuthFailed))
+        );
     })
     .await;
 }
