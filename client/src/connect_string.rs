@@ -83,8 +83,9 @@ impl ConnectString {
         match &self.chroot {
             Some(root) => match path.strip_prefix(root.as_str()) {
                 Some("") => "/".to_owned(),
-                Some(rest) => rest.to_owned(),
-                None => path.to_owned(),
+                Some(rest) if rest.starts_with('/') => rest.to_owned(),
+                // Outside the chroot (a sibling that shares its prefix, say): as it is.
+                _ => path.to_owned(),
             },
             None => path.to_owned(),
         }
@@ -104,6 +105,7 @@ mod tests {
         assert_eq!(c.server_path("/"), "/app/x");
         assert_eq!(c.client_path("/app/x/a"), "/a");
         assert_eq!(c.client_path("/app/x"), "/");
+        assert_eq!(c.client_path("/app/xy"), "/app/xy");
         let plain = ConnectString::parse("[::1]:2181/").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(plain.chroot, None);
         assert_eq!(plain.server_path("/a"), "/a");

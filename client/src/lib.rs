@@ -23,6 +23,7 @@
 mod client;
 mod connect_string;
 mod error;
+pub mod recipes;
 mod session;
 mod watches;
 

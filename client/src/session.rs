@@ -637,13 +637,7 @@ impl Connection {
         }
     }
 
-    fn send(
-        &mut self,
-        out: &mut BytesMut,
-        request: Request,
-        reply: Reply,
-        arm: Option<Arm>,
-    ) {
+    fn send(&mut self, out: &mut BytesMut, request: Request, reply: Reply, arm: Option<Arm>) {
         let xid = self.next_xid;
         self.next_xid = if xid == i32::MAX { 1 } else { xid + 1 };
         write_request(out, xid, &request);
