@@ -45,7 +45,7 @@ async fn round(connect: &str, which: Which, work: Work, tasks: usize, span: Dura
                         match work {
                             Work::GetData => drop(client.get_data("/bench").await.unwrap()),
                             Work::SetData => {
-                                drop(client.set_data("/bench", b"x", -1).await.unwrap())
+                                client.set_data("/bench", b"x", -1).await.unwrap();
                             }
                         }
                         n += 1;
@@ -64,7 +64,7 @@ async fn round(connect: &str, which: Which, work: Work, tasks: usize, span: Dura
                         match work {
                             Work::GetData => drop(client.get_data("/bench").await.unwrap()),
                             Work::SetData => {
-                                drop(client.set_data("/bench", b"x", None).await.unwrap())
+                                client.set_data("/bench", b"x", None).await.unwrap();
                             }
                         }
                         n += 1;
