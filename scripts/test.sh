@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs coord's whole test suite: formatting and lints, the Rust unit and system tests, and the
-# Python suite that drives coord with kazoo, zkCli.sh and the C client (cli_mt).
+# Runs coord's whole test suite: formatting and lints, the Rust unit and system tests, libcoord's
+# C programs under valgrind, and the Python suite that drives coord with kazoo, zkCli.sh and
+# the C client (cli_mt).
 # Installs what it needs first (Debian's zookeeper packages, kazoo and pytest from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ need_apt=()
 [ -x /usr/share/zookeeper/bin/zkCli.sh ] || need_apt+=(zookeeper)
 [ -x /usr/lib/zookeeper/bin/cli_mt ] || need_apt+=(zookeeper-bin)
 command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc g++)
 if [ ${#need_apt[@]} -gt 0 ]; then
     step "installing Debian packages: ${need_apt[*]}"
     SUDO=""
@@ -35,6 +39,9 @@ export COORD_BIN="$PWD/target/debug/coord"
 
 step "Rust unit and system tests"
 cargo test --workspace
+
+step "C: libcoord's example and test program, built with pkg-config, under valgrind"
+scripts/test-c.sh
 
 step "Rust system tests against a 3-member ensemble (clients on a follower)"
 TARGET=ensemble cargo test -p coord-system-tests
