@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs coord's whole test suite: formatting and lints, the Rust unit and system tests, libcoord's
-# C programs under valgrind, and the Python suite that drives coord with kazoo, zkCli.sh and
-# the C client (cli_mt).
+# C programs under valgrind, the `coord` Python module's suite (from its wheel, in a fresh
+# virtualenv), and the Python suite that drives coord with kazoo, zkCli.sh and the C client
+# (cli_mt).
 # Installs what it needs first (Debian's zookeeper packages, kazoo and pytest from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,9 @@ scripts/test-c.sh
 
 step "Rust system tests against a 3-member ensemble (clients on a follower)"
 TARGET=ensemble cargo test -p coord-system-tests
+
+step "Python module: the abi3 wheel built by pip, installed in a fresh virtualenv, its suite"
+scripts/test-python-module.sh
 
 step "Python system tests (kazoo, zkCli.sh, cli_mt)"
 python3 -m pytest -q tests/python

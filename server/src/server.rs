@@ -210,26 +210,37 @@ impl Server {
             )));
             tasks.push(tokio::spawn(ensemble::follow_status(shared.clone())));
         }
-        let accept = async {
-            loop {
-                match listener.accept().await {
+        // Connections are kept in a set so that stopping ends them too: an embedded server
+        // that stops must not go on answering reads from a tree nobody writes anymore, nor
+        // keep its data dir locked.
+        let mut connections = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::spawn(crate::conn::serve(shared.clone(), stream, peer));
+                        connections.spawn(crate::conn::serve(shared.clone(), stream, peer));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
+                },
+                // Reaps finished connections, so the set holds only live ones.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                () = &mut shutdown => {
+                    info!("shutting down");
+                    break;
                 }
             }
-        };
-        tokio::select! {
-            () = accept => {}
-            () = shutdown => info!("shutting down"),
         }
+        drop(listener);
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
         for task in tasks {
             task.abort();
+            let _ = task.await;
         }
         shared.engine.shutdown().await;
     }

@@ -178,8 +178,9 @@ struct Inner<T> {
     /// The log, shared with the log thread (appends) and the snapshot thread (roll, purge).
     #[cfg_attr(not(test), allow(dead_code))]
     log: Arc<Mutex<Log>>,
-    /// Holds the data dir's exclusive lock for as long as the engine lives.
-    _lock: File,
+    /// Holds the data dir's exclusive lock until the engine shuts down (its threads joined,
+    /// nothing writes anymore), so that a process may open the dir again.
+    lock: Mutex<Option<File>>,
 }
 
 impl<T> Inner<T> {
@@ -200,6 +201,7 @@ impl<T> Inner<T> {
         join("apply", threads.apply.take());
         // The snapshot thread ends once the apply thread has dropped its queue.
         join("snapshot", threads.snapshot.take());
+        drop(self.lock.lock().take());
     }
 }
 
@@ -342,7 +344,7 @@ impl<M: StateMachine> Engine<M> {
             shared: Arc::clone(&shared),
             threads: Mutex::new(Threads::default()),
             log: Arc::clone(&log),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
 
         // Spawned back to front; if one fails, dropping `inner` shuts down those started.
