@@ -44,6 +44,9 @@ cargo test --workspace
 step "C: libcoord's example and test program, built with pkg-config, under valgrind"
 scripts/test-c.sh
 
+step "Rust client from a new crate (a path dependency), against a coord server"
+scripts/test-new-crate.sh
+
 step "Rust system tests against a 3-member ensemble (clients on a follower)"
 TARGET=ensemble cargo test -p coord-system-tests
 
