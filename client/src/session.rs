@@ -167,6 +167,7 @@ pub(crate) async fn open(connect: &ConnectString, timeout: Duration) -> Result<H
         calls: calls_rx,
         status,
         events,
+        close_reply: None,
     };
     let attempt_timeout = (timeout / task.servers.len() as u32).max(Duration::from_secs(1));
     let mut failures = Vec::new();
@@ -208,6 +209,8 @@ struct Task {
     calls: mpsc::Receiver<Call>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<SessionState>,
+    /// A CloseSession a broken connection did not finish, to send on the next one.
+    close_reply: Option<Reply>,
 }
 
 /// Why a connection ended.
@@ -257,6 +260,9 @@ impl Task {
         };
         self.publish(end);
         let why = end.end_error();
+        if let Some(reply) = self.close_reply.take() {
+            let _ = reply.send(Err(why.clone()));
+        }
         self.watches.end(&why);
         self.calls.close();
         while let Ok(call) = self.calls.try_recv() {
@@ -332,7 +338,8 @@ impl Task {
         loop {
             for _ in 0..self.servers.len() {
                 let now = Instant::now();
-                if now >= deadline || self.calls.is_closed() {
+                // Every handle gone is no reason to stop: the session is closed once back.
+                if now >= deadline {
                     return None;
                 }
                 let server = self.servers[self.next_server].clone();
@@ -380,22 +387,21 @@ impl Task {
             tokio::select! {
                 read = reader.read_buf(&mut input) => {
                     if !matches!(read, Ok(n) if n > 0) {
-                        let end = if conn.closing { End::Closed } else { End::Broken };
-                        return conn.broken(end);
+                        return self.ended(conn, End::Broken);
                     }
                     last_heard = Instant::now();
                     match self.deliver(&mut input, &mut conn, &mut out) {
                         Ok(None) => {}
-                        Ok(Some(end)) => return conn.broken(end),
+                        Ok(Some(end)) => return self.ended(conn, end),
                         Err(reason) => {
                             tracing::warn!(%reason, "closing the connection");
-                            return conn.broken(End::Broken);
+                            return self.ended(conn, End::Broken);
                         }
                     }
                 }
                 written = writer.write_buf(&mut out), if out.has_remaining() => {
                     if !matches!(written, Ok(n) if n > 0) {
-                        return conn.broken(End::Broken);
+                        return self.ended(conn, End::Broken);
                     }
                     last_sent = Instant::now();
                 }
@@ -420,16 +426,31 @@ impl Task {
                     let now = Instant::now();
                     if now >= last_heard + silence_max {
                         tracing::debug!(session = self.session_id, "server silent; reconnecting");
-                        return conn.broken(End::Broken);
+                        return self.ended(conn, End::Broken);
                     }
                     if now >= last_sent + ping_every && out.is_empty() {
                         write_request(&mut out, xid::PING, &Request::Ping);
                     }
-                    let next = (last_sent + ping_every).min(last_heard + silence_max).max(now + Duration::from_millis(1));
-                    wake.as_mut().reset(next);
+                    // With bytes waiting for the socket a ping could not go anyway: only the
+                    // silence deadline matters then.
+                    let next = if out.is_empty() {
+                        (last_sent + ping_every).min(last_heard + silence_max)
+                    } else {
+                        last_heard + silence_max
+                    };
+                    wake.as_mut().reset(next.max(now + Duration::from_millis(1)));
                 }
             }
         }
+    }
+
+    /// Ends a connection. A CloseSession it could not finish is kept, to be sent again on the
+    /// next connection: the session is not closed until a server says so.
+    fn ended(&mut self, mut conn: Connection, end: End) -> End {
+        if matches!(end, End::Broken) && conn.closing {
+            self.close_reply = conn.take_close();
+        }
+        conn.broken(end)
     }
 
     /// What a resumed session sends first: its watches (setWatches2, in packets of bounded
@@ -477,6 +498,11 @@ impl Task {
             write_request(out, xid::AUTH, &Request::Auth(auth.clone()));
             conn.auths.push_back(None);
         }
+        self.watches.reconnected();
+        if let Some(reply) = self.close_reply.take() {
+            conn.send(out, Request::CloseSession, reply, None);
+            conn.closing = true;
+        }
     }
 
     /// Handles the replies and events whose frames are whole in `input`.
@@ -502,6 +528,11 @@ impl Task {
                         continue;
                     }
                     for (path, mode) in self.watches.fire(&event) {
+                        // A new reader's addWatch for the path is on its way: the server's
+                        // watch is wanted again.
+                        if conn.adding(&path, mode) {
+                            continue;
+                        }
                         let watcher_type = match mode {
                             AddWatchMode::Persistent => WatcherType::Persistent,
                             AddWatchMode::PersistentRecursive => WatcherType::PersistentRecursive,
@@ -548,6 +579,13 @@ impl Task {
                     if header.err == 0
                         || (header.err == ErrorCode::NoNode.code() && kind == WatchKind::Exist) =>
                 {
+                    // An exists watch on a node that exists is a data watch, as the Java
+                    // client registers it: set again as an exist watch after a reconnect,
+                    // the server would answer it at once with NodeCreated.
+                    let kind = match kind {
+                        WatchKind::Exist if header.err == 0 => WatchKind::Data,
+                        kind => kind,
+                    };
                     if let Some(path) = sent.path {
                         self.watches.arm(kind, path, fire);
                     }
@@ -617,6 +655,23 @@ struct Sent {
 }
 
 impl Connection {
+    /// Whether an addWatch of `mode` on `path` is in flight.
+    fn adding(&self, path: &str, mode: AddWatchMode) -> bool {
+        self.pending.iter().any(|sent| {
+            matches!(&sent.arm, Some(Arm::Persistent(m, _)) if *m == mode)
+                && sent.path.as_deref() == Some(path)
+        })
+    }
+
+    /// Takes the reply of the CloseSession in flight, to send it again on the next connection.
+    fn take_close(&mut self) -> Option<Reply> {
+        let at = self
+            .pending
+            .iter()
+            .position(|sent| sent.op == OpCode::CloseSession)?;
+        self.pending.remove(at).map(|sent| sent.reply)
+    }
+
     /// Takes one call from the queue onto the wire.
     fn take(&mut self, out: &mut BytesMut, call: Call) {
         let Call {

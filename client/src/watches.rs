@@ -73,8 +73,15 @@ pub(crate) struct EventQueue {
     ready: Notify,
 }
 
+/// One entry of a persistent watch's queue.
+enum Item {
+    Event(WatchedEvent),
+    /// The session moved to a new connection: changes made meanwhile were not reported.
+    Reconnected,
+}
+
 struct QueueState {
-    events: VecDeque<WatchedEvent>,
+    events: VecDeque<Item>,
     /// Events dropped since the reader last heard of a gap.
     missed: u64,
     /// Why no more events will come.
@@ -107,7 +114,18 @@ impl EventQueue {
         if state.missed > 0 || state.events.len() >= PERSISTENT_EVENTS_QUEUED_MAX {
             state.missed += 1;
         } else {
-            state.events.push_back(event);
+            state.events.push_back(Item::Event(event));
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Tells the reader, after what it has not read yet, that changes may have gone unreported.
+    /// A reader already told of a gap needs no second notice.
+    fn reconnected(&self) {
+        let mut state = self.lock();
+        if state.missed == 0 && state.events.len() < PERSISTENT_EVENTS_QUEUED_MAX {
+            state.events.push_back(Item::Reconnected);
         }
         drop(state);
         self.ready.notify_one();
@@ -136,18 +154,27 @@ impl PersistentWatch {
         (watch, queue)
     }
 
-    /// The next change. [`Error::Lagged`] says that this reader fell
-    /// [`PERSISTENT_EVENTS_QUEUED_MAX`] events behind and that some were dropped (read the
-    /// state again); the events after it are current. [`Error::SessionExpired`] or
-    /// [`Error::Closed`] end the watch.
+    /// The next change. Two errors say that changes may have gone unreported, and that the
+    /// state should be read again; the watch goes on, and the events after them are current:
+    /// - [`Error::Lagged`]: this reader fell [`PERSISTENT_EVENTS_QUEUED_MAX`] events behind,
+    ///   and that many were dropped;
+    /// - [`Error::ConnectionLoss`]: the session moved to a new connection, and the server does
+    ///   not report what changed in between (neither does ZooKeeper's).
+    ///
+    /// [`Error::SessionExpired`] or [`Error::Closed`] end the watch, as does
+    /// `Error::Server(NoWatcher)` after a `PersistentWatchRemoved` event.
     pub async fn next(&mut self) -> Result<WatchedEvent, Error> {
         loop {
             let notified = self.queue.ready.notified();
             {
                 let mut state = self.queue.lock();
-                if let Some(mut event) = state.events.pop_front() {
-                    event.path = self.connect.client_path(&event.path);
-                    return Ok(event);
+                match state.events.pop_front() {
+                    Some(Item::Event(mut event)) => {
+                        event.path = self.connect.client_path(&event.path);
+                        return Ok(event);
+                    }
+                    Some(Item::Reconnected) => return Err(Error::ConnectionLoss),
+                    None => {}
                 }
                 if state.missed > 0 {
                     return Err(Error::Lagged(std::mem::take(&mut state.missed)));
@@ -189,7 +216,11 @@ impl Registry {
             WatchKind::Exist => &mut self.exist,
             WatchKind::Child => &mut self.child,
         };
-        map.entry(path).or_default().push(fire);
+        let fires = map.entry(path).or_default();
+        // Futures dropped unfired go here, not only at the next reconnect: a loop that sets a
+        // watch and drops it must not grow this without bound.
+        fires.retain(|fire| !fire.is_closed());
+        fires.push(fire);
     }
 
     pub fn add_persistent(&mut self, mode: AddWatchMode, path: String, queue: Arc<EventQueue>) {
@@ -307,6 +338,18 @@ impl Registry {
         }
     }
 
+    /// Tells every persistent watch's reader that the session moved to a new connection.
+    pub fn reconnected(&mut self) {
+        for queue in self
+            .persistent
+            .values()
+            .chain(self.recursive.values())
+            .flatten()
+        {
+            queue.reconnected();
+        }
+    }
+
     /// Ends every watch: the session is over.
     pub fn end(&mut self, why: &Error) {
         for map in [&mut self.data, &mut self.exist, &mut self.child] {
@@ -390,6 +433,7 @@ mod tests {
                 path: format!("/{i}"),
             });
         }
+        queue.reconnected();
         let state = queue.lock();
         assert_eq!(state.events.len(), PERSISTENT_EVENTS_QUEUED_MAX);
         assert_eq!(state.missed, 3);

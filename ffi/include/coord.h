@@ -94,6 +94,27 @@ typedef uint32_t coord_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Where the session stands.
+enum coord_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  COORD_CONNECTED = 0,
+  // The connection broke; calls wait for the next one.
+  COORD_SUSPENDED = 1,
+  // The session expired.
+  COORD_LOST = 2,
+  COORD_CLOSED_STATE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum coord_state coord_state;
+#else
+typedef uint32_t coord_state;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // How a node is created; the values are ZooKeeper's.
 enum coord_create_mode
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -136,27 +157,6 @@ enum coord_op_kind
 typedef enum coord_op_kind coord_op_kind;
 #else
 typedef uint32_t coord_op_kind;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-// Where the session stands.
-enum coord_state
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  COORD_CONNECTED = 0,
-  // The connection broke; calls wait for the next one.
-  COORD_SUSPENDED = 1,
-  // The session expired.
-  COORD_LOST = 2,
-  COORD_CLOSED_STATE = 3,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum coord_state coord_state;
-#else
-typedef uint32_t coord_state;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -215,12 +215,14 @@ typedef struct {
 
 // One operation of a `coord_multi`; fields an operation does not use are ignored.
 typedef struct {
-  coord_op_kind kind;
+  // A `coord_op_kind`.
+  uint32_t kind;
   const char *path;
   const uint8_t *data;
   size_t data_len;
   int32_t version;
-  coord_create_mode mode;
+  // A `coord_create_mode`, for `COORD_OP_CREATE`.
+  uint32_t mode;
 } coord_op;
 
 // What a watch saw. `path` is valid only during the callback.
@@ -253,13 +255,15 @@ coord_result coord_client_open(const char *connect_string,
                                coord_client **out);
 
 // Closes the session (its ephemeral nodes go at once) and frees the handle. Waits for the
-// event thread to finish the callback it is in; watches not fired yet never fire. NULL is
-// fine. Locks and leaderships taken through this client stay to be freed, but their nodes go
+// event thread to finish the callback it is in (unless called from that callback); no
+// callback is called after it returns. NULL is fine. No other call may use the handle
+// meanwhile. Locks and leaderships taken through this client stay to be freed, but their nodes go
 // with the session.
 void coord_client_free(coord_client *client);
 
-// Creates a node. `data` may be NULL with `data_len` 0. `acl` NULL with `acl_len` 0 means
-// open to anyone (ZooKeeper's OPEN_ACL_UNSAFE). `ttl_ms` is for the TTL modes only (else 0).
+// Creates a node in `mode` (a `coord_create_mode`). `data` may be NULL with `data_len` 0.
+// `acl` NULL with `acl_len` 0 means open to anyone (ZooKeeper's OPEN_ACL_UNSAFE). `ttl_ms` is
+// for the TTL modes only (else 0).
 // The created path (with its sequence number) goes to `*created_path` unless that is NULL;
 // free it with `coord_string_free`.
 coord_result coord_create(const coord_client *client,
@@ -268,7 +272,7 @@ coord_result coord_create(const coord_client *client,
                           size_t data_len,
                           const coord_acl *acl,
                           size_t acl_len,
-                          coord_create_mode mode,
+                          uint32_t mode,
                           int64_t ttl_ms,
                           char **created_path);
 
@@ -354,9 +358,11 @@ coord_result coord_watch_children(const coord_client *client,
 
 // A persistent watch on a node (`recursive`: and every node under it): the callback is called
 // for every change, in order, until the session ends or the watch is removed with
-// `coord_remove_persistent_watch`. A recursive watch is not told of child list changes. If
-// the callback falls more than 4096 events behind, later events are dropped until it catches
-// up, and it is then called once with `result` `COORD_LAGGED` (read the state again).
+// `coord_remove_persistent_watch`. A recursive watch is not told of child list changes. Two
+// calls with a `result` say that changes may have gone unreported (read the state again; the
+// watch goes on): `COORD_LAGGED`, when the callback fell more than 4096 events behind and
+// later ones were dropped until it caught up; `COORD_CONNECTION_LOSS`, when the session moved
+// to a new connection (the server does not replay what changed meanwhile).
 coord_result coord_watch_persistent(const coord_client *client,
                                     const char *path,
                                     bool recursive,
@@ -415,14 +421,16 @@ coord_result coord_leadership_wait_lost(coord_leadership *leadership,
                                         int64_t timeout_ms,
                                         bool *lost);
 
-// Gives the leadership up (the next contender leads) and frees the handle. NULL is fine.
+// Gives the leadership up (the next contender leads) and frees the handle. NULL is fine. Not
+// while another thread is in `coord_leadership_wait_lost` on it (as for any `_free`).
 coord_result coord_leadership_resign(coord_leadership *leadership);
 
 // Frees a lock handle without waiting for the release (it happens in the background).
 void coord_lock_free(coord_lock *lock);
 
-// A static, NUL-terminated English sentence for `result`. Never NULL; not to be freed.
-const char *coord_strerror(coord_result result);
+// A static, NUL-terminated English sentence for `result` (a `coord_result`; an unknown value
+// gets one too). Never NULL; not to be freed.
+const char *coord_strerror(uint32_t result);
 
 // Starts a standalone coord server in this process, keeping its data in `data_dir` (made if
 // missing) and serving clients on `client_addr` ("127.0.0.1:0" picks a free port; NULL means

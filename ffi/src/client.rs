@@ -2,6 +2,7 @@
 //! until the answer, and may come from any thread.
 
 use std::ffi::{c_char, c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub struct coord_client {
     pub(crate) core: Arc<Core>,
     events: mpsc::Sender<Message>,
     event_thread: Option<JoinHandle<()>>,
+    /// Set by `coord_client_free`: the event thread calls no callback after it.
+    stopped: Arc<AtomicBool>,
 }
 
 /// A node's metadata (ZooKeeper's Stat).
@@ -91,6 +94,13 @@ pub enum coord_create_mode {
     COORD_CONTAINER = 4,
     COORD_PERSISTENT_WITH_TTL = 5,
     COORD_PERSISTENT_SEQUENTIAL_WITH_TTL = 6,
+}
+
+/// A create mode as C passes it: C enums are plain integers, and a value that names no mode is
+/// an error, not a mode.
+fn create_mode(mode: u32) -> Result<CreateMode, coord_result> {
+    let mode = i32::try_from(mode).map_err(|_| coord_result::COORD_BAD_ARGUMENTS)?;
+    CreateMode::from_code(mode).ok_or(coord_result::COORD_BAD_ARGUMENTS)
 }
 
 impl From<coord_create_mode> for CreateMode {
@@ -177,9 +187,12 @@ thread_local! {
     static ON_EVENT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn run_event_thread(mut events: mpsc::Receiver<Message>) {
+fn run_event_thread(mut events: mpsc::Receiver<Message>, stopped: Arc<AtomicBool>) {
     ON_EVENT_THREAD.with(|on| on.set(true));
     while let Some(Message::Deliver(delivery)) = events.blocking_recv() {
+        if stopped.load(Ordering::Acquire) {
+            return;
+        }
         let (event_type, path, result) = match delivery.event {
             Ok(event) => (event.event_type.code(), event.path, coord_result::COORD_OK),
             Err(e) => (-1, String::new(), coord_result::from(e)),
@@ -216,14 +229,17 @@ pub extern "C" fn coord_client_open(
             .block_on(Client::connect(connect, timeout))
             .map_err(coord_result::from)?;
         let (events, receiver) = mpsc::channel(EVENTS_QUEUED_MAX);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let thread_stopped = stopped.clone();
         let event_thread = std::thread::Builder::new()
             .name("coord-events".into())
-            .spawn(move || run_event_thread(receiver))
+            .spawn(move || run_event_thread(receiver, thread_stopped))
             .map_err(|_| coord_result::COORD_IO)?;
         let handle = coord_client {
             core: Arc::new(Core { runtime, client }),
             events,
             event_thread: Some(event_thread),
+            stopped,
         };
         ptr::write(out, ptr::give(handle));
         Ok(())
@@ -231,8 +247,9 @@ pub extern "C" fn coord_client_open(
 }
 
 /// Closes the session (its ephemeral nodes go at once) and frees the handle. Waits for the
-/// event thread to finish the callback it is in; watches not fired yet never fire. NULL is
-/// fine. Locks and leaderships taken through this client stay to be freed, but their nodes go
+/// event thread to finish the callback it is in (unless called from that callback); no
+/// callback is called after it returns. NULL is fine. No other call may use the handle
+/// meanwhile. Locks and leaderships taken through this client stay to be freed, but their nodes go
 /// with the session.
 #[no_mangle]
 pub extern "C" fn coord_client_free(client: *mut coord_client) {
@@ -240,6 +257,7 @@ pub extern "C" fn coord_client_free(client: *mut coord_client) {
         let Some(mut handle) = ptr::take(client) else {
             return;
         };
+        handle.stopped.store(true, Ordering::Release);
         let core = handle.core.clone();
         let _ = core.runtime.block_on(async {
             tokio::time::timeout(CLOSE_WAIT, core.client.clone().close()).await
@@ -279,8 +297,9 @@ fn acl_arg(acl: *const coord_acl, len: usize) -> Result<Vec<Acl>, coord_result> 
         .collect()
 }
 
-/// Creates a node. `data` may be NULL with `data_len` 0. `acl` NULL with `acl_len` 0 means
-/// open to anyone (ZooKeeper's OPEN_ACL_UNSAFE). `ttl_ms` is for the TTL modes only (else 0).
+/// Creates a node in `mode` (a `coord_create_mode`). `data` may be NULL with `data_len` 0.
+/// `acl` NULL with `acl_len` 0 means open to anyone (ZooKeeper's OPEN_ACL_UNSAFE). `ttl_ms` is
+/// for the TTL modes only (else 0).
 /// The created path (with its sequence number) goes to `*created_path` unless that is NULL;
 /// free it with `coord_string_free`.
 #[no_mangle]
@@ -292,7 +311,7 @@ pub extern "C" fn coord_create(
     data_len: usize,
     acl: *const coord_acl,
     acl_len: usize,
-    mode: coord_create_mode,
+    mode: u32,
     ttl_ms: i64,
     created_path: *mut *mut c_char,
 ) -> coord_result {
@@ -301,7 +320,7 @@ pub extern "C" fn coord_create(
         let path = ptr::str_arg(path)?;
         let data = ptr::bytes_arg(data, data_len)?;
         let acl = acl_arg(acl, acl_len)?;
-        let mode = CreateMode::from(mode);
+        let mode = create_mode(mode)?;
         let c = &handle.core.client;
         let created = if mode.is_ttl() {
             let ttl = Duration::from_millis(
@@ -540,12 +559,14 @@ pub enum coord_op_kind {
 #[repr(C)]
 #[derive(Debug)]
 pub struct coord_op {
-    pub kind: coord_op_kind,
+    /// A `coord_op_kind`.
+    pub kind: u32,
     pub path: *const c_char,
     pub data: *const u8,
     pub data_len: usize,
     pub version: i32,
-    pub mode: coord_create_mode,
+    /// A `coord_create_mode`, for `COORD_OP_CREATE`.
+    pub mode: u32,
 }
 
 /// Runs `ops` as one transaction: all of them happen, or (with the first failure's result)
@@ -562,26 +583,31 @@ pub extern "C" fn coord_multi(
             .iter()
             .map(|op| {
                 let path = ptr::str_arg(op.path)?.to_owned();
+                const CREATE: u32 = coord_op_kind::COORD_OP_CREATE as u32;
+                const DELETE: u32 = coord_op_kind::COORD_OP_DELETE as u32;
+                const SET: u32 = coord_op_kind::COORD_OP_SET as u32;
+                const CHECK: u32 = coord_op_kind::COORD_OP_CHECK as u32;
                 Ok(match op.kind {
-                    coord_op_kind::COORD_OP_CREATE => Op::Create {
+                    CREATE => Op::Create {
                         path,
                         data: ptr::bytes_arg(op.data, op.data_len)?.to_vec(),
                         acl: Acl::open_unsafe(),
-                        mode: op.mode.into(),
+                        mode: create_mode(op.mode)?,
                     },
-                    coord_op_kind::COORD_OP_DELETE => Op::Delete {
+                    DELETE => Op::Delete {
                         path,
                         version: op.version,
                     },
-                    coord_op_kind::COORD_OP_SET => Op::SetData {
+                    SET => Op::SetData {
                         path,
                         data: ptr::bytes_arg(op.data, op.data_len)?.to_vec(),
                         version: op.version,
                     },
-                    coord_op_kind::COORD_OP_CHECK => Op::Check {
+                    CHECK => Op::Check {
                         path,
                         version: op.version,
                     },
+                    _ => return Err(coord_result::COORD_BAD_ARGUMENTS),
                 })
             })
             .collect::<Result<Vec<_>, coord_result>>()?;
@@ -669,9 +695,11 @@ pub extern "C" fn coord_watch_children(
 
 /// A persistent watch on a node (`recursive`: and every node under it): the callback is called
 /// for every change, in order, until the session ends or the watch is removed with
-/// `coord_remove_persistent_watch`. A recursive watch is not told of child list changes. If
-/// the callback falls more than 4096 events behind, later events are dropped until it catches
-/// up, and it is then called once with `result` `COORD_LAGGED` (read the state again).
+/// `coord_remove_persistent_watch`. A recursive watch is not told of child list changes. Two
+/// calls with a `result` say that changes may have gone unreported (read the state again; the
+/// watch goes on): `COORD_LAGGED`, when the callback fell more than 4096 events behind and
+/// later ones were dropped until it caught up; `COORD_CONNECTION_LOSS`, when the session moved
+/// to a new connection (the server does not replay what changed meanwhile).
 #[no_mangle]
 pub extern "C" fn coord_watch_persistent(
     client: *const coord_client,

@@ -135,7 +135,8 @@ pub extern "C" fn coord_leadership_wait_lost(
     })
 }
 
-/// Gives the leadership up (the next contender leads) and frees the handle. NULL is fine.
+/// Gives the leadership up (the next contender leads) and frees the handle. NULL is fine. Not
+/// while another thread is in `coord_leadership_wait_lost` on it (as for any `_free`).
 #[no_mangle]
 pub extern "C" fn coord_leadership_resign(leadership: *mut coord_leadership) -> coord_result {
     guard(|| {

@@ -1,6 +1,6 @@
 //! `coord_result`: what every libcoord function returns.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, CStr};
 
 use coord_client::{Error, ErrorCode};
 
@@ -62,6 +62,39 @@ pub enum coord_result {
     COORD_LAGGED = 25,
 }
 
+/// Every result, to read a C integer back without assuming it names one.
+const ALL: [coord_result; 26] = {
+    use coord_result::*;
+    [
+        COORD_OK,
+        COORD_NO_NODE,
+        COORD_NODE_EXISTS,
+        COORD_BAD_VERSION,
+        COORD_NOT_EMPTY,
+        COORD_NO_AUTH,
+        COORD_INVALID_ACL,
+        COORD_NO_CHILDREN_FOR_EPHEMERALS,
+        COORD_BAD_ARGUMENTS,
+        COORD_CONNECTION_LOSS,
+        COORD_SESSION_EXPIRED,
+        COORD_CLOSED,
+        COORD_UNREACHABLE,
+        COORD_AUTH_FAILED,
+        COORD_TIMEOUT,
+        COORD_UNIMPLEMENTED,
+        COORD_NO_WATCHER,
+        COORD_SERVER_ERROR,
+        COORD_MALFORMED,
+        COORD_NULL_ARGUMENT,
+        COORD_INVALID_UTF8,
+        COORD_BAD_CONNECT_STRING,
+        COORD_SERVER_START,
+        COORD_IO,
+        COORD_PANIC,
+        COORD_LAGGED,
+    ]
+};
+
 impl From<Error> for coord_result {
     fn from(error: Error) -> coord_result {
         use coord_result::*;
@@ -95,39 +128,41 @@ impl From<Error> for coord_result {
     }
 }
 
-/// A static, NUL-terminated English sentence for `result`. Never NULL; not to be freed.
+/// A static, NUL-terminated English sentence for `result` (a `coord_result`; an unknown value
+/// gets one too). Never NULL; not to be freed.
 #[no_mangle]
-pub extern "C" fn coord_strerror(result: coord_result) -> *const c_char {
+pub extern "C" fn coord_strerror(result: u32) -> *const c_char {
     use coord_result::*;
-    let text: &'static [u8] = match result {
-        COORD_OK => b"ok\0",
-        COORD_NO_NODE => b"the node does not exist\0",
-        COORD_NODE_EXISTS => b"the node exists already\0",
-        COORD_BAD_VERSION => b"the version given is not the node's\0",
-        COORD_NOT_EMPTY => b"the node has children\0",
-        COORD_NO_AUTH => b"the node's ACL does not allow it\0",
-        COORD_INVALID_ACL => b"the ACL is not valid\0",
-        COORD_NO_CHILDREN_FOR_EPHEMERALS => b"ephemeral nodes cannot have children\0",
-        COORD_BAD_ARGUMENTS => b"an argument is not valid\0",
-        COORD_CONNECTION_LOSS => {
-            b"the connection was lost; the call may or may not have happened\0"
-        }
-        COORD_SESSION_EXPIRED => b"the session has expired\0",
-        COORD_CLOSED => b"the session was closed\0",
-        COORD_UNREACHABLE => b"no server could be reached\0",
-        COORD_AUTH_FAILED => b"the credentials were refused\0",
-        COORD_TIMEOUT => b"the wait ran out\0",
-        COORD_UNIMPLEMENTED => b"the server does not implement it\0",
-        COORD_NO_WATCHER => b"there is no such watch\0",
-        COORD_SERVER_ERROR => b"the server refused\0",
-        COORD_MALFORMED => b"the server sent something this client cannot read\0",
-        COORD_NULL_ARGUMENT => b"a required pointer argument is NULL\0",
-        COORD_INVALID_UTF8 => b"a string argument is not UTF-8\0",
-        COORD_BAD_CONNECT_STRING => b"the connection string does not parse\0",
-        COORD_SERVER_START => b"the embedded server could not start\0",
-        COORD_IO => b"an operating system resource could not be had\0",
-        COORD_PANIC => b"a bug in libcoord (a panic was stopped); please report it\0",
-        COORD_LAGGED => b"a watch callback fell behind and events were dropped\0",
+    let Some(result) = ALL.iter().copied().find(|known| *known as u32 == result) else {
+        return c"an unknown coord_result".as_ptr();
     };
-    text.as_ptr().cast()
+    let text: &'static CStr = match result {
+        COORD_OK => c"ok",
+        COORD_NO_NODE => c"the node does not exist",
+        COORD_NODE_EXISTS => c"the node exists already",
+        COORD_BAD_VERSION => c"the version given is not the node's",
+        COORD_NOT_EMPTY => c"the node has children",
+        COORD_NO_AUTH => c"the node's ACL does not allow it",
+        COORD_INVALID_ACL => c"the ACL is not valid",
+        COORD_NO_CHILDREN_FOR_EPHEMERALS => c"ephemeral nodes cannot have children",
+        COORD_BAD_ARGUMENTS => c"an argument is not valid",
+        COORD_CONNECTION_LOSS => c"the connection was lost; the call may or may not have happened",
+        COORD_SESSION_EXPIRED => c"the session has expired",
+        COORD_CLOSED => c"the session was closed",
+        COORD_UNREACHABLE => c"no server could be reached",
+        COORD_AUTH_FAILED => c"the credentials were refused",
+        COORD_TIMEOUT => c"the wait ran out",
+        COORD_UNIMPLEMENTED => c"the server does not implement it",
+        COORD_NO_WATCHER => c"there is no such watch",
+        COORD_SERVER_ERROR => c"the server refused",
+        COORD_MALFORMED => c"the server sent something this client cannot read",
+        COORD_NULL_ARGUMENT => c"a required pointer argument is NULL",
+        COORD_INVALID_UTF8 => c"a string argument is not UTF-8",
+        COORD_BAD_CONNECT_STRING => c"the connection string does not parse",
+        COORD_SERVER_START => c"the embedded server could not start",
+        COORD_IO => c"an operating system resource could not be had",
+        COORD_PANIC => c"a bug in libcoord (a panic was stopped); please report it",
+        COORD_LAGGED => c"a watch callback fell behind and events were dropped",
+    };
+    text.as_ptr()
 }

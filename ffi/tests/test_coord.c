@@ -51,6 +51,7 @@ static int wait_for(atomic_int *flag, int want) {
 
 static void test_results_and_arguments(const char *connect) {
     for (unsigned rc = 0; rc <= COORD_LAGGED; rc++) EXPECT(coord_strerror(rc) != NULL);
+    EXPECT(coord_strerror(9999) != NULL);
     EXPECT(strlen(coord_version()) > 0);
 
     coord_client *sentinel = (coord_client *)0x1;
@@ -79,6 +80,7 @@ static void test_operations(coord_client *c) {
     EXPECT_RC(coord_create(c, "/t", NULL, 0, NULL, 0, COORD_PERSISTENT, 0, NULL), COORD_NODE_EXISTS);
     EXPECT_RC(coord_create(c, "no-slash", NULL, 0, NULL, 0, COORD_PERSISTENT, 0, NULL), COORD_BAD_ARGUMENTS);
     EXPECT_RC(coord_create(c, "/t/x", NULL, 5, NULL, 0, COORD_PERSISTENT, 0, NULL), COORD_NULL_ARGUMENT);
+    EXPECT_RC(coord_create(c, "/t/x", NULL, 0, NULL, 0, 99, 0, NULL), COORD_BAD_ARGUMENTS);
 
     path = NULL;
     OK(coord_create(c, "/t/s-", NULL, 0, NULL, 0, COORD_PERSISTENT_SEQUENTIAL, 0, &path));
@@ -138,6 +140,10 @@ static void test_operations(coord_client *c) {
         {COORD_OP_DELETE, "/t/none", NULL, 0, -1, COORD_PERSISTENT},
     };
     EXPECT_RC(coord_multi(c, failing, 2), COORD_NO_NODE);
+    coord_op zeroed[1];
+    memset(zeroed, 0, sizeof zeroed);
+    zeroed[0].path = "/t/zero";
+    EXPECT_RC(coord_multi(c, zeroed, 1), COORD_BAD_ARGUMENTS); /* kind 0 names no op */
     OK(coord_exists(c, "/t/m2", &exists, NULL));
     EXPECT(!exists); /* all or nothing */
 

@@ -414,3 +414,97 @@ async fn a_lock_whose_create_reply_was_lost_finds_its_node_instead_of_making_a_t
     })
     .await;
 }
+
+/// A relay to `server` that can go dark: `dark` set, the connections it carries stop
+/// forwarding and new ones are dropped at once, as if the server were unreachable.
+async fn dimmable_relay(server: std::net::SocketAddr) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dark = Arc::new(AtomicUsize::new(0));
+    let switch = dark.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            if switch.load(Ordering::SeqCst) == 1 {
+                continue;
+            }
+            let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                continue;
+            };
+            let (mut client_rx, mut client_tx) = client.into_split();
+            let (mut server_rx, mut server_tx) = upstream.into_split();
+            let (up, down) = (switch.clone(), switch.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n) = client_rx.read(&mut buf).await {
+                    if n == 0 || up.load(Ordering::SeqCst) == 1 {
+                        break;
+                    }
+                    if server_tx.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n) = server_rx.read(&mut buf).await {
+                    if n == 0 || down.load(Ordering::SeqCst) == 1 {
+                        break;
+                    }
+                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr.to_string(), dark)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_wait_given_up_while_suspended_leaves_no_node_behind() {
+    within_deadline(async {
+        // A tick of 500 ms lets the session outlive the dark spell below.
+        let config = ServerConfig {
+            tick_ms: 500,
+            ..ServerConfig::default()
+        };
+        let server = CoordServer::start_with(config).expect("server starts");
+        let (relay, dark) = dimmable_relay(server.addr()).await;
+        let client = Client::connect(&relay, Duration::from_secs(3))
+            .await
+            .unwrap();
+        let observer = Client::connect(&server.connect_string(), TIMEOUT)
+            .await
+            .unwrap();
+        let held = Lock::new(&observer, "/abandoned").acquire().await.unwrap();
+        let mut events = client.session_events();
+        dark.store(1, Ordering::SeqCst);
+        assert_eq!(events.next().await, Some(SessionState::Suspended));
+        // Suspended: the create waits in the session's queue, and the wait is given up first.
+        let lock = Lock::new(&client, "/abandoned");
+        let gave_up = lock.acquire_timeout(Duration::from_millis(100)).await;
+        assert!(matches!(gave_up, Ok(None) | Err(_)));
+        dark.store(0, Ordering::SeqCst);
+        assert_eq!(events.next().await, Some(SessionState::Connected));
+        // The create went out after the reconnect; its node must not stay in line.
+        let mut left = Vec::new();
+        for _ in 0..300 {
+            left = observer.get_children("/abandoned").await.unwrap();
+            if left.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        left = observer.get_children("/abandoned").await.unwrap_or(left);
+        assert_eq!(left.len(), 1, "{left:?}");
+        held.release().await.unwrap();
+        assert!(Lock::new(&client, "/abandoned")
+            .try_acquire()
+            .await
+            .unwrap()
+            .is_some());
+    })
+    .await;
+}

@@ -27,7 +27,7 @@ async fn a_restarted_server_takes_the_session_back_with_its_watches_and_credenti
         a.create("/secret", b"s", &Acl::creator_all(), CreateMode::Persistent)
             .await
             .unwrap();
-        for path in ["/d", "/c", "/t"] {
+        for path in ["/d", "/c", "/t", "/gone"] {
             a.create(path, b"", &open, CreateMode::Persistent)
                 .await
                 .unwrap();
@@ -38,6 +38,10 @@ async fn a_restarted_server_takes_the_session_back_with_its_watches_and_credenti
         let (_, _, data_changed) = a.get_data_watch("/d").await.unwrap();
         let (_, children_changed) = a.get_children_watch("/c").await.unwrap();
         let (_, created) = a.exists_watch("/new").await.unwrap();
+        // On a node that exists, an exists watch waits for a change or the deletion: set again
+        // after the reconnect, it must not fire at once as if the node had been created.
+        let (found, deleted) = a.exists_watch("/gone").await.unwrap();
+        assert!(found.is_some());
         // Not on /c: ZooKeeper before 3.9 keeps one watch mode per path (ZOOKEEPER-4466).
         let mut tree = a
             .add_watch("/t", AddWatchMode::PersistentRecursive)
@@ -86,6 +90,14 @@ async fn a_restarted_server_takes_the_session_back_with_its_watches_and_credenti
             (event.event_type, event.path.as_str()),
             (EventType::NodeCreated, "/new")
         );
+        b.delete("/gone", -1).await.unwrap();
+        let event = deleted.await.unwrap();
+        assert_eq!(
+            (event.event_type, event.path.as_str()),
+            (EventType::NodeDeleted, "/gone")
+        );
+        // The persistent watch says first that changes may have gone unreported meanwhile.
+        assert_eq!(tree.next().await, Err(Error::ConnectionLoss));
         let event = tree.next().await.unwrap();
         assert_eq!(
             (event.event_type, event.path.as_str()),
@@ -161,7 +173,8 @@ async fn the_session_moves_to_another_member_and_hears_what_it_missed() {
         assert_eq!(a.session_id(), session);
         assert_ne!(a.server().unwrap(), on);
         assert_eq!(a.get_data("/w").await.unwrap().0, b"moved");
-        // The persistent watch was set again on the new member.
+        // The persistent watch was set again on the new member, and says it moved.
+        assert_eq!(tree.next().await, Err(Error::ConnectionLoss));
         b.create("/p/x", b"", &open, CreateMode::Persistent)
             .await
             .unwrap();

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tokio::sync::{mpsc, Mutex};
 
-use crate::{block_on, runtime, to_py, BadArgumentsError};
+use crate::{block_on, runtime, to_py, wait, BadArgumentsError};
 
 /// Callback events waiting for the client's Python event thread at most; past it, the tasks
 /// that deliver them wait.
@@ -387,19 +387,16 @@ impl NativePersistentWatch {
     /// takes); None if none came in time.
     #[pyo3(signature = (timeout=None))]
     fn next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(i32, String)>> {
-        let runtime = runtime()?;
-        let next = py.detach(|| {
-            runtime.block_on(async {
-                let mut watch = self.watch.lock().await;
-                match timeout {
-                    Some(seconds) => {
-                        let wait = Duration::from_secs_f64(seconds.max(0.0));
-                        tokio::time::timeout(wait, watch.next()).await.ok()
-                    }
-                    None => Some(watch.next().await),
+        let next = wait(py, async {
+            let mut watch = self.watch.lock().await;
+            match timeout {
+                Some(seconds) => {
+                    let limit = Duration::from_secs_f64(seconds.max(0.0));
+                    tokio::time::timeout(limit, watch.next()).await.ok()
                 }
-            })
-        });
+                None => Some(watch.next().await),
+            }
+        })?;
         match next {
             None => Ok(None),
             Some(Ok(event)) => Ok(Some((event.event_type.code(), event.path))),

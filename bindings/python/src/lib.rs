@@ -4,7 +4,8 @@
 //!
 //! Every call that waits runs with the GIL released (`Python::detach`), on Rust values only.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -178,11 +179,19 @@ create_exception!(
     "The embedded server could not start."
 );
 
-/// The runtime every client and embedded server of the process runs on.
+/// The runtime every client and embedded server of the process runs on. A child made by
+/// `fork()` gets a runtime of its own (the parent's threads are not in it); clients made before
+/// the fork do not work in the child.
 pub(crate) fn runtime() -> PyResult<&'static Runtime> {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    if let Some(runtime) = RUNTIME.get() {
-        return Ok(runtime);
+    static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+    let mut current = RUNTIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let pid = std::process::id();
+    if let Some((owner, runtime)) = *current {
+        if owner == pid {
+            return Ok(runtime);
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -190,7 +199,11 @@ pub(crate) fn runtime() -> PyResult<&'static Runtime> {
         .enable_all()
         .build()
         .map_err(|e| CoordError::new_err(format!("cannot start the runtime: {e}")))?;
-    Ok(RUNTIME.get_or_init(|| runtime))
+    // Lives as long as the process: clients and servers hold on to it. A parent's runtime is
+    // left alone in a forked child, whose copy of it has no threads to stop.
+    let runtime: &'static Runtime = Box::leak(Box::new(runtime));
+    *current = Some((pid, runtime));
+    Ok(runtime)
 }
 
 /// The exception for a client error, with kazoo's class names.
@@ -237,13 +250,36 @@ pub(crate) fn to_py(error: coord_client::Error) -> PyErr {
     }
 }
 
-/// Runs `call` on the runtime with the GIL released; maps its error.
+/// How often a blocking call looks up from its wait for a signal (Ctrl-C) to Python.
+const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs `call` on the runtime with the GIL released; maps its error. The wait is cut into
+/// slices, between which Python's signal handlers run: Ctrl-C interrupts a lock wait as it
+/// does any Python wait (the call is then dropped, which the recipes clean up after).
 pub(crate) fn block_on<T: Send>(
     py: Python<'_>,
     call: impl std::future::Future<Output = Result<T, coord_client::Error>> + Send,
 ) -> PyResult<T> {
+    wait(py, call)?.map_err(to_py)
+}
+
+/// Runs `call` to its end on the runtime with the GIL released, looking up for signals.
+pub(crate) fn wait<T: Send>(
+    py: Python<'_>,
+    call: impl std::future::Future<Output = T> + Send,
+) -> PyResult<T> {
     let runtime = runtime()?;
-    py.detach(|| runtime.block_on(call)).map_err(to_py)
+    let mut call = std::pin::pin!(call);
+    loop {
+        let slice = py.detach(|| {
+            runtime
+                .block_on(async { tokio::time::timeout(SIGNAL_CHECK_EVERY, call.as_mut()).await })
+        });
+        match slice {
+            Ok(done) => return Ok(done),
+            Err(_) => py.check_signals()?,
+        }
+    }
 }
 
 #[pymodule]

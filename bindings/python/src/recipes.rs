@@ -8,7 +8,7 @@ use pyo3::types::PyBytes;
 use tokio::sync::Mutex;
 
 use crate::client::NativeClient;
-use crate::{block_on, runtime, to_py};
+use crate::{block_on, to_py, wait};
 
 fn seconds(timeout: Option<f64>) -> Option<Duration> {
     timeout.map(|s| Duration::from_secs_f64(s.max(0.0)))
@@ -35,7 +35,7 @@ impl NativeLock {
     ) -> PyResult<Option<NativeLock>> {
         let lock = Lock::new(client.client(), path).with_data(&identifier);
         let guard = match seconds(timeout) {
-            Some(wait) => block_on(py, lock.acquire_timeout(wait))?,
+            Some(limit) => block_on(py, lock.acquire_timeout(limit))?,
             None => Some(block_on(py, lock.acquire())?),
         };
         Ok(guard.map(|guard| NativeLock {
@@ -65,8 +65,7 @@ impl NativeLock {
 
     /// Releases the lock (a second release does nothing).
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        let runtime = runtime()?;
-        let guard = py.detach(|| runtime.block_on(async { self.guard.lock().await.take() }));
+        let guard = wait(py, async { self.guard.lock().await.take() })?;
         match guard {
             Some(guard) => block_on(py, guard.release()),
             None => Ok(()),
@@ -78,6 +77,8 @@ impl NativeLock {
 #[pyclass(module = "coord._native", frozen)]
 pub struct NativeLeadership {
     leadership: Mutex<Option<Leadership>>,
+    /// Wakes a `wait_lost` in another thread, so that `resign` can have the leadership.
+    resigning: tokio::sync::Notify,
 }
 
 #[pymethods]
@@ -95,13 +96,11 @@ impl NativeLeadership {
     ) -> PyResult<Option<NativeLeadership>> {
         let election = Election::new(client.client(), path, &identifier);
         let leading = match seconds(timeout) {
-            Some(wait) => {
-                let runtime = runtime()?;
-                let won = py.detach(|| {
-                    runtime
-                        .block_on(async { tokio::time::timeout(wait, election.campaign()).await })
-                });
-                match won {
+            Some(limit) => {
+                // Safe to cut short: a campaign given up cleans its node up.
+                match wait(py, async {
+                    tokio::time::timeout(limit, election.campaign()).await
+                })? {
                     Ok(result) => Some(result.map_err(to_py)?),
                     Err(_) => None,
                 }
@@ -110,6 +109,7 @@ impl NativeLeadership {
         };
         Ok(leading.map(|leadership| NativeLeadership {
             leadership: Mutex::new(Some(leadership)),
+            resigning: tokio::sync::Notify::new(),
         }))
     }
 
@@ -127,28 +127,29 @@ impl NativeLeadership {
     /// lost; True if it was.
     #[pyo3(signature = (timeout=None))]
     fn wait_lost(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let runtime = runtime()?;
-        Ok(py.detach(|| {
-            runtime.block_on(async {
-                let mut leadership = self.leadership.lock().await;
-                let Some(leading) = leadership.as_mut() else {
-                    return true;
-                };
-                match seconds(timeout) {
-                    Some(wait) => tokio::time::timeout(wait, leading.lost()).await.is_ok(),
-                    None => {
-                        leading.lost().await;
-                        true
-                    }
-                }
-            })
-        }))
+        let lost = async {
+            let mut leadership = self.leadership.lock().await;
+            let Some(leading) = leadership.as_mut() else {
+                return true;
+            };
+            tokio::select! {
+                () = leading.lost() => true,
+                // Resigning: what is resigned is lost.
+                () = self.resigning.notified() => true,
+            }
+        };
+        match seconds(timeout) {
+            Some(limit) => wait(py, async {
+                tokio::time::timeout(limit, lost).await.is_ok()
+            }),
+            None => wait(py, lost),
+        }
     }
 
-    /// Gives the leadership up.
+    /// Gives the leadership up (also while another thread waits in `wait_lost`).
     fn resign(&self, py: Python<'_>) -> PyResult<()> {
-        let runtime = runtime()?;
-        let leading = py.detach(|| runtime.block_on(async { self.leadership.lock().await.take() }));
+        self.resigning.notify_one();
+        let leading = wait(py, async { self.leadership.lock().await.take() })?;
         match leading {
             Some(leading) => block_on(py, leading.resign()),
             None => Ok(()),
@@ -172,16 +173,12 @@ pub fn barrier_wait(
         "raise" => block_on(py, barrier.raise()).map(|()| true),
         "remove" => block_on(py, barrier.remove()).map(|()| true),
         _ => match seconds(timeout) {
-            Some(wait) => {
-                let runtime = runtime()?;
-                let done = py.detach(|| {
-                    runtime.block_on(async { tokio::time::timeout(wait, barrier.wait()).await })
-                });
-                match done {
-                    Ok(result) => result.map(|()| true).map_err(to_py),
-                    Err(_) => Ok(false),
-                }
-            }
+            Some(limit) => match wait(py, async {
+                tokio::time::timeout(limit, barrier.wait()).await
+            })? {
+                Ok(result) => result.map(|()| true).map_err(to_py),
+                Err(_) => Ok(false),
+            },
             None => block_on(py, barrier.wait()).map(|()| true),
         },
     }
@@ -221,17 +218,8 @@ pub fn queue_take(
             .unbind()),
         _ => {
             let taken = match seconds(timeout) {
-                Some(wait) if wait.is_zero() => block_on(py, queue.try_take())?,
-                Some(wait) => {
-                    let runtime = runtime()?;
-                    let taken = py.detach(|| {
-                        runtime.block_on(async { tokio::time::timeout(wait, queue.take()).await })
-                    });
-                    match taken {
-                        Ok(result) => Some(result.map_err(to_py)?),
-                        Err(_) => None,
-                    }
-                }
+                Some(limit) if limit.is_zero() => block_on(py, queue.try_take())?,
+                Some(limit) => block_on(py, queue.take_timeout(limit))?,
                 None => Some(block_on(py, queue.take())?),
             };
             Ok(match taken {

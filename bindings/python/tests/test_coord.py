@@ -368,3 +368,46 @@ def test_help_is_useful():
     doc = coord.Client.__doc__
     assert "connection string" in doc and "context manager" in doc
     assert coord.Client.create.__doc__ and coord.Lock.__doc__
+
+
+def test_resign_while_another_thread_waits_for_loss(coord_server):
+    with coord.Client(coord_server.hosts) as c:
+        leadership = c.Election("/resign", "me").campaign()
+        result = []
+        waiter = threading.Thread(target=lambda: result.append(leadership.wait_lost()))
+        waiter.start()
+        time.sleep(0.1)
+        leadership.resign()
+        waiter.join(10)
+        assert result == [True]
+        assert c.Election("/resign").contenders() == []
+
+
+def test_ctrl_c_interrupts_a_blocking_wait(coord_server):
+    with coord.Client(coord_server.hosts) as c:
+        with c.Lock("/ctrl-c"):
+            script = (
+                "import coord, sys\n"
+                f"c = coord.Client({coord_server.hosts!r}).start()\n"
+                "print('waiting', flush=True)\n"
+                "try:\n"
+                "    c.Lock('/ctrl-c').acquire()\n"
+                "except KeyboardInterrupt:\n"
+                "    print('interrupted', flush=True)\n"
+                "    c.stop()\n"
+                "    sys.exit(0)\n"
+                "sys.exit(1)\n"
+            )
+            proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+            try:
+                assert proc.stdout.readline().strip() == "waiting"
+                time.sleep(0.3)
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(timeout=20) == 0
+                assert proc.stdout.read().strip() == "interrupted"
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            # The interrupted waiter left the line.
+            assert wait_until(lambda: c.Lock("/ctrl-c").contenders() == [""])

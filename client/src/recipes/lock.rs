@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{by_sequence, create_protected, delete_in_background, join, name_of, retrying};
+use tokio::runtime::Handle;
+
+use super::{
+    by_sequence, current_runtime, delete_in_background, join, name_of, retrying, Creating,
+};
 use crate::{Client, Error, ErrorCode, Watch};
 
 /// When a node in line holds.
@@ -79,7 +83,8 @@ impl Lock {
         .await
     }
 
-    /// Takes the lock if nobody holds it or waits for it; None otherwise.
+    /// Takes the lock if nobody holds it or waits for it; None otherwise. It waits for the
+    /// round trip that puts it in line (while the session is suspended, for the reconnect).
     pub async fn try_acquire(&self) -> Result<Option<LockGuard>, Error> {
         self.acquire_timeout(Duration::ZERO).await
     }
@@ -189,6 +194,8 @@ pub struct LockGuard {
     client: Client,
     /// None once released.
     path: Option<String>,
+    /// Where a guard dropped unreleased deletes its node (the drop may happen off it).
+    runtime: Handle,
 }
 
 impl LockGuard {
@@ -212,7 +219,7 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if let Some(path) = self.path.take() {
-            delete_in_background(self.client.clone(), path);
+            delete_in_background(&self.runtime, self.client.clone(), path);
         }
     }
 }
@@ -227,11 +234,23 @@ pub(super) async fn enter(
     rule: Rule,
     deadline: Option<Instant>,
 ) -> Result<Option<LockGuard>, Error> {
-    let path = create_protected(client, dir, name, data).await?;
+    let runtime = current_runtime()?;
+    let creating = Creating::start(&runtime, client, dir, name, data).finish();
+    // The deadline bounds the create too (it waits in the session's queue while the session is
+    // suspended); given up, the create cleans up after itself. A deadline already passed (a
+    // try) still waits for the create's round trip.
+    let path = match deadline.filter(|deadline| *deadline > Instant::now()) {
+        Some(deadline) => match tokio::time::timeout_at(deadline, creating).await {
+            Ok(created) => created?,
+            Err(_) => return Ok(None),
+        },
+        None => creating.await?,
+    };
     // Deletes the node if this future is dropped while it waits.
     let mut place = LockGuard {
         client: client.clone(),
         path: Some(path.clone()),
+        runtime: runtime.clone(),
     };
     match wait_in_line(client, dir, &path, rule, deadline).await {
         Ok(true) => Ok(Some(place)),
@@ -239,7 +258,7 @@ pub(super) async fn enter(
         Err(e) => {
             // The node is gone with the session, or this client cannot act: nothing to keep.
             place.path = None;
-            delete_in_background(client.clone(), path);
+            delete_in_background(&runtime, client.clone(), path);
             Err(e)
         }
     }

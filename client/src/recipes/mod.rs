@@ -29,6 +29,8 @@ pub use lock::{Lease, Lock, LockGuard, RwLock, Semaphore};
 pub use queue::Queue;
 
 use rand::Rng;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 use crate::{Acl, Client, CreateMode, Error, ErrorCode};
 
@@ -137,14 +139,67 @@ fn name_of(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Deletes `path` in the background: for a guard or a candidate dropped without being released
-/// (a waiter that gave up, a holder that returned early), so that nobody waits on its node until
-/// the session ends. Without a tokio runtime the node goes with the session.
-fn delete_in_background(client: Client, path: String) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let _ = retrying(|| client.delete(&path, -1)).await;
-        });
+/// Deletes `path` in the background, on `runtime`: for a guard or a candidate dropped without
+/// being released (a waiter that gave up, a holder that returned early), so that nobody waits
+/// on its node until the session ends.
+fn delete_in_background(runtime: &Handle, client: Client, path: String) {
+    runtime.spawn(async move {
+        let _ = retrying(|| client.delete(&path, -1)).await;
+    });
+}
+
+/// The runtime a recipe runs on, for the work its values do when dropped.
+fn current_runtime() -> Result<Handle, Error> {
+    Handle::try_current().map_err(|_| Error::Malformed("recipes run on a tokio runtime".into()))
+}
+
+/// A protected create, run as a task of its own: a caller that gives up while it is on its way
+/// (a timeout, a dropped future; the request may sit in the session's queue until a reconnect)
+/// would otherwise leave a node in line that nobody deletes. Dropped before it is finished, it
+/// deletes the node once the create is done.
+struct Creating {
+    runtime: Handle,
+    client: Client,
+    task: Option<JoinHandle<Result<String, Error>>>,
+}
+
+impl Creating {
+    fn start(runtime: &Handle, client: &Client, dir: &str, name: &str, data: &[u8]) -> Creating {
+        let (c, dir, name, data) = (
+            client.clone(),
+            dir.to_owned(),
+            name.to_owned(),
+            data.to_vec(),
+        );
+        let task = runtime.spawn(async move { create_protected(&c, &dir, &name, &data).await });
+        Creating {
+            runtime: runtime.clone(),
+            client: client.clone(),
+            task: Some(task),
+        }
+    }
+
+    /// The created node's path.
+    async fn finish(mut self) -> Result<String, Error> {
+        let Some(task) = self.task.as_mut() else {
+            return Err(Error::ConnectionLoss);
+        };
+        let created = task.await;
+        self.task = None;
+        created.unwrap_or(Err(Error::ConnectionLoss))
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            let client = self.client.clone();
+            self.runtime.spawn(async move {
+                if let Ok(Ok(path)) = task.await {
+                    let _ = retrying(|| client.delete(&path, -1)).await;
+                }
+            });
+        }
     }
 }
 

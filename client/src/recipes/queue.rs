@@ -1,5 +1,9 @@
 //! A FIFO queue of byte strings: persistent sequential nodes, taken in sequence order.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::{by_sequence, ensure_path, join, retrying};
 use crate::{Acl, Client, CreateMode, Error, ErrorCode};
 
@@ -41,16 +45,38 @@ impl Queue {
         }
     }
 
-    /// Takes the first item, waiting for one if the queue is empty.
+    /// Takes the first item, waiting for one if the queue is empty. Not cancel-safe: an item
+    /// whose delete is on its way when this future is dropped is lost; to wait a bounded time,
+    /// use [`Queue::take_timeout`].
     pub async fn take(&self) -> Result<Vec<u8>, Error> {
+        match self.take_until(None).await? {
+            Some(item) => Ok(item),
+            None => Err(Error::Server(ErrorCode::OperationTimeout)),
+        }
+    }
+
+    /// Takes the first item, waiting at most `timeout` for one; None if none came.
+    pub async fn take_timeout(&self, timeout: Duration) -> Result<Option<Vec<u8>>, Error> {
+        self.take_until(Some(Instant::now() + timeout)).await
+    }
+
+    /// Only the wait for an item is bounded by `deadline`: a take under way finishes.
+    async fn take_until(&self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>, Error> {
         ensure_path(&self.client, &self.path, CreateMode::Persistent).await?;
         loop {
             let (children, changed) =
                 retrying(|| self.client.get_children_watch(&self.path)).await?;
             if let Some(item) = self.take_first(children).await? {
-                return Ok(item);
+                return Ok(Some(item));
             }
-            match changed.await {
+            let fired = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, changed).await {
+                    Ok(fired) => fired,
+                    Err(_) => return Ok(None),
+                },
+                None => changed.await,
+            };
+            match fired {
                 Ok(_) | Err(Error::ConnectionLoss) => {}
                 Err(e) => return Err(e),
             }

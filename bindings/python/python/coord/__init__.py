@@ -216,6 +216,11 @@ class Client:
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`. One client may be used
     from several threads. Watch callbacks and listeners run on the client's event thread.
+
+    Unlike kazoo, a client whose session is "LOST" (the server expired it, or no server took
+    it back within the timeout) does not open a new one: every call then raises
+    :class:`SessionExpiredError`; make a new client. ``Transaction.commit`` raises the first
+    failure's exception where kazoo returns a list holding it.
     """
 
     def __init__(self, hosts: str = "127.0.0.1:2181", timeout: float = 10.0, auth_data=None):
@@ -506,8 +511,16 @@ class PersistentWatch:
         self._closed = False
 
     def next(self, timeout: Optional[float] = None) -> Optional[WatchedEvent]:
-        """The next event, waiting at most ``timeout`` seconds; None if none came in time."""
-        event = self._native.next(timeout)
+        """The next event, waiting at most ``timeout`` seconds; None if none came in time.
+
+        An event of type "NONE" with state "RECONNECTED" says the session moved to a new
+        connection and that changes made meanwhile were not reported (the server does not replay
+        them): read the state again. The watch goes on.
+        """
+        try:
+            event = self._native.next(timeout)
+        except ConnectionLoss:
+            return WatchedEvent("NONE", "RECONNECTED", "")
         return None if event is None else _event(*event)
 
     def __iter__(self) -> Iterator[WatchedEvent]:

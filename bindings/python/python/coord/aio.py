@@ -10,9 +10,13 @@
         async for event in client.watch("/a"):
             ...
 
-Each call runs the blocking client's on a worker thread (which waits with the GIL released), so
-the event loop never blocks. Watch callbacks still run on the client's event thread: use
-:meth:`Client.watch` (an async iterator) to receive events in the loop.
+Each call runs the blocking client's on a worker thread of the loop's default executor (which
+waits with the GIL released), so the event loop never blocks. Long waits (a lock, an ``async
+for`` over a watch) each hold one of those threads while they wait: more of them at once than
+the executor has threads (``min(32, cpu_count + 4)`` by default) delay every other call; give
+the loop a bigger executor (``loop.set_default_executor``) if you need more. Watch callbacks
+still run on the client's event thread: use :meth:`Client.watch` (an async iterator) to receive
+events in the loop.
 """
 
 from __future__ import annotations
