@@ -28,5 +28,10 @@ version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
 cp "$target/libcoord.so" "$target/libcoord.a" "$prefix/lib/"
 cp ffi/include/coord.h "$prefix/include/"
+if [ "$profile" = release ] && command -v strip >/dev/null 2>&1; then
+    # The workspace's release profile keeps line tables for profiling; an installed library
+    # does not need them.
+    strip --strip-debug "$prefix/lib/libcoord.so" "$prefix/lib/libcoord.a"
+fi
 sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" ffi/coord.pc.in >"$prefix/lib/pkgconfig/coord.pc"
 echo "libcoord ($profile) installed in $prefix; export PKG_CONFIG_PATH=$prefix/lib/pkgconfig"
