@@ -34,6 +34,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "a TCP-only build (without the quic feature) still compiles, warning-free"
+cargo clippy -p coord --no-default-features -- -D warnings
+
 step "building coord"
 cargo build --workspace --all-targets
 export COORD_BIN="$PWD/target/debug/coord"

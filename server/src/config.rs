@@ -143,6 +143,30 @@ pub enum Subcommand {
         /// Any free ports, instead of 2181.. and 2888.. when those are free.
         #[arg(long)]
         any_ports: bool,
+        /// How the members reach each other: "tcp", or "quic" (mutual TLS, with the
+        /// certificates `coord certs` made in --certs).
+        #[arg(long, default_value = "tcp", value_name = "TRANSPORT")]
+        transport: String,
+        /// Where `coord certs` put the certificates, for --transport quic.
+        #[arg(long, default_value = "coord-certs", value_name = "DIR")]
+        certs: PathBuf,
+    },
+    /// Makes a development CA and certificates for an ensemble's members (and clients) in DIR,
+    /// and prints the config lines that use them. For trying QUIC out, not for production:
+    /// the CA's key is written beside the certificates.
+    Certs {
+        /// Where the files go (created if missing; existing files are not overwritten).
+        #[arg(long, default_value = "coord-certs", value_name = "DIR")]
+        dir: PathBuf,
+        /// The ensemble's name, in every member certificate ([ensemble].name).
+        #[arg(long, default_value = ENSEMBLE_NAME_DEFAULT, value_name = "NAME")]
+        ensemble: String,
+        /// Member certificates for ids 1..=N.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        members: u64,
+        /// Client certificates, one per name (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        clients: Vec<String>,
     },
 }
 
@@ -154,6 +178,14 @@ struct EnsembleFile {
     init_limit_ticks: Option<u32>,
     sync_limit_ticks: Option<u32>,
     servers: Vec<ServerFile>,
+    /// "tcp" (the default) or "quic".
+    transport: Option<String>,
+    /// The ensemble's name, in its members' certificates (QUIC).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    name: Option<String>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -476,6 +508,11 @@ fn from_zoo_cfg(zoo: zoocfg::ZooCfg) -> File {
                 role: Some(if *observer { "observer" } else { "participant" }.to_owned()),
             })
             .collect(),
+        transport: None,
+        name: None,
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
     });
     File {
         client_addr: zoo.client_addr.map(|a| a.to_string()),
@@ -493,6 +530,7 @@ fn from_zoo_cfg(zoo: zoocfg::ZooCfg) -> File {
 }
 
 fn ensemble(file: EnsembleFile) -> Result<EnsembleConfig, ConfigError> {
+    let transport = peer_transport(&file)?;
     let init_limit_ticks = file.init_limit_ticks.unwrap_or(10);
     let sync_limit_ticks = file.sync_limit_ticks.unwrap_or(5);
     if init_limit_ticks == 0 {
@@ -571,7 +609,111 @@ fn ensemble(file: EnsembleFile) -> Result<EnsembleConfig, ConfigError> {
         init_limit_ticks,
         sync_limit_ticks,
         servers,
+        transport,
     })
+}
+
+/// The default ensemble name, in member certificates (`member-<id>.coord.coord`).
+pub const ENSEMBLE_NAME_DEFAULT: &str = "coord";
+
+/// `[ensemble].transport` and its TLS settings, checked: for QUIC, the files are read and the
+/// certificate must be this member's (a mistake is found at start-up, naming its key, not by
+/// peers refusing the member one by one).
+fn peer_transport(file: &EnsembleFile) -> Result<PeerTransport, ConfigError> {
+    match file.transport.as_deref().unwrap_or("tcp") {
+        "tcp" => {
+            for (key, set) in [
+                ("ensemble.tls_ca", file.tls_ca.is_some()),
+                ("ensemble.tls_cert", file.tls_cert.is_some()),
+                ("ensemble.tls_key", file.tls_key.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(key, "is for transport = \"quic\" (TCP has no TLS)"));
+                }
+            }
+            Ok(PeerTransport::Tcp)
+        }
+        "quic" => quic_transport(file),
+        other => Err(invalid(
+            "ensemble.transport",
+            format!("{other:?} is not \"tcp\" or \"quic\""),
+        )),
+    }
+}
+
+#[cfg(feature = "quic")]
+fn quic_transport(file: &EnsembleFile) -> Result<PeerTransport, ConfigError> {
+    use coord_transport::tls::{Credentials, TlsError};
+    use coord_transport::PeerId;
+
+    let required = |key: &'static str, value: &Option<PathBuf>| {
+        value
+            .clone()
+            .ok_or_else(|| invalid(key, "is required with transport = \"quic\""))
+    };
+    let tls = QuicTls {
+        name: file
+            .name
+            .clone()
+            .unwrap_or_else(|| ENSEMBLE_NAME_DEFAULT.to_owned()),
+        ca: required("ensemble.tls_ca", &file.tls_ca)?,
+        cert: required("ensemble.tls_cert", &file.tls_cert)?,
+        key: required("ensemble.tls_key", &file.tls_key)?,
+    };
+    let key_of = |path: &str| {
+        if path == tls.ca.display().to_string() {
+            "ensemble.tls_ca"
+        } else if path == tls.key.display().to_string() {
+            "ensemble.tls_key"
+        } else {
+            "ensemble.tls_cert"
+        }
+    };
+    let checked = Credentials::load(&tls.ca, &tls.cert, &tls.key)
+        .and_then(|credentials| credentials.check_member(&tls.name, PeerId(file.id)));
+    match checked {
+        Ok(()) => Ok(PeerTransport::Quic(tls)),
+        Err(e @ (TlsError::Read { .. } | TlsError::Empty { .. })) => {
+            let path = match &e {
+                TlsError::Read { path, .. } | TlsError::Empty { path, .. } => path.clone(),
+                _ => String::new(),
+            };
+            Err(invalid(key_of(&path), e.to_string()))
+        }
+        Err(e @ TlsError::BadEnsembleName(_)) => Err(invalid("ensemble.name", e.to_string())),
+        Err(e @ TlsError::KeyMismatch(_)) => Err(invalid("ensemble.tls_key", e.to_string())),
+        Err(e) => Err(invalid("ensemble.tls_cert", e.to_string())),
+    }
+}
+
+#[cfg(not(feature = "quic"))]
+fn quic_transport(_: &EnsembleFile) -> Result<PeerTransport, ConfigError> {
+    Err(invalid(
+        "ensemble.transport",
+        "this coord was built without QUIC (the `quic` feature)",
+    ))
+}
+
+/// How a member reaches its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerTransport {
+    /// Plain TCP: the network must be trusted.
+    Tcp,
+    /// QUIC with mutual TLS 1.3: members prove their ids with certificates.
+    Quic(QuicTls),
+}
+
+/// The QUIC transport's TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicTls {
+    /// `[ensemble].name`: member `id`'s certificate names `member-<id>.<name>.coord`.
+    pub name: String,
+    /// `[ensemble].tls_ca`: the ensemble's CA certificate(s), PEM.
+    pub ca: PathBuf,
+    /// `[ensemble].tls_cert`: this member's certificate (then any intermediates), PEM.
+    pub cert: PathBuf,
+    /// `[ensemble].tls_key`: this member's private key, PEM.
+    pub key: PathBuf,
 }
 
 fn four_letter_words(words: Vec<String>) -> Result<Vec<String>, ConfigError> {
@@ -629,6 +771,7 @@ pub struct EnsembleConfig {
     pub init_limit_ticks: u32,
     pub sync_limit_ticks: u32,
     pub servers: Vec<ServerEntry>,
+    pub transport: PeerTransport,
 }
 
 impl EnsembleConfig {

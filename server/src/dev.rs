@@ -19,6 +19,18 @@ pub struct DevOptions {
     pub tick_ms: u64,
     /// Any free ports rather than ZooKeeper's usual ones.
     pub any_ports: bool,
+    pub transport: DevTransport,
+}
+
+/// How the dev members reach each other.
+#[derive(Debug, Clone)]
+pub enum DevTransport {
+    Tcp,
+    /// QUIC with mutual TLS, with the certificates `coord certs` wrote to `certs` (for the
+    /// default ensemble name).
+    Quic {
+        certs: PathBuf,
+    },
 }
 
 /// Why the dev ensemble could not start.
@@ -91,10 +103,24 @@ pub async fn run(
     for (id, client_addr, _) in &members {
         let data_dir = absolute(&dir.join(format!("m{id}")))?;
         let config = dir.join(format!("m{id}.toml"));
+        let transport = match &options.transport {
+            DevTransport::Tcp => String::new(),
+            DevTransport::Quic { certs } => {
+                let certs = absolute(certs)?;
+                let file = |name: String| certs.join(name).display().to_string();
+                format!(
+                    "transport = \"quic\"\nname = \"{}\"\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                    crate::config::ENSEMBLE_NAME_DEFAULT,
+                    file("ca.pem".into()),
+                    file(format!("member-{id}.pem")),
+                    file(format!("member-{id}.key")),
+                )
+            }
+        };
         let text = format!(
             "# Written by `coord dev`; rewritten at each run.\n\
              data_dir = \"{}\"\ntick_ms = {}\nfour_letter_words = [\"*\"]\n\n\
-             [ensemble]\nid = {id}\nservers = [\n{servers}]\n",
+             [ensemble]\nid = {id}\n{transport}servers = [\n{servers}]\n",
             data_dir.display(),
             options.tick_ms
         );

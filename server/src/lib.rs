@@ -23,8 +23,11 @@
 //!   sessions, following the leader's status).
 //! - [`server`]: the wiring: start, the client port, session expiry, the reaper.
 //! - [`dev`]: `coord dev`, a local ensemble of processes.
+//! - `certs`: `coord certs`, development certificates for QUIC (feature `quic`).
 
 pub mod auth;
+#[cfg(feature = "quic")]
+pub mod certs;
 pub mod config;
 pub mod conn;
 pub mod dev;

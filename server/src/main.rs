@@ -7,19 +7,40 @@ use coord::{Config, Flags, Server};
 
 fn main() -> ExitCode {
     let mut flags = Flags::parse();
-    if let Some(Subcommand::Dev {
-        servers,
-        dir,
-        tick_ms,
-        any_ports,
-    }) = flags.command.take()
-    {
-        return run_dev(DevOptions {
+    match flags.command.take() {
+        Some(Subcommand::Dev {
             servers,
             dir,
             tick_ms,
             any_ports,
-        });
+            transport,
+            certs,
+        }) => {
+            let transport = match transport.as_str() {
+                "tcp" => dev::DevTransport::Tcp,
+                "quic" => dev::DevTransport::Quic { certs },
+                other => {
+                    eprintln!(
+                        "coord dev: invalid --transport: {other:?} is not \"tcp\" or \"quic\""
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            return run_dev(DevOptions {
+                servers,
+                dir,
+                tick_ms,
+                any_ports,
+                transport,
+            });
+        }
+        Some(Subcommand::Certs {
+            dir,
+            ensemble,
+            members,
+            clients,
+        }) => return run_certs(dir, ensemble, members, clients),
+        None => {}
     }
     let config = match Config::load(flags) {
         Ok(config) => config,
@@ -62,6 +83,34 @@ fn main() -> ExitCode {
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(feature = "quic")]
+fn run_certs(
+    dir: std::path::PathBuf,
+    ensemble: String,
+    members: u64,
+    clients: Vec<String>,
+) -> ExitCode {
+    let options = coord::certs::CertsOptions {
+        dir,
+        ensemble,
+        members,
+        clients,
+    };
+    match coord::certs::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coord certs: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(not(feature = "quic"))]
+fn run_certs(_: std::path::PathBuf, _: String, _: u64, _: Vec<String>) -> ExitCode {
+    eprintln!("coord certs: this coord was built without QUIC (the `quic` feature)");
+    ExitCode::from(2)
 }
 
 fn run_dev(options: DevOptions) -> ExitCode {

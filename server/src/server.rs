@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Role};
+use crate::config::{Config, PeerTransport, Role};
 use crate::ensemble;
 use crate::ids::SessionId;
 use crate::machine::ServerMachine;
@@ -40,6 +40,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("peer TLS: {0}")]
+    PeerTls(String),
 }
 
 impl From<coord_engine::EngineError> for StartError {
@@ -59,7 +61,10 @@ impl StartError {
     /// Configuration problems exit with 2; a refusal to start on bad data with 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::DataDir(_) | StartError::Listen { .. } | StartError::PeerListen { .. } => 2,
+            StartError::DataDir(_)
+            | StartError::Listen { .. }
+            | StartError::PeerListen { .. }
+            | StartError::PeerTls(_) => 2,
             StartError::Engine(_) => 1,
         }
     }
@@ -115,17 +120,6 @@ impl Server {
                     .filter(|s| s.id != ensemble.id)
                     .map(|s| (PeerId(s.id), s.peer_addr))
                     .collect();
-                let mut tcp = TcpConfig::new(PeerId(ensemble.id), me.peer_addr, peers);
-                // The largest message is a proposal of the largest txn (snapshots travel in
-                // chunks); a frame's length is checked before its buffer is allocated.
-                tcp.frame_bytes_max = PEER_FRAME_BYTES_MAX;
-                let transport =
-                    TcpTransport::bind(tcp)
-                        .await
-                        .map_err(|source| StartError::PeerListen {
-                            addr: me.peer_addr,
-                            source,
-                        })?;
                 let zab = zab::Config {
                     id: PeerId(ensemble.id),
                     voters: ensemble
@@ -148,15 +142,52 @@ impl Server {
                     diff_bytes_max: coord_engine::zab::DIFF_BYTES_MAX_DEFAULT,
                     compacted_tail_txns: coord_engine::zab::COMPACTED_TAIL_TXNS_DEFAULT,
                 };
-                let member = Member::open(
-                    MemberConfig {
-                        data_dir: config.data_dir.clone(),
-                        snapshot_every_txns: config.snapshot_every_txns,
-                        zab,
-                    },
-                    machine,
-                    transport,
-                )?;
+                let member_config = MemberConfig {
+                    data_dir: config.data_dir.clone(),
+                    snapshot_every_txns: config.snapshot_every_txns,
+                    zab,
+                };
+                let peer_listen = |source| StartError::PeerListen {
+                    addr: me.peer_addr,
+                    source,
+                };
+                let member = match &ensemble.transport {
+                    PeerTransport::Tcp => {
+                        let mut tcp = TcpConfig::new(PeerId(ensemble.id), me.peer_addr, peers);
+                        // The largest message is a proposal of the largest txn (snapshots
+                        // travel in chunks); a frame's length is checked before its buffer is
+                        // allocated.
+                        tcp.frame_bytes_max = PEER_FRAME_BYTES_MAX;
+                        let transport = TcpTransport::bind(tcp).await.map_err(peer_listen)?;
+                        Member::open(member_config, machine, transport)?
+                    }
+                    #[cfg(feature = "quic")]
+                    PeerTransport::Quic(tls) => {
+                        use coord_transport::tls::Credentials;
+                        use coord_transport::{QuicConfig, QuicError, QuicTransport};
+                        let credentials = Credentials::load(&tls.ca, &tls.cert, &tls.key)
+                            .map_err(|e| StartError::PeerTls(e.to_string()))?;
+                        let mut quic = QuicConfig::new(
+                            PeerId(ensemble.id),
+                            tls.name.clone(),
+                            me.peer_addr,
+                            peers,
+                            credentials,
+                        );
+                        quic.frame_bytes_max = PEER_FRAME_BYTES_MAX;
+                        let transport = QuicTransport::bind(quic).await.map_err(|e| match e {
+                            QuicError::Listen { source, .. } => peer_listen(source),
+                            other => StartError::PeerTls(other.to_string()),
+                        })?;
+                        Member::open(member_config, machine, transport)?
+                    }
+                    #[cfg(not(feature = "quic"))]
+                    PeerTransport::Quic(_) => {
+                        return Err(StartError::PeerTls(
+                            "this coord was built without QUIC".into(),
+                        ))
+                    }
+                };
                 Backend::Member {
                     member,
                     id: PeerId(ensemble.id),

@@ -67,10 +67,30 @@ impl Ensemble {
     ) -> io::Result<Ensemble> {
         // A free port can be taken (by another test's connection, say) between our probe and
         // a member's bind: then everything starts again on other ports, a few times.
+        Ensemble::start_members(voters, observers, tick_ms, extra, args, &|_| String::new())
+    }
+
+    /// `n` members whose peers talk QUIC with mutual TLS, with the certificates `coord certs`
+    /// wrote to `certs` (member `id`'s in `member-<id>.pem`, ensemble name "coord").
+    pub fn start_quic(n: u64, tick_ms: u64, certs: &Path) -> io::Result<Ensemble> {
+        let certs = certs.to_path_buf();
+        Ensemble::start_members(n, 0, tick_ms, "", &[], &move |id| quic_lines(&certs, id))
+    }
+
+    /// As [`Ensemble::start_with_args`], with `member_lines(id)` added to member `id`'s
+    /// `[ensemble]` section.
+    pub fn start_members(
+        voters: u64,
+        observers: u64,
+        tick_ms: u64,
+        extra: &str,
+        args: &[String],
+        member_lines: &dyn Fn(u64) -> String,
+    ) -> io::Result<Ensemble> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Ensemble::try_start(voters, observers, tick_ms, extra, args) {
+            match Ensemble::try_start(voters, observers, tick_ms, extra, args, member_lines) {
                 Err(err) if attempt < 3 && err.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -85,6 +105,7 @@ impl Ensemble {
         tick_ms: u64,
         extra: &str,
         args: &[String],
+        member_lines: &dyn Fn(u64) -> String,
     ) -> io::Result<Ensemble> {
         let n = voters + observers;
         let root = tempfile::Builder::new()
@@ -110,9 +131,10 @@ impl Ensemble {
         for (id, client_addr, peer_addr) in &addrs {
             let data_dir = root.path().join(format!("m{id}"));
             let config = root.path().join(format!("m{id}.toml"));
+            let lines = member_lines(*id);
             let text = format!(
                 "data_dir = \"{}\"\ntick_ms = {tick_ms}\nfour_letter_words = [\"*\"]\n{extra}\n\
-                 [ensemble]\nid = {id}\nservers = [\n{servers}]\n",
+                 [ensemble]\nid = {id}\n{lines}servers = [\n{servers}]\n",
                 data_dir.display()
             );
             fs::write(&config, text)?;
@@ -146,6 +168,11 @@ impl Ensemble {
             .map(|n| n.client_addr.to_string())
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Member `i`'s config file (rewrite it, then [`Ensemble::launch`] to restart it so).
+    pub fn config_path(&self, i: usize) -> &Path {
+        &self.nodes[i].config
     }
 
     pub fn data_dir(&self, i: usize) -> &Path {
@@ -308,4 +335,14 @@ impl Drop for Ensemble {
             self.kill9(i);
         }
     }
+}
+
+/// Member `id`'s `[ensemble]` lines for QUIC with the certificates in `certs`.
+pub fn quic_lines(certs: &Path, id: u64) -> String {
+    format!(
+        "transport = \"quic\"\nname = \"coord\"\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        certs.join("ca.pem").display(),
+        certs.join(format!("member-{id}.pem")).display(),
+        certs.join(format!("member-{id}.key")).display(),
+    )
 }

@@ -279,8 +279,33 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     if !is_coord() {
         return;
     }
-    let run = async {
-        let mut ensemble = Ensemble::start(3, TICK_MS, "").expect("ensemble starts");
+    let ensemble = Ensemble::start(3, TICK_MS, "").expect("ensemble starts");
+    timeout(DEADLINE, kill_the_leader_under_load(ensemble))
+        .await
+        .expect("test deadline");
+}
+
+/// The same over QUIC with mutual TLS, with certificates from `coord certs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_under_load_over_quic_loses_no_acknowledged_write() {
+    if !is_coord() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new(coord_system_tests::coord_bin())
+        .args(["certs", "--dir"])
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let ensemble = Ensemble::start_quic(3, TICK_MS, certs.path()).expect("ensemble starts");
+    timeout(DEADLINE, kill_the_leader_under_load(ensemble))
+        .await
+        .expect("test deadline");
+}
+
+async fn kill_the_leader_under_load(mut ensemble: Ensemble) {
+    {
         let leader = ensemble
             .wait_for_leader(DEADLINE)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -323,8 +348,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
             ensemble.mntr(leader, "zk_synced_followers").as_deref(),
             Some("2")
         );
-    };
-    timeout(DEADLINE, run).await.expect("test deadline");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,10 +15,19 @@
 //!   a slow peer never stalls sends to the others.
 //! - Streams come back by themselves: a dialer reconnects with exponential backoff and jitter.
 //!
-//! [`TcpTransport`] is the implementation over TCP.
+//! [`TcpTransport`] is the implementation over TCP; [`QuicTransport`] (feature `quic`, on by
+//! default) over QUIC with mutual TLS 1.3, where each member's certificate proves its id.
 
+#[cfg(feature = "quic")]
+pub mod certs;
+#[cfg(feature = "quic")]
+mod quic;
 mod tcp;
+#[cfg(feature = "quic")]
+pub mod tls;
 
 pub use coord_engine::transport::{Event, SendError, Stream, Transport};
 pub use coord_engine::zab::PeerId;
+#[cfg(feature = "quic")]
+pub use quic::{QuicConfig, QuicError, QuicTransport};
 pub use tcp::{TcpConfig, TcpTransport};

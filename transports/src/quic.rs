@@ -1,0 +1,589 @@
+//! The QUIC transport: mutual TLS 1.3 between members, each stream a QUIC stream.
+//!
+//! Each member dials one QUIC connection to every peer and carries its outbound streams on
+//! it, one unidirectional QUIC stream per [`Stream`]; what it receives comes on the connections
+//! its peers dial. So, as over TCP, each direction of each stream is independent: a lost packet
+//! on the replication stream does not hold up elections (QUIC streams have no head-of-line
+//! blocking between them), and a slow peer holds up only its own connection.
+//!
+//! Identity is the certificate's (see [`crate::tls`]): the dialer checks that the certificate
+//! it is shown names the member it dials; the acceptor learns who dialed from the client
+//! certificate alone. A QUIC stream starts with the magic `b"CRQ1"` and the stream's code; then
+//! frames, a `u32` length and that many bytes.
+//!
+//! A restarted member has the same stateless-reset key (derived from its private key), so it
+//! resets the connections its peers still hold to its former self at their first packet: they
+//! redial at once instead of waiting out the idle timeout.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, TransportConfig, VarInt};
+use rand::Rng;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{mpsc, watch, Mutex, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::tls::{self, Credentials, TlsError};
+use crate::{Event, PeerId, SendError, Stream, Transport};
+
+const MAGIC: [u8; 4] = *b"CRQ1";
+/// How long a dial may take (the handshake included).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new QUIC stream may take to name itself.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events waiting for the engine; past it, readers wait (and QUIC's flow control pushes back
+/// on the peers).
+const EVENTS_MAX: usize = 1024;
+/// Distinct refusals remembered to log each once; past it, new ones log at debug level.
+const REFUSALS_LOGGED_MAX: usize = 256;
+/// The application error code a member closes a connection or stream with.
+const CLOSE_CODE: u32 = 1;
+
+/// Why a [`QuicTransport`] could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// How a [`QuicTransport`] is set up.
+#[derive(Debug, Clone)]
+pub struct QuicConfig {
+    pub id: PeerId,
+    /// The ensemble's name, in every member's certificate name.
+    pub ensemble: String,
+    /// Where this member accepts its peers' connections (UDP).
+    pub listen: SocketAddr,
+    /// Every other member and where it listens.
+    pub peers: BTreeMap<PeerId, SocketAddr>,
+    pub credentials: Credentials,
+    /// The largest frame sent or accepted.
+    pub frame_bytes_max: usize,
+    /// Frames queued per peer and stream before the stream is reset.
+    pub queue_frames_max: usize,
+    /// The first and the largest wait between dials of an unreachable peer.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How often an idle connection is pinged, and how long a silent one lives.
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl QuicConfig {
+    /// Defaults for the bounds, backoff and timeouts.
+    pub fn new(
+        id: PeerId,
+        ensemble: String,
+        listen: SocketAddr,
+        peers: BTreeMap<PeerId, SocketAddr>,
+        credentials: Credentials,
+    ) -> Self {
+        QuicConfig {
+            id,
+            ensemble,
+            listen,
+            peers,
+            credentials,
+            frame_bytes_max: 64 << 20,
+            queue_frames_max: 4096,
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(2),
+            keep_alive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Outbound {
+    tx: mpsc::Sender<Bytes>,
+    /// Asks the writer to drop its stream and queue (a reset).
+    reset: Arc<Notify>,
+}
+
+/// The inbound side of one (peer, stream): which QUIC stream is current. Held while an event
+/// is handed over, so an old stream's frame can never follow the new one's reset.
+#[derive(Default)]
+struct Inbound {
+    serial: u64,
+}
+
+type InboundSlots = BTreeMap<(PeerId, Stream), Arc<Mutex<Inbound>>>;
+
+/// Peer streams over QUIC with mutual TLS. See the crate docs for what it promises.
+pub struct QuicTransport {
+    config: Arc<QuicConfig>,
+    local_addr: SocketAddr,
+    endpoint: Endpoint,
+    outbound: BTreeMap<(PeerId, Stream), Outbound>,
+    events: mpsc::Receiver<Event>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.endpoint
+            .close(VarInt::from_u32(CLOSE_CODE), b"shutting down");
+    }
+}
+
+/// Logs each distinct refusal once at warn level (a rogue member retrying would otherwise fill
+/// the log), later ones at debug level.
+#[derive(Default)]
+struct Refusals {
+    seen: StdMutex<HashSet<String>>,
+}
+
+impl Refusals {
+    fn log(&self, who: &str, reason: &str) {
+        let key = format!("{who}: {reason}");
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < REFUSALS_LOGGED_MAX && seen.insert(key) {
+            warn!(%who, %reason, "peer connection refused");
+        } else {
+            debug!(%who, %reason, "peer connection refused");
+        }
+    }
+}
+
+fn transport_config(config: &QuicConfig) -> Arc<TransportConfig> {
+    let mut transport = TransportConfig::default();
+    transport.keep_alive_interval(Some(config.keep_alive));
+    if let Ok(idle) = config.idle_timeout.try_into() {
+        transport.max_idle_timeout(Some(idle));
+    }
+    // Only unidirectional streams are used: a few current ones per peer, and new ones after
+    // resets.
+    transport.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(16));
+    Arc::new(transport)
+}
+
+/// The stateless-reset key: the same for every run of this member (derived from its private
+/// key), so that it can reset connections its peers hold to a former run.
+fn reset_key(credentials: &Credentials) -> ring::hmac::Key {
+    let mut input = credentials.key.secret_der().to_vec();
+    input.extend_from_slice(b"coord stateless reset key");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref())
+}
+
+impl QuicTransport {
+    /// Checks the credentials, listens on `config.listen` and starts dialing every peer.
+    pub async fn bind(config: QuicConfig) -> Result<QuicTransport, QuicError> {
+        config
+            .credentials
+            .check_member(&config.ensemble, config.id)?;
+        let server_tls = config.credentials.server_config(&config.ensemble)?;
+        let client_tls = config.credentials.client_config()?;
+        let transport = transport_config(&config);
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+            QuicServerConfig::try_from(server_tls).map_err(|e| TlsError::Setup(e.to_string()))?,
+        ));
+        server.transport_config(transport.clone());
+        let mut client = quinn::ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(client_tls).map_err(|e| TlsError::Setup(e.to_string()))?,
+        ));
+        client.transport_config(transport);
+        let listen_err = |source| QuicError::Listen {
+            addr: config.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(listen_err)?;
+        let mut endpoint = Endpoint::new(
+            EndpointConfig::new(Arc::new(reset_key(&config.credentials))),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(listen_err)?;
+        endpoint.set_default_client_config(client);
+        let local_addr = endpoint.local_addr().map_err(listen_err)?;
+
+        let config = Arc::new(config);
+        let refusals = Arc::new(Refusals::default());
+        let (events_tx, events) = mpsc::channel(EVENTS_MAX);
+        let mut tasks = Vec::new();
+        let mut outbound = BTreeMap::new();
+        let mut inbound = BTreeMap::new();
+        let mut back = BTreeMap::new();
+        for (&peer, &addr) in &config.peers {
+            let (peer_back, back_rx) = watch::channel(0u64);
+            back.insert(peer, peer_back);
+            let (conn_tx, conn_rx) = watch::channel(None);
+            tasks.push(tokio::spawn(link(
+                config.clone(),
+                endpoint.clone(),
+                peer,
+                addr,
+                conn_tx,
+                back_rx,
+                refusals.clone(),
+            )));
+            for stream in [Stream::Election, Stream::Replication] {
+                let (tx, rx) = mpsc::channel(config.queue_frames_max.max(1));
+                let reset = Arc::new(Notify::new());
+                tasks.push(tokio::spawn(write(
+                    config.clone(),
+                    peer,
+                    stream,
+                    rx,
+                    reset.clone(),
+                    conn_rx.clone(),
+                    events_tx.clone(),
+                )));
+                outbound.insert((peer, stream), Outbound { tx, reset });
+                inbound.insert((peer, stream), Arc::new(Mutex::new(Inbound::default())));
+            }
+        }
+        tasks.push(tokio::spawn(accept(
+            config.clone(),
+            endpoint.clone(),
+            Arc::new(inbound),
+            Arc::new(back),
+            events_tx,
+            refusals,
+        )));
+        Ok(QuicTransport {
+            config,
+            local_addr,
+            endpoint,
+            outbound,
+            events,
+            tasks,
+        })
+    }
+
+    /// The address peers dial.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Transport for QuicTransport {
+    fn queued(&self, to: PeerId, stream: Stream) -> usize {
+        self.outbound
+            .get(&(to, stream))
+            .map_or(0, |out| out.tx.max_capacity() - out.tx.capacity())
+    }
+
+    fn send(&self, to: PeerId, stream: Stream, frame: Bytes) -> Result<(), SendError> {
+        if frame.len() > self.config.frame_bytes_max {
+            return Err(SendError::FrameTooLarge {
+                len: frame.len(),
+                max: self.config.frame_bytes_max,
+            });
+        }
+        let out = self
+            .outbound
+            .get(&(to, stream))
+            .ok_or(SendError::UnknownPeer(to))?;
+        match out.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // As over TCP: the stream starts over rather than grow or leave a silent gap.
+                out.reset.notify_one();
+                Err(SendError::QueueFull(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    fn reset(&self, peer: PeerId, stream: Stream) {
+        if let Some(out) = self.outbound.get(&(peer, stream)) {
+            out.reset.notify_one();
+        }
+    }
+
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send {
+        self.events.recv()
+    }
+}
+
+fn backoff(config: &QuicConfig, attempt: u32) -> Duration {
+    let base = config
+        .backoff_min
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(config.backoff_max);
+    let jitter = rand::thread_rng().gen_range(0.0..0.5);
+    base.mul_f64(1.0 + jitter)
+}
+
+/// Keeps one connection to `peer` up, publishing it for the peer's stream writers. Between
+/// dials it waits out its backoff, unless the peer dialed in meanwhile (it is up again).
+async fn link(
+    config: Arc<QuicConfig>,
+    endpoint: Endpoint,
+    peer: PeerId,
+    addr: SocketAddr,
+    conn_tx: watch::Sender<Option<Connection>>,
+    mut back: watch::Receiver<u64>,
+    refusals: Arc<Refusals>,
+) {
+    let name = tls::member_name(&config.ensemble, peer);
+    let mut attempt = 0;
+    loop {
+        let dialed = match endpoint.connect(addr, &name) {
+            Ok(connecting) => tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                .await
+                .map_err(|_| "no handshake in time".to_owned())
+                .and_then(|conn| conn.map_err(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
+        match dialed {
+            Ok(conn) => {
+                attempt = 0;
+                back.borrow_and_update();
+                debug!(?peer, "connected");
+                conn_tx.send_replace(Some(conn.clone()));
+                let why = conn.closed().await;
+                debug!(?peer, %why, "connection closed");
+                conn_tx.send_replace(None);
+            }
+            Err(reason) => {
+                // Unreachable is the normal state of a peer that is down; anything else (its
+                // certificate refused, ours refused) is worth a line, once.
+                if !reason.contains("timed out") && !reason.contains("no handshake") {
+                    refusals.log(&format!("{peer:?} at {addr}"), &reason);
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff(&config, attempt)) => attempt = attempt.saturating_add(1),
+            Ok(()) = back.changed() => attempt = 0,
+        }
+    }
+}
+
+/// Waits until `conn_rx` holds a connection.
+async fn connection(conn_rx: &mut watch::Receiver<Option<Connection>>) -> Option<Connection> {
+    let current = conn_rx.wait_for(Option::is_some).await.ok()?;
+    current.clone()
+}
+
+/// Writes queued frames for (`peer`, `stream`) to a QUIC stream on the current connection,
+/// opening a new one after each reset.
+async fn write(
+    config: Arc<QuicConfig>,
+    peer: PeerId,
+    stream: Stream,
+    mut rx: mpsc::Receiver<Bytes>,
+    reset: Arc<Notify>,
+    mut conn_rx: watch::Receiver<Option<Connection>>,
+    events: mpsc::Sender<Event>,
+) {
+    loop {
+        let conn = tokio::select! {
+            conn = connection(&mut conn_rx) => match conn {
+                Some(conn) => conn,
+                None => return,
+            },
+            () = reset.notified() => {
+                if !drop_queue_and_report(&mut rx, &events, peer, stream).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Ok(mut send) = conn.open_uni().await {
+            let mut hello = MAGIC.to_vec();
+            hello.push(stream.code());
+            if send.write_all(&hello).await.is_ok() {
+                debug!(?peer, ?stream, "stream open");
+                loop {
+                    tokio::select! {
+                        frame = rx.recv() => {
+                            let Some(frame) = frame else {
+                                return;
+                            };
+                            let len = (frame.len() as u32).to_be_bytes();
+                            if send.write_all(&len).await.is_err()
+                                || send.write_all(&frame).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        () = reset.notified() => {
+                            let _ = send.reset(VarInt::from_u32(CLOSE_CODE));
+                            break;
+                        }
+                        _ = conn.closed() => break,
+                    }
+                }
+            }
+        }
+        if !drop_queue_and_report(&mut rx, &events, peer, stream).await {
+            return;
+        }
+        // A stream that broke on a live connection is opened again at once; otherwise the
+        // writer waits for the link to bring a new connection.
+        if conn.close_reason().is_some() {
+            let _ = conn_rx
+                .wait_for(|c| c.as_ref().is_none_or(|c| c.stable_id() != conn.stable_id()))
+                .await;
+        } else {
+            tokio::time::sleep(config.backoff_min).await;
+        }
+    }
+}
+
+/// What was queued belongs to the broken stream: dropped, then the engine is told. False once
+/// the transport is gone.
+async fn drop_queue_and_report(
+    rx: &mut mpsc::Receiver<Bytes>,
+    events: &mpsc::Sender<Event>,
+    peer: PeerId,
+    stream: Stream,
+) -> bool {
+    while rx.try_recv().is_ok() {}
+    events.send(Event::Reset { peer, stream }).await.is_ok()
+}
+
+/// Accepts peers' connections: a connection is a member's if its (verified) client certificate
+/// names exactly one of the peers; then its QUIC streams are read.
+async fn accept(
+    config: Arc<QuicConfig>,
+    endpoint: Endpoint,
+    inbound: Arc<InboundSlots>,
+    back: Arc<BTreeMap<PeerId, watch::Sender<u64>>>,
+    events: mpsc::Sender<Event>,
+    refusals: Arc<Refusals>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (config, inbound, back, events, refusals) = (
+            config.clone(),
+            inbound.clone(),
+            back.clone(),
+            events.clone(),
+            refusals.clone(),
+        );
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    refusals.log(&remote.to_string(), &e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    refusals.log(&remote.to_string(), "no handshake in time");
+                    return;
+                }
+            };
+            let certificate = conn
+                .peer_identity()
+                .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .and_then(|chain| chain.first().cloned());
+            let peer = certificate.and_then(|cert| {
+                tls::identify(&cert, &config.ensemble, config.peers.keys().copied())
+            });
+            let Some(peer) = peer else {
+                refusals.log(
+                    &remote.to_string(),
+                    "its certificate names no member of this ensemble",
+                );
+                conn.close(VarInt::from_u32(CLOSE_CODE), b"not a member");
+                return;
+            };
+            // It is up: the link towards it tries again now.
+            if let Some(back) = back.get(&peer) {
+                back.send_modify(|dialed_in| *dialed_in = dialed_in.wrapping_add(1));
+            }
+            while let Ok(recv) = conn.accept_uni().await {
+                let (config, inbound, events) = (config.clone(), inbound.clone(), events.clone());
+                tokio::spawn(async move {
+                    if let Err(why) = serve_inbound(config, peer, recv, inbound, events).await {
+                        debug!(?peer, why, "peer stream closed");
+                    }
+                });
+            }
+        });
+    }
+}
+
+async fn serve_inbound(
+    config: Arc<QuicConfig>,
+    peer: PeerId,
+    mut recv: RecvStream,
+    inbound: Arc<InboundSlots>,
+    events: mpsc::Sender<Event>,
+) -> Result<(), &'static str> {
+    let mut hello = [0u8; 5];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, recv.read_exact(&mut hello))
+        .await
+        .map_err(|_| "no stream header in time")?
+        .map_err(|_| "stream header cut short")?;
+    if hello[..4] != MAGIC {
+        return Err("not a coord peer stream");
+    }
+    let stream = Stream::from_code(hello[4]).ok_or("unknown stream")?;
+    let slot = inbound.get(&(peer, stream)).ok_or("not a member")?.clone();
+    // A new stream means the old one is over: say so before its first frame.
+    let serial = {
+        let mut current = slot.lock().await;
+        current.serial += 1;
+        events
+            .send(Event::Reset { peer, stream })
+            .await
+            .map_err(|_| "transport gone")?;
+        current.serial
+    };
+    let mut buf = BytesMut::new();
+    loop {
+        let mut len = [0u8; 4];
+        let frame = match recv.read_exact(&mut len).await {
+            Ok(()) => {
+                let len = u32::from_be_bytes(len) as usize;
+                if len > config.frame_bytes_max {
+                    warn!(
+                        ?peer,
+                        len,
+                        max = config.frame_bytes_max,
+                        "frame too long; closing the stream"
+                    );
+                    let _ = recv.stop(VarInt::from_u32(CLOSE_CODE));
+                    None
+                } else {
+                    buf.resize(len, 0);
+                    recv.read_exact(&mut buf)
+                        .await
+                        .ok()
+                        .map(|()| buf.split().freeze())
+                }
+            }
+            Err(_) => None,
+        };
+        let current = slot.lock().await;
+        if current.serial != serial {
+            return Ok(());
+        }
+        let event = match frame {
+            Some(frame) => Event::Frame {
+                from: peer,
+                stream,
+                frame,
+            },
+            None => Event::Reset { peer, stream },
+        };
+        let ended = matches!(event, Event::Reset { .. });
+        events.send(event).await.map_err(|_| "transport gone")?;
+        drop(current);
+        if ended {
+            return Err("stream ended");
+        }
+    }
+}
