@@ -78,6 +78,9 @@ pub const PEER_FRAME_BYTES_MAX: usize = coord_engine::log::RECORD_PAYLOAD_MAX + 
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
+    /// For a member over QUIC: what SIGHUP reloads, and from where.
+    #[cfg(feature = "quic")]
+    peer_tls: Option<(coord_transport::QuicReload, crate::config::QuicTls)>,
 }
 
 impl Server {
@@ -92,6 +95,8 @@ impl Server {
         let (applied_tx, applied) = tokio::sync::watch::channel(Zxid::ZERO);
         let machine =
             ServerMachine::new(tree.clone(), watches.clone(), applied_tx, sessions.clone());
+        #[cfg(feature = "quic")]
+        let mut peer_tls = None;
         let engine = match &config.ensemble {
             None => {
                 let engine = Engine::open(
@@ -179,6 +184,7 @@ impl Server {
                             QuicError::Listen { source, .. } => peer_listen(source),
                             other => StartError::PeerTls(other.to_string()),
                         })?;
+                        peer_tls = Some((transport.reloader(), tls.clone()));
                         Member::open(member_config, machine, transport)?
                     }
                     #[cfg(not(feature = "quic"))]
@@ -203,7 +209,12 @@ impl Server {
         let shared = Arc::new(Shared::new(
             config, tree, watches, applied, engine, sessions,
         ));
-        Ok(Server { shared, listener })
+        Ok(Server {
+            shared,
+            listener,
+            #[cfg(feature = "quic")]
+            peer_tls,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -212,7 +223,12 @@ impl Server {
 
     /// Serves clients until `shutdown` resolves.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let Server { shared, listener } = self;
+        let Server {
+            shared,
+            listener,
+            #[cfg(feature = "quic")]
+            peer_tls,
+        } = self;
         let addr = listener.local_addr().ok();
         match &shared.config.ensemble {
             None => info!(
@@ -233,6 +249,10 @@ impl Server {
             tokio::spawn(expire_sessions(shared.clone())),
             tokio::spawn(reap(shared.clone())),
         ];
+        #[cfg(feature = "quic")]
+        if let Some((reload, tls)) = peer_tls {
+            tasks.push(tokio::spawn(reload_on_hangup(reload, tls)));
+        }
         if shared.engine.member().is_some() {
             tasks.push(tokio::spawn(ensemble::decide_forwarded(shared.clone())));
             tasks.push(tokio::spawn(ensemble::report_sessions(
@@ -274,6 +294,29 @@ impl Server {
             let _ = task.await;
         }
         shared.engine.shutdown().await;
+    }
+}
+
+/// On SIGHUP, reads the peer TLS files again and puts them in use, so that certificates rotate
+/// without a restart. Files that are not this member's valid credentials change nothing: the
+/// old ones stay in use, and the log says why.
+#[cfg(feature = "quic")]
+async fn reload_on_hangup(reload: coord_transport::QuicReload, tls: crate::config::QuicTls) {
+    use coord_transport::tls::Credentials;
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        warn!("cannot listen for SIGHUP: peer certificates will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let loaded = Credentials::load(&tls.ca, &tls.cert, &tls.key)
+            .and_then(|credentials| reload.reload(credentials));
+        match loaded {
+            Ok(()) => info!(cert = %tls.cert.display(), "SIGHUP: peer TLS credentials reloaded"),
+            Err(e) => {
+                warn!("SIGHUP: peer TLS credentials not reloaded, the old ones stay in use: {e}")
+            }
+        }
     }
 }
 

@@ -251,6 +251,13 @@ impl Ensemble {
         }
     }
 
+    /// SIGHUP member `i` (a QUIC member reloads its certificates).
+    pub fn hup(&self, i: usize) {
+        if let Some(child) = &self.nodes[i].child {
+            signal(child, "-HUP");
+        }
+    }
+
     /// SIGCONT member `i`.
     pub fn resume(&mut self, i: usize) {
         if let Some(child) = &self.nodes[i].child {

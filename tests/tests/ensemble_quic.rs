@@ -194,3 +194,98 @@ async fn a_member_from_another_ca_is_refused_and_the_others_go_on() {
         .count();
     assert!(lines <= 4, "{lines} refusal lines");
 }
+
+/// Waits until member `i`'s log holds `text` `times` times.
+async fn logged(ensemble: &Ensemble, i: usize, text: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = ensemble.stderr(i).matches(text).count();
+        if seen >= times {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {} logged {text:?} {seen} times:\n{}",
+            ensemble.nodes[i].id,
+            ensemble.stderr(i)
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_on_sighup_without_taking_the_ensemble_down() {
+    if !is_coord() {
+        return;
+    }
+    let old = tempfile::tempdir().unwrap();
+    make_certs(old.path());
+    let new = tempfile::tempdir().unwrap();
+    make_certs(new.path());
+    let read = |dir: &Path, name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let mut ensemble = Ensemble::start_quic(3, 100, old.path()).expect("ensemble starts");
+    let client = timeout(
+        Duration::from_secs(20),
+        zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(6))
+            .connect(&ensemble.connect_string()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    client.create("/before", b"", &OPEN).await.unwrap();
+
+    // A bad new file changes nothing, and says why.
+    let member_1 = read(old.path(), "member-1.pem");
+    std::fs::write(old.path().join("member-1.pem"), "not a certificate").unwrap();
+    ensemble.hup(0);
+    logged(&ensemble, 0, "not reloaded", 1).await;
+    std::fs::write(old.path().join("member-1.pem"), member_1).unwrap();
+
+    // Rotation to a new CA: every member trusts both CAs, then members 1 and 3 take
+    // certificates of the new CA, each on a SIGHUP, while the ensemble keeps serving.
+    let bundle = read(old.path(), "ca.pem") + &read(new.path(), "ca.pem");
+    std::fs::write(old.path().join("ca.pem"), bundle).unwrap();
+    for i in 0..3 {
+        ensemble.hup(i);
+        logged(&ensemble, i, "credentials reloaded", 1).await;
+    }
+    for id in [1, 3] {
+        for ext in ["pem", "key"] {
+            let name = format!("member-{id}.{ext}");
+            std::fs::write(old.path().join(&name), read(new.path(), &name)).unwrap();
+        }
+        let i = (id - 1) as usize;
+        ensemble.hup(i);
+        logged(&ensemble, i, "credentials reloaded", 2).await;
+        client
+            .create(&format!("/after-rotating-{id}"), b"", &OPEN)
+            .await
+            .unwrap();
+    }
+
+    // Member 2 comes back trusting the new CA alone: it can join only if members 1 and 3 now
+    // present their new certificates, and accept its own.
+    ensemble.kill9(1);
+    let config = std::fs::read_to_string(ensemble.config_path(1)).unwrap();
+    let rotated = config.replace(&quic_lines(old.path(), 2), &quic_lines(new.path(), 2));
+    assert_ne!(config, rotated);
+    std::fs::write(ensemble.config_path(1), rotated).unwrap();
+    ensemble.launch(1).unwrap();
+    ensemble
+        .wait_for_leader(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("member 2 did not join with the new CA: {e}"));
+    let on_2 = timeout(
+        Duration::from_secs(20),
+        zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(6))
+            .connect(&ensemble.nodes[1].client_addr.to_string()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    on_2.sync("/").await.unwrap();
+    for path in ["/before", "/after-rotating-1", "/after-rotating-3"] {
+        assert!(on_2.check_stat(path).await.unwrap().is_some(), "{path}");
+    }
+}

@@ -29,5 +29,5 @@ pub mod tls;
 pub use coord_engine::transport::{Event, SendError, Stream, Transport};
 pub use coord_engine::zab::PeerId;
 #[cfg(feature = "quic")]
-pub use quic::{QuicConfig, QuicError, QuicTransport};
+pub use quic::{QuicConfig, QuicError, QuicReload, QuicTransport};
 pub use tcp::{TcpConfig, TcpTransport};

@@ -121,11 +121,54 @@ struct Inbound {
 
 type InboundSlots = BTreeMap<(PeerId, Stream), Arc<Mutex<Inbound>>>;
 
+/// Puts new credentials in use on a running [`QuicTransport`] (see [`QuicTransport::reloader`]).
+#[derive(Clone)]
+pub struct QuicReload {
+    id: PeerId,
+    ensemble: String,
+    endpoint: Endpoint,
+    transport: Arc<TransportConfig>,
+    client: Arc<watch::Sender<quinn::ClientConfig>>,
+}
+
+impl QuicReload {
+    /// Checks `credentials` as at start-up and, if they are this member's, uses them for every
+    /// connection from now on: those accepted and those dialed. Connections already up keep the
+    /// credentials they were made with. On an error nothing changes.
+    pub fn reload(&self, credentials: Credentials) -> Result<(), TlsError> {
+        credentials.check_member(&self.ensemble, self.id)?;
+        let (server, client) = quinn_configs(&credentials, &self.ensemble, &self.transport)?;
+        self.endpoint.set_server_config(Some(server));
+        self.client.send_replace(client);
+        Ok(())
+    }
+}
+
+/// The QUIC server and client configurations for `credentials`.
+fn quinn_configs(
+    credentials: &Credentials,
+    ensemble: &str,
+    transport: &Arc<TransportConfig>,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TlsError> {
+    let server_tls = credentials.server_config(ensemble)?;
+    let client_tls = credentials.client_config()?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(server_tls).map_err(|e| TlsError::Setup(e.to_string()))?,
+    ));
+    server.transport_config(transport.clone());
+    let mut client = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client_tls).map_err(|e| TlsError::Setup(e.to_string()))?,
+    ));
+    client.transport_config(transport.clone());
+    Ok((server, client))
+}
+
 /// Peer streams over QUIC with mutual TLS. See the crate docs for what it promises.
 pub struct QuicTransport {
     config: Arc<QuicConfig>,
     local_addr: SocketAddr,
     endpoint: Endpoint,
+    reload: QuicReload,
     outbound: BTreeMap<(PeerId, Stream), Outbound>,
     events: mpsc::Receiver<Event>,
     tasks: Vec<JoinHandle<()>>,
@@ -188,31 +231,29 @@ impl QuicTransport {
         config
             .credentials
             .check_member(&config.ensemble, config.id)?;
-        let server_tls = config.credentials.server_config(&config.ensemble)?;
-        let client_tls = config.credentials.client_config()?;
         let transport = transport_config(&config);
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-            QuicServerConfig::try_from(server_tls).map_err(|e| TlsError::Setup(e.to_string()))?,
-        ));
-        server.transport_config(transport.clone());
-        let mut client = quinn::ClientConfig::new(Arc::new(
-            QuicClientConfig::try_from(client_tls).map_err(|e| TlsError::Setup(e.to_string()))?,
-        ));
-        client.transport_config(transport);
+        let (server, client) = quinn_configs(&config.credentials, &config.ensemble, &transport)?;
         let listen_err = |source| QuicError::Listen {
             addr: config.listen,
             source,
         };
         let socket = std::net::UdpSocket::bind(config.listen).map_err(listen_err)?;
-        let mut endpoint = Endpoint::new(
+        let endpoint = Endpoint::new(
             EndpointConfig::new(Arc::new(reset_key(&config.credentials))),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(listen_err)?;
-        endpoint.set_default_client_config(client);
         let local_addr = endpoint.local_addr().map_err(listen_err)?;
+        let (client_tx, client_rx) = watch::channel(client);
+        let reload = QuicReload {
+            id: config.id,
+            ensemble: config.ensemble.clone(),
+            endpoint: endpoint.clone(),
+            transport,
+            client: Arc::new(client_tx),
+        };
 
         let config = Arc::new(config);
         let refusals = Arc::new(Refusals::default());
@@ -228,6 +269,7 @@ impl QuicTransport {
             tasks.push(tokio::spawn(link(
                 config.clone(),
                 endpoint.clone(),
+                client_rx.clone(),
                 peer,
                 addr,
                 conn_tx,
@@ -262,6 +304,7 @@ impl QuicTransport {
             config,
             local_addr,
             endpoint,
+            reload,
             outbound,
             events,
             tasks,
@@ -271,6 +314,12 @@ impl QuicTransport {
     /// The address peers dial.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle that puts new credentials in use (on SIGHUP, say); it stays valid once the
+    /// transport has been handed to the engine.
+    pub fn reloader(&self) -> QuicReload {
+        self.reload.clone()
     }
 }
 
@@ -328,6 +377,7 @@ fn backoff(config: &QuicConfig, attempt: u32) -> Duration {
 async fn link(
     config: Arc<QuicConfig>,
     endpoint: Endpoint,
+    client: watch::Receiver<quinn::ClientConfig>,
     peer: PeerId,
     addr: SocketAddr,
     conn_tx: watch::Sender<Option<Connection>>,
@@ -337,7 +387,9 @@ async fn link(
     let name = tls::member_name(&config.ensemble, peer);
     let mut attempt = 0;
     loop {
-        let dialed = match endpoint.connect(addr, &name) {
+        // The credentials current now: a reload applies to the next dial.
+        let credentials = client.borrow().clone();
+        let dialed = match endpoint.connect_with(credentials, addr, &name) {
             Ok(connecting) => tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                 .await
                 .map_err(|_| "no handshake in time".to_owned())
