@@ -266,10 +266,13 @@ impl QuicTransport {
             let (peer_back, back_rx) = watch::channel(0u64);
             back.insert(peer, peer_back);
             let (conn_tx, conn_rx) = watch::channel(None);
+            let dialer = Dialer {
+                endpoint: endpoint.clone(),
+                client: client_rx.clone(),
+            };
             tasks.push(tokio::spawn(link(
                 config.clone(),
-                endpoint.clone(),
-                client_rx.clone(),
+                dialer,
                 peer,
                 addr,
                 conn_tx,
@@ -372,12 +375,17 @@ fn backoff(config: &QuicConfig, attempt: u32) -> Duration {
     base.mul_f64(1.0 + jitter)
 }
 
+/// How a link dials: the endpoint, and the client credentials current at each dial.
+struct Dialer {
+    endpoint: Endpoint,
+    client: watch::Receiver<quinn::ClientConfig>,
+}
+
 /// Keeps one connection to `peer` up, publishing it for the peer's stream writers. Between
 /// dials it waits out its backoff, unless the peer dialed in meanwhile (it is up again).
 async fn link(
     config: Arc<QuicConfig>,
-    endpoint: Endpoint,
-    client: watch::Receiver<quinn::ClientConfig>,
+    dialer: Dialer,
     peer: PeerId,
     addr: SocketAddr,
     conn_tx: watch::Sender<Option<Connection>>,
@@ -388,8 +396,8 @@ async fn link(
     let mut attempt = 0;
     loop {
         // The credentials current now: a reload applies to the next dial.
-        let credentials = client.borrow().clone();
-        let dialed = match endpoint.connect_with(credentials, addr, &name) {
+        let credentials = dialer.client.borrow().clone();
+        let dialed = match dialer.endpoint.connect_with(credentials, addr, &name) {
             Ok(connecting) => tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                 .await
                 .map_err(|_| "no handshake in time".to_owned())
