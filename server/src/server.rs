@@ -80,7 +80,11 @@ pub struct Server {
     listener: TcpListener,
     /// For a member over QUIC: what SIGHUP reloads, and from where.
     #[cfg(feature = "quic")]
-    peer_tls: Option<(coord_transport::QuicReload, crate::config::QuicTls)>,
+    peer_tls: Option<(
+        coord_transport::QuicReload,
+        crate::config::QuicTls,
+        tokio::signal::unix::Signal,
+    )>,
 }
 
 impl Server {
@@ -97,6 +101,15 @@ impl Server {
             ServerMachine::new(tree.clone(), watches.clone(), applied_tx, sessions.clone());
         #[cfg(feature = "quic")]
         let mut peer_tls = None;
+        // Listening for SIGHUP before the (possibly long) recovery: its default action would
+        // end the member.
+        #[cfg(feature = "quic")]
+        let hangups = match config.ensemble.as_ref().map(|e| &e.transport) {
+            Some(PeerTransport::Quic(_)) => {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+            }
+            _ => None,
+        };
         let engine = match &config.ensemble {
             None => {
                 let engine = Engine::open(
@@ -184,7 +197,8 @@ impl Server {
                             QuicError::Listen { source, .. } => peer_listen(source),
                             other => StartError::PeerTls(other.to_string()),
                         })?;
-                        peer_tls = Some((transport.reloader(), tls.clone()));
+                        peer_tls =
+                            hangups.map(|hangups| (transport.reloader(), tls.clone(), hangups));
                         Member::open(member_config, machine, transport)?
                     }
                     #[cfg(not(feature = "quic"))]
@@ -250,8 +264,8 @@ impl Server {
             tokio::spawn(reap(shared.clone())),
         ];
         #[cfg(feature = "quic")]
-        if let Some((reload, tls)) = peer_tls {
-            tasks.push(tokio::spawn(reload_on_hangup(reload, tls)));
+        if let Some((reload, tls, hangups)) = peer_tls {
+            tasks.push(tokio::spawn(reload_on_hangup(reload, tls, hangups)));
         }
         if shared.engine.member().is_some() {
             tasks.push(tokio::spawn(ensemble::decide_forwarded(shared.clone())));
@@ -301,13 +315,12 @@ impl Server {
 /// without a restart. Files that are not this member's valid credentials change nothing: the
 /// old ones stay in use, and the log says why.
 #[cfg(feature = "quic")]
-async fn reload_on_hangup(reload: coord_transport::QuicReload, tls: crate::config::QuicTls) {
+async fn reload_on_hangup(
+    reload: coord_transport::QuicReload,
+    tls: crate::config::QuicTls,
+    mut hangups: tokio::signal::unix::Signal,
+) {
     use coord_transport::tls::Credentials;
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
-        warn!("cannot listen for SIGHUP: peer certificates will not be reloaded");
-        return;
-    };
     while hangups.recv().await.is_some() {
         let loaded = Credentials::load(&tls.ca, &tls.cert, &tls.key)
             .and_then(|credentials| reload.reload(credentials));

@@ -15,8 +15,8 @@
 //! resets the connections its peers still hold to its former self at their first packet: they
 //! redial at once instead of waiting out the idle timeout.
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use rand::Rng;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::tls::{self, Credentials, TlsError};
@@ -35,13 +36,19 @@ use crate::{Event, PeerId, SendError, Stream, Transport};
 const MAGIC: [u8; 4] = *b"CRQ1";
 /// How long a dial may take (the handshake included).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that lasts this long was accepted by the peer (one refused closes at once).
+const CONNECTION_PROVEN: Duration = Duration::from_secs(2);
+/// Handshakes under way at most; past it, new attempts are ignored (each costs a task and
+/// crypto work before anyone is known).
+const HANDSHAKES_MAX: usize = 64;
 /// How long a new QUIC stream may take to name itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events waiting for the engine; past it, readers wait (and QUIC's flow control pushes back
 /// on the peers).
 const EVENTS_MAX: usize = 1024;
-/// Distinct refusals remembered to log each once; past it, new ones log at debug level.
-const REFUSALS_LOGGED_MAX: usize = 256;
+/// Refusals remembered, to log each kind once per `REFUSAL_LOG_EVERY`.
+const REFUSALS_REMEMBERED_MAX: usize = 256;
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// The application error code a member closes a connection or stream with.
 const CLOSE_CODE: u32 = 1;
 
@@ -126,8 +133,9 @@ type InboundSlots = BTreeMap<(PeerId, Stream), Arc<Mutex<Inbound>>>;
 pub struct QuicReload {
     id: PeerId,
     ensemble: String,
+    peers: BTreeSet<PeerId>,
     endpoint: Endpoint,
-    transport: Arc<TransportConfig>,
+    transport: TransportConfigs,
     client: Arc<watch::Sender<quinn::ClientConfig>>,
 }
 
@@ -137,7 +145,8 @@ impl QuicReload {
     /// credentials they were made with. On an error nothing changes.
     pub fn reload(&self, credentials: Credentials) -> Result<(), TlsError> {
         credentials.check_member(&self.ensemble, self.id)?;
-        let (server, client) = quinn_configs(&credentials, &self.ensemble, &self.transport)?;
+        let (server, client) =
+            quinn_configs(&credentials, &self.ensemble, &self.peers, &self.transport)?;
         self.endpoint.set_server_config(Some(server));
         self.client.send_replace(client);
         Ok(())
@@ -148,18 +157,19 @@ impl QuicReload {
 fn quinn_configs(
     credentials: &Credentials,
     ensemble: &str,
-    transport: &Arc<TransportConfig>,
+    peers: &BTreeSet<PeerId>,
+    transport: &TransportConfigs,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TlsError> {
-    let server_tls = credentials.server_config(ensemble)?;
-    let client_tls = credentials.client_config()?;
+    let server_tls = credentials.server_config(ensemble, peers)?;
+    let client_tls = credentials.client_config(ensemble)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from(server_tls).map_err(|e| TlsError::Setup(e.to_string()))?,
     ));
-    server.transport_config(transport.clone());
+    server.transport_config(transport.accepted.clone());
     let mut client = quinn::ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(client_tls).map_err(|e| TlsError::Setup(e.to_string()))?,
     ));
-    client.transport_config(transport.clone());
+    client.transport_config(transport.dialed.clone());
     Ok((server, client))
 }
 
@@ -184,18 +194,35 @@ impl Drop for QuicTransport {
     }
 }
 
-/// Logs each distinct refusal once at warn level (a rogue member retrying would otherwise fill
-/// the log), later ones at debug level.
+/// Logs a refusal at warn level once per peer address and kind of reason in
+/// `REFUSAL_LOG_EVERY` (a rogue retrying would otherwise fill the log), at debug level
+/// otherwise.
 #[derive(Default)]
 struct Refusals {
-    seen: StdMutex<HashSet<String>>,
+    last: StdMutex<HashMap<String, Instant>>,
 }
 
 impl Refusals {
-    fn log(&self, who: &str, reason: &str) {
-        let key = format!("{who}: {reason}");
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() < REFUSALS_LOGGED_MAX && seen.insert(key) {
+    fn log(&self, who: IpAddr, reason: &str) {
+        // Numbers in a reason (times, ports, serials) differ from try to try; the kind stays.
+        let kind: String = reason
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        let key = format!("{who} {kind}");
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() >= REFUSALS_REMEMBERED_MAX {
+            last.retain(|_, at| now.duration_since(*at) < REFUSAL_LOG_EVERY);
+            if last.len() >= REFUSALS_REMEMBERED_MAX {
+                last.clear();
+            }
+        }
+        let due = last
+            .get(&key)
+            .is_none_or(|at| now.duration_since(*at) >= REFUSAL_LOG_EVERY);
+        if due {
+            last.insert(key, now);
             warn!(%who, %reason, "peer connection refused");
         } else {
             debug!(%who, %reason, "peer connection refused");
@@ -203,17 +230,31 @@ impl Refusals {
     }
 }
 
-fn transport_config(config: &QuicConfig) -> Arc<TransportConfig> {
-    let mut transport = TransportConfig::default();
-    transport.keep_alive_interval(Some(config.keep_alive));
-    if let Ok(idle) = config.idle_timeout.try_into() {
-        transport.max_idle_timeout(Some(idle));
+/// QUIC's settings for the connections this member accepts (its peers' streams arrive on them)
+/// and for those it dials (its own streams leave on them; the peer opens none there).
+#[derive(Clone)]
+struct TransportConfigs {
+    accepted: Arc<TransportConfig>,
+    dialed: Arc<TransportConfig>,
+}
+
+fn transport_configs(config: &QuicConfig) -> TransportConfigs {
+    let make = |uni_streams: u32| {
+        let mut transport = TransportConfig::default();
+        transport.keep_alive_interval(Some(config.keep_alive));
+        if let Ok(idle) = config.idle_timeout.try_into() {
+            transport.max_idle_timeout(Some(idle));
+        }
+        // Only unidirectional streams are used: a few current ones per peer, and new ones after
+        // resets.
+        transport.max_concurrent_bidi_streams(VarInt::from_u32(0));
+        transport.max_concurrent_uni_streams(VarInt::from_u32(uni_streams));
+        Arc::new(transport)
+    };
+    TransportConfigs {
+        accepted: make(16),
+        dialed: make(0),
     }
-    // Only unidirectional streams are used: a few current ones per peer, and new ones after
-    // resets.
-    transport.max_concurrent_bidi_streams(VarInt::from_u32(0));
-    transport.max_concurrent_uni_streams(VarInt::from_u32(16));
-    Arc::new(transport)
 }
 
 /// The stateless-reset key: the same for every run of this member (derived from its private
@@ -231,8 +272,10 @@ impl QuicTransport {
         config
             .credentials
             .check_member(&config.ensemble, config.id)?;
-        let transport = transport_config(&config);
-        let (server, client) = quinn_configs(&config.credentials, &config.ensemble, &transport)?;
+        let transport = transport_configs(&config);
+        let peers: BTreeSet<PeerId> = config.peers.keys().copied().collect();
+        let (server, client) =
+            quinn_configs(&config.credentials, &config.ensemble, &peers, &transport)?;
         let listen_err = |source| QuicError::Listen {
             addr: config.listen,
             source,
@@ -250,6 +293,7 @@ impl QuicTransport {
         let reload = QuicReload {
             id: config.id,
             ensemble: config.ensemble.clone(),
+            peers,
             endpoint: endpoint.clone(),
             transport,
             client: Arc::new(client_tx),
@@ -397,28 +441,50 @@ async fn link(
     loop {
         // The credentials current now: a reload applies to the next dial.
         let credentials = dialer.client.borrow().clone();
-        let dialed = match dialer.endpoint.connect_with(credentials, addr, &name) {
-            Ok(connecting) => tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-                .await
-                .map_err(|_| "no handshake in time".to_owned())
-                .and_then(|conn| conn.map_err(|e| e.to_string())),
-            Err(e) => Err(e.to_string()),
+        let dial = async {
+            match dialer.endpoint.connect_with(credentials, addr, &name) {
+                Ok(connecting) => tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                    .await
+                    .map_err(|_| "no handshake in time".to_owned())
+                    .and_then(|conn| conn.map_err(|e| e.to_string())),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        // A dial towards a peer that is down waits out QUIC's handshake retransmissions; the
+        // peer dialing in says it is up, and a new dial goes at once.
+        let dialed = tokio::select! {
+            dialed = dial => dialed,
+            Ok(()) = back.changed() => {
+                attempt = 0;
+                continue;
+            }
         };
         match dialed {
             Ok(conn) => {
-                attempt = 0;
                 back.borrow_and_update();
                 debug!(?peer, "connected");
+                let up = Instant::now();
                 conn_tx.send_replace(Some(conn.clone()));
                 let why = conn.closed().await;
-                debug!(?peer, %why, "connection closed");
                 conn_tx.send_replace(None);
+                // TLS 1.3 lets the dialer finish before the peer has checked its certificate:
+                // a peer that refuses it closes the connection at once. Only a connection that
+                // lasted counts as a success.
+                if up.elapsed() >= CONNECTION_PROVEN {
+                    attempt = 0;
+                    debug!(?peer, %why, "connection closed");
+                } else {
+                    refusals.log(
+                        addr.ip(),
+                        &format!("{peer:?} closed the connection at once: {why}"),
+                    );
+                }
             }
             Err(reason) => {
                 // Unreachable is the normal state of a peer that is down; anything else (its
-                // certificate refused, ours refused) is worth a line, once.
+                // certificate refused, ours refused) is worth a line.
                 if !reason.contains("timed out") && !reason.contains("no handshake") {
-                    refusals.log(&format!("{peer:?} at {addr}"), &reason);
+                    refusals.log(addr.ip(), &reason);
                 }
             }
         }
@@ -471,10 +537,26 @@ async fn write(
                                 return;
                             };
                             let len = (frame.len() as u32).to_be_bytes();
-                            if send.write_all(&len).await.is_err()
-                                || send.write_all(&frame).await.is_err()
-                            {
-                                break;
+                            // A write blocked on a peer that reads nothing must not hold up a
+                            // reset: the queue behind it is full, and the reset is the way out.
+                            let outcome = {
+                                let written = async {
+                                    send.write_all(&len).await?;
+                                    send.write_all(&frame).await
+                                };
+                                tokio::select! {
+                                    written = written => if written.is_ok() { Write::Done } else { Write::Broken },
+                                    () = reset.notified() => Write::Reset,
+                                    _ = conn.closed() => Write::Broken,
+                                }
+                            };
+                            match outcome {
+                                Write::Done => {}
+                                Write::Broken => break,
+                                Write::Reset => {
+                                    let _ = send.reset(VarInt::from_u32(CLOSE_CODE));
+                                    break;
+                                }
                             }
                         }
                         () = reset.notified() => {
@@ -501,6 +583,13 @@ async fn write(
     }
 }
 
+/// How a frame's write ended.
+enum Write {
+    Done,
+    Broken,
+    Reset,
+}
+
 /// What was queued belongs to the broken stream: dropped, then the engine is told. False once
 /// the transport is gone.
 async fn drop_queue_and_report(
@@ -523,7 +612,18 @@ async fn accept(
     events: mpsc::Sender<Event>,
     refusals: Arc<Refusals>,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
     while let Some(incoming) = endpoint.accept().await {
+        // An address that has not proved it receives our packets is sent a Retry first: a
+        // spoofed source cannot make this member answer a stranger with its certificate chain.
+        if !incoming.remote_address_validated() {
+            let _ = incoming.retry();
+            continue;
+        }
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            incoming.ignore();
+            continue;
+        };
         let (config, inbound, back, events, refusals) = (
             config.clone(),
             inbound.clone(),
@@ -533,14 +633,17 @@ async fn accept(
         );
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
+            let handshake = tokio::time::timeout(CONNECT_TIMEOUT, incoming).await;
+            drop(permit);
+            let conn = match handshake {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
-                    refusals.log(&remote.to_string(), &e.to_string());
+                    refusals.log(remote.ip(), &e.to_string());
                     return;
                 }
+                // A stranger's half-open attempt: not worth a warning.
                 Err(_) => {
-                    refusals.log(&remote.to_string(), "no handshake in time");
+                    debug!(%remote, "no handshake in time");
                     return;
                 }
             };
@@ -548,12 +651,13 @@ async fn accept(
                 .peer_identity()
                 .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
                 .and_then(|chain| chain.first().cloned());
-            let peer = certificate.and_then(|cert| {
-                tls::identify(&cert, &config.ensemble, config.peers.keys().copied())
-            });
+            // The handshake checked it already; this reads who it is.
+            let peer = certificate
+                .and_then(|cert| tls::member_of(&cert, &config.ensemble))
+                .filter(|peer| config.peers.contains_key(peer));
             let Some(peer) = peer else {
                 refusals.log(
-                    &remote.to_string(),
+                    remote.ip(),
                     "its certificate names no member of this ensemble",
                 );
                 conn.close(VarInt::from_u32(CLOSE_CODE), b"not a member");

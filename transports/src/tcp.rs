@@ -281,7 +281,14 @@ async fn dial(
                                 writer.write_all(&len).await?;
                                 writer.write_all(&frame).await
                             };
-                            if written.await.is_err() {
+                            // A write blocked on a peer that reads nothing must not hold up a
+                            // reset: the queue behind it is full, and the reset is the way out.
+                            let done = tokio::select! {
+                                written = written => written.is_ok(),
+                                () = reset.notified() => false,
+                                _ = reader.read(&mut probe) => false,
+                            };
+                            if !done {
                                 break;
                             }
                             continue;
@@ -296,7 +303,12 @@ async fn dial(
                             batch.extend_from_slice(&(frame.len() as u32).to_be_bytes());
                             batch.extend_from_slice(&frame);
                         }
-                        if writer.write_all(&batch).await.is_err() {
+                        let done = tokio::select! {
+                            written = writer.write_all(&batch) => written.is_ok(),
+                            () = reset.notified() => false,
+                            _ = reader.read(&mut probe) => false,
+                        };
+                        if !done {
                             break;
                         }
                         if batch.capacity() > 2 * WRITE_BATCH_BYTES_MAX {

@@ -10,10 +10,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::ServerCertVerifier;
-use rustls::client::WebPkiServerVerifier;
-use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
+use std::collections::BTreeSet;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
@@ -132,17 +135,36 @@ impl Credentials {
                 name: name.clone(),
                 reason: e.to_string(),
             })?;
+        if member_of(end_entity, ensemble) != Some(id) {
+            return Err(TlsError::NotThisMember {
+                name,
+                reason: "a member certificate names its member and nothing else (one DNS name, \
+                         no wildcard)"
+                    .into(),
+            });
+        }
         // Building a config checks that the key is the certificate's.
-        self.server_config(ensemble)?;
+        self.server_config(ensemble, &BTreeSet::new())?;
         Ok(())
     }
 
-    /// The TLS 1.3 server side: a client certificate from the ensemble's CA is required.
-    pub(crate) fn server_config(&self, ensemble: &str) -> Result<rustls::ServerConfig, TlsError> {
+    /// The TLS 1.3 server side: a client certificate from the ensemble's CA is required, and it
+    /// must name one of `peers` and nothing else, so a refused peer is refused in the
+    /// handshake.
+    pub(crate) fn server_config(
+        &self,
+        ensemble: &str,
+        peers: &BTreeSet<PeerId>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         check_ensemble_name(ensemble)?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+        let webpki = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
             .build()
             .map_err(|e| TlsError::Setup(e.to_string()))?;
+        let verifier = Arc::new(MemberClientVerifier {
+            webpki,
+            ensemble: ensemble.to_owned(),
+            peers: peers.clone(),
+        });
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Setup(e.to_string()))?
@@ -150,20 +172,167 @@ impl Credentials {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::KeyMismatch(e.to_string()))?;
         config.alpn_protocols = vec![ALPN.to_vec()];
+        // No resumption: a resumed handshake would skip the certificate checks (an expired
+        // certificate would go on being accepted). Peer connections live long; a full
+        // handshake each time costs nothing that matters.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(NoServerSessionStorage {});
         Ok(config)
     }
 
     /// The TLS 1.3 client side: the server must present the certificate of the member dialed
-    /// (the server name the dial gives), and this member presents its own.
-    pub(crate) fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+    /// (the server name the dial gives), naming nothing else, and this member presents its
+    /// own.
+    pub(crate) fn client_config(&self, ensemble: &str) -> Result<rustls::ClientConfig, TlsError> {
+        let webpki = WebPkiServerVerifier::builder_with_provider(self.roots()?, provider())
+            .build()
+            .map_err(|e| TlsError::Setup(e.to_string()))?;
+        let verifier = Arc::new(MemberServerVerifier {
+            webpki,
+            ensemble: ensemble.to_owned(),
+        });
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Setup(e.to_string()))?
-            .with_root_certificates(self.roots()?)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::KeyMismatch(e.to_string()))?;
         config.alpn_protocols = vec![ALPN.to_vec()];
+        config.resumption = Resumption::disabled();
         Ok(config)
+    }
+}
+
+/// The member a certificate names: its one DNS name (not a wildcard) must be
+/// `member-<id>.<ensemble>.coord`. A certificate naming several members, or all of them with a
+/// wildcard, names none: it could pose as each.
+pub(crate) fn member_of(end_entity: &CertificateDer<'_>, ensemble: &str) -> Option<PeerId> {
+    let cert = webpki::EndEntityCert::try_from(end_entity).ok()?;
+    let mut names = cert.valid_dns_names();
+    let name = names.next()?;
+    if names.next().is_some() {
+        return None;
+    }
+    let suffix = format!(".{ensemble}.coord");
+    let id = name
+        .strip_prefix("member-")?
+        .strip_suffix(suffix.as_str())?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0') {
+        return None;
+    }
+    id.parse().ok().map(PeerId)
+}
+
+fn refused(reason: &str) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(std::io::Error::other(reason.to_owned())),
+    )))
+}
+
+/// The standard chain check, then: the certificate names exactly the member dialed.
+#[derive(Debug)]
+struct MemberServerVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    ensemble: String,
+}
+
+impl ServerCertVerifier for MemberServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let named = member_of(end_entity, &self.ensemble).map(|id| member_name(&self.ensemble, id));
+        match (named, server_name) {
+            (Some(named), ServerName::DnsName(dialed)) if named == dialed.as_ref() => Ok(verified),
+            _ => Err(refused(
+                "the certificate does not name exactly the member dialed",
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// The standard chain check, then: the certificate names exactly one of the peers.
+#[derive(Debug)]
+struct MemberClientVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+    ensemble: String,
+    peers: BTreeSet<PeerId>,
+}
+
+impl ClientCertVerifier for MemberClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)?;
+        match member_of(end_entity, &self.ensemble) {
+            Some(id) if self.peers.contains(&id) => Ok(verified),
+            _ => Err(refused("the certificate names no peer of this member")),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 
@@ -184,27 +353,4 @@ fn check_ensemble_name(ensemble: &str) -> Result<(), TlsError> {
     } else {
         Err(TlsError::BadEnsembleName(ensemble.to_owned()))
     }
-}
-
-/// Which of `candidates` a verified peer certificate names: exactly one, or None.
-pub(crate) fn identify(
-    end_entity: &CertificateDer<'_>,
-    ensemble: &str,
-    candidates: impl Iterator<Item = PeerId>,
-) -> Option<PeerId> {
-    let cert = webpki::EndEntityCert::try_from(end_entity).ok()?;
-    let mut found = None;
-    for id in candidates {
-        let Ok(name) = ServerName::try_from(member_name(ensemble, id)) else {
-            continue;
-        };
-        if cert.verify_is_valid_for_subject_name(&name).is_ok() {
-            if found.is_some() {
-                // Naming two members proves neither.
-                return None;
-            }
-            found = Some(id);
-        }
-    }
-    found
 }

@@ -238,12 +238,34 @@ async fn rogue_peers_are_refused_at_the_handshake_and_the_members_go_on() {
         .unwrap();
     let other_ensemble = ca.member("elsewhere", PeerId(1)).unwrap();
     let itself = ca.member(ENSEMBLE, PeerId(2)).unwrap();
+    let day = time::Duration::days(1);
+    let wildcard = ca
+        .issue(
+            "wildcard",
+            vec![format!("*.{ENSEMBLE}.coord")],
+            now - day,
+            now + day,
+        )
+        .unwrap();
+    let two_members = ca
+        .issue(
+            "two members",
+            vec![
+                member_name(ENSEMBLE, PeerId(1)),
+                member_name(ENSEMBLE, PeerId(3)),
+            ],
+            now - day,
+            now + day,
+        )
+        .unwrap();
     for (what, identity) in [
         ("a certificate from another CA", Some(&foreign)),
         ("no certificate", None),
         ("an expired certificate", Some(&expired)),
         ("a certificate of another ensemble", Some(&other_ensemble)),
         ("the member's own certificate", Some(&itself)),
+        ("a wildcard certificate", Some(&wildcard)),
+        ("a certificate naming two members", Some(&two_members)),
     ] {
         assert!(
             !rogue_dial(ca.cert_pem(), identity, b_addr, &b_name, b"evil").await,
@@ -269,5 +291,90 @@ async fn rogue_peers_are_refused_at_the_handshake_and_the_members_go_on() {
         if frame == Bytes::from_static(b"still here") {
             break;
         }
+    }
+}
+
+/// A rogue server at member 2's address, presenting `identity`: does member 1 finish a
+/// connection to it (and so send it its streams)?
+async fn member_dials_rogue(ca: &CertAuthority, identity: &Issued) -> bool {
+    let rogue_addr = free_addr();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+            .map(Result::unwrap)
+            .collect(),
+        PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    tls.alpn_protocols = vec![b"coord-peer/1".to_vec()];
+    let server = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap(),
+    ));
+    let endpoint = quinn::Endpoint::server(server, rogue_addr).unwrap();
+    let addrs: BTreeMap<PeerId, SocketAddr> =
+        [(PeerId(1), free_addr()), (PeerId(2), rogue_addr)].into();
+    let member = QuicTransport::bind(config(ca, 1, &addrs)).await.unwrap();
+    member
+        .send(PeerId(2), Stream::Election, Bytes::from_static(b"vote"))
+        .unwrap();
+    let accepted = timeout(Duration::from_secs(3), async {
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok(conn) = incoming.await else {
+                continue;
+            };
+            if conn.accept_uni().await.is_ok() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    drop(member);
+    accepted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_dials_only_a_certificate_naming_exactly_the_member_dialed() {
+    let ca = CertAuthority::new("test CA").unwrap();
+    let now = OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    // The check has teeth: the real member 2 is sent the stream.
+    let real = ca.member(ENSEMBLE, PeerId(2)).unwrap();
+    assert!(member_dials_rogue(&ca, &real).await);
+    let wildcard = ca
+        .issue(
+            "wildcard",
+            vec![format!("*.{ENSEMBLE}.coord")],
+            now - day,
+            now + day,
+        )
+        .unwrap();
+    let two = ca
+        .issue(
+            "two members",
+            vec![
+                member_name(ENSEMBLE, PeerId(2)),
+                member_name(ENSEMBLE, PeerId(3)),
+            ],
+            now - day,
+            now + day,
+        )
+        .unwrap();
+    let other = ca.member(ENSEMBLE, PeerId(3)).unwrap();
+    for (what, identity) in [
+        ("a wildcard certificate", &wildcard),
+        ("a certificate naming two members", &two),
+        ("another member's certificate", &other),
+    ] {
+        assert!(
+            !member_dials_rogue(&ca, identity).await,
+            "{what} was trusted as member 2"
+        );
     }
 }
