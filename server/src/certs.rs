@@ -46,6 +46,23 @@ pub fn run(options: &CertsOptions) -> Result<(), String> {
     if options.members == 0 || options.members > SERVER_ID_MAX {
         return Err(format!("--members must be 1..={SERVER_ID_MAX}"));
     }
+    // Checked before any file is written.
+    for client in &options.clients {
+        // A client's certificate must never pass for a member's (whose one name is
+        // member-<id>.<ensemble>.coord), nor for anyone's by wildcard.
+        let valid = !client.is_empty()
+            && client
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !client.starts_with("member-");
+        if !valid {
+            return Err(format!(
+                "invalid --clients name {client:?}: letters, digits, '-' and '_', not starting \
+                 with \"member-\""
+            ));
+        }
+    }
+
     std::fs::create_dir_all(&options.dir)
         .map_err(|e| format!("cannot create {}: {e}", options.dir.display()))?;
     let dir = options

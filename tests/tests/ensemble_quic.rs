@@ -289,3 +289,20 @@ async fn certificates_rotate_on_sighup_without_taking_the_ensemble_down() {
         assert!(on_2.check_stat(path).await.unwrap().is_some(), "{path}");
     }
 }
+
+#[test]
+fn coord_certs_refuses_a_client_name_that_could_pass_for_a_member() {
+    if !is_coord() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let made = Command::new(coord_bin())
+        .args(["certs", "--clients", "alice,member-1.coord.coord", "--dir"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(made.status.code(), Some(2), "{made:?}");
+    assert!(String::from_utf8_lossy(&made.stderr).contains("--clients"));
+    assert!(!out.exists(), "files were written before the refusal");
+}
