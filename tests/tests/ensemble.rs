@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -200,6 +201,29 @@ impl Writer {
     }
 }
 
+/// The peer transport an ensemble test runs over: the fault tests run over both.
+#[derive(Debug, Clone, Copy)]
+enum Net {
+    Tcp,
+    Quic,
+}
+
+/// Starts 3 members over `net`; for QUIC with certificates `coord certs` writes to `certs`.
+fn start_over(net: Net, certs: &Path) -> Ensemble {
+    match net {
+        Net::Tcp => Ensemble::start(3, TICK_MS, "").expect("ensemble starts"),
+        Net::Quic => {
+            let made = std::process::Command::new(coord_system_tests::coord_bin())
+                .args(["certs", "--dir"])
+                .arg(certs)
+                .output()
+                .unwrap();
+            assert!(made.status.success(), "{made:?}");
+            Ensemble::start_quic(3, TICK_MS, certs).expect("ensemble starts")
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_and_writes_through_any_member() {
     if !is_coord() {
@@ -276,35 +300,26 @@ async fn reads_and_writes_through_any_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
-    if !is_coord() {
-        return;
-    }
-    let ensemble = Ensemble::start(3, TICK_MS, "").expect("ensemble starts");
-    timeout(DEADLINE, kill_the_leader_under_load(ensemble))
-        .await
-        .expect("test deadline");
+    kill_the_leader_under_load(Net::Tcp).await;
 }
 
-/// The same over QUIC with mutual TLS, with certificates from `coord certs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_load_over_quic_loses_no_acknowledged_write() {
+    kill_the_leader_under_load(Net::Quic).await;
+}
+
+async fn kill_the_leader_under_load(net: Net) {
     if !is_coord() {
         return;
     }
     let certs = tempfile::tempdir().unwrap();
-    let made = std::process::Command::new(coord_system_tests::coord_bin())
-        .args(["certs", "--dir"])
-        .arg(certs.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
-    let ensemble = Ensemble::start_quic(3, TICK_MS, certs.path()).expect("ensemble starts");
-    timeout(DEADLINE, kill_the_leader_under_load(ensemble))
+    let ensemble = start_over(net, certs.path());
+    timeout(DEADLINE, killed_leader(ensemble))
         .await
         .expect("test deadline");
 }
 
-async fn kill_the_leader_under_load(mut ensemble: Ensemble) {
+async fn killed_leader(mut ensemble: Ensemble) {
     {
         let leader = ensemble
             .wait_for_leader(DEADLINE)
@@ -353,11 +368,21 @@ async fn kill_the_leader_under_load(mut ensemble: Ensemble) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_majority_stops_service_until_a_quorum_is_back() {
+    lost_majority(Net::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_majority_over_quic_stops_service_until_a_quorum_is_back() {
+    lost_majority(Net::Quic).await;
+}
+
+async fn lost_majority(net: Net) {
     if !is_coord() {
         return;
     }
+    let certs = tempfile::tempdir().unwrap();
     let run = async {
-        let mut ensemble = Ensemble::start(3, TICK_MS, "").expect("ensemble starts");
+        let mut ensemble = start_over(net, certs.path());
         let leader = ensemble
             .wait_for_leader(DEADLINE)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -400,11 +425,21 @@ async fn a_lost_majority_stops_service_until_a_quorum_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
+    paused_leader(Net::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_over_quic_is_replaced_and_rejoins_as_a_follower() {
+    paused_leader(Net::Quic).await;
+}
+
+async fn paused_leader(net: Net) {
     if !is_coord() {
         return;
     }
+    let certs = tempfile::tempdir().unwrap();
     let run = async {
-        let mut ensemble = Ensemble::start(3, TICK_MS, "").expect("ensemble starts");
+        let mut ensemble = start_over(net, certs.path());
         let leader = ensemble
             .wait_for_leader(DEADLINE)
             .unwrap_or_else(|e| panic!("{e}"));
