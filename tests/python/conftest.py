@@ -218,8 +218,10 @@ class Ensemble:
     """A local coord ensemble that stands in for the shared Server: `host`/`port`/`hosts` name
     its first member (raw clients, four-letter words); kazoo clients spread over every member."""
 
-    def __init__(self, n=3):
+    def __init__(self, n=3, transport="tcp"):
         self.target = "ensemble"
+        # "quic": members talk QUIC with mutual TLS, with certificates from `coord certs`.
+        self.transport = transport
         self.tick_ms = TICK_MS
         self.min_session_timeout_ms = 2 * TICK_MS
         self.max_session_timeout_ms = 20 * TICK_MS
@@ -241,14 +243,28 @@ class Ensemble:
                 f'  {{ id = {i}, peer_addr = "127.0.0.1:{peer}", client_addr = "127.0.0.1:{client}" }},'
             )
             self.members.append({"id": i, "port": client})
+        certs = os.path.join(self.workdir, "certs")
+        if self.transport == "quic" and not os.path.exists(certs):
+            binary = os.environ.get("COORD_BIN", os.path.join(REPO, "target", "debug", "coord"))
+            subprocess.run(
+                [binary, "certs", "--dir", certs, "--members", str(self.n)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         for m in self.members:
+            tls = ""
+            if self.transport == "quic":
+                tls = (
+                    f'transport = "quic"\ntls_ca = "{certs}/ca.pem"\n'
+                    f'tls_cert = "{certs}/member-{m["id"]}.pem"\ntls_key = "{certs}/member-{m["id"]}.key"\n'
+                )
             data = os.path.join(self.workdir, f"m{m['id']}")
             cfg = os.path.join(self.workdir, f"m{m['id']}.toml")
             with open(cfg, "w") as f:
                 f.write(
                     f'data_dir = "{data}"\ntick_ms = {TICK_MS}\nreap_interval_ms = {REAP_MS}\n'
                     f'four_letter_words = ["*"]\nsuperuser_digest = "{SUPER_DIGEST}"\n'
-                    f"[ensemble]\nid = {m['id']}\nservers = [\n" + "\n".join(servers) + "\n]\n"
+                    f"[ensemble]\nid = {m['id']}\n{tls}servers = [\n" + "\n".join(servers) + "\n]\n"
                 )
             m["config"] = cfg
             m["log"] = os.path.join(self.workdir, f"m{m['id']}.log")

@@ -81,8 +81,9 @@ def mntr(port, key):
     return None
 
 
-def test_five_members_lose_a_minority_then_a_majority_and_keep_every_acknowledged_write():
-    ensemble = Ensemble(n=5).start()
+@pytest.mark.parametrize("transport", ["tcp", "quic"])
+def test_five_members_lose_a_minority_then_a_majority_and_keep_every_acknowledged_write(transport):
+    ensemble = Ensemble(n=5, transport=transport).start()
     writer = None
     try:
         hosts = ",".join(f"127.0.0.1:{m['port']}" for m in ensemble.members)
