@@ -73,8 +73,18 @@ impl Ensemble {
     /// `n` members whose peers talk QUIC with mutual TLS, with the certificates `coord certs`
     /// wrote to `certs` (member `id`'s in `member-<id>.pem`, ensemble name "coord").
     pub fn start_quic(n: u64, tick_ms: u64, certs: &Path) -> io::Result<Ensemble> {
+        Ensemble::start_quic_with(n, tick_ms, "", certs)
+    }
+
+    /// As [`Ensemble::start_quic`], with `extra` top-level lines in every member's config.
+    pub fn start_quic_with(
+        n: u64,
+        tick_ms: u64,
+        extra: &str,
+        certs: &Path,
+    ) -> io::Result<Ensemble> {
         let certs = certs.to_path_buf();
-        Ensemble::start_members(n, 0, tick_ms, "", &[], &move |id| quic_lines(&certs, id))
+        Ensemble::start_members(n, 0, tick_ms, extra, &[], &move |id| quic_lines(&certs, id))
     }
 
     /// As [`Ensemble::start_with_args`], with `member_lines(id)` added to member `id`'s

@@ -210,8 +210,13 @@ enum Net {
 
 /// Starts 3 members over `net`; for QUIC with certificates `coord certs` writes to `certs`.
 fn start_over(net: Net, certs: &Path) -> Ensemble {
+    start_over_with(net, certs, TICK_MS, "")
+}
+
+/// As [`start_over`], with a tick and `extra` config lines.
+fn start_over_with(net: Net, certs: &Path, tick_ms: u64, extra: &str) -> Ensemble {
     match net {
-        Net::Tcp => Ensemble::start(3, TICK_MS, "").expect("ensemble starts"),
+        Net::Tcp => Ensemble::start(3, tick_ms, extra).expect("ensemble starts"),
         Net::Quic => {
             let made = std::process::Command::new(coord_system_tests::coord_bin())
                 .args(["certs", "--dir"])
@@ -219,7 +224,7 @@ fn start_over(net: Net, certs: &Path) -> Ensemble {
                 .output()
                 .unwrap();
             assert!(made.status.success(), "{made:?}");
-            Ensemble::start_quic(3, TICK_MS, certs).expect("ensemble starts")
+            Ensemble::start_quic_with(3, tick_ms, extra, certs).expect("ensemble starts")
         }
     }
 }
@@ -468,14 +473,22 @@ async fn paused_leader(net: Net) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
+    diff_snap_restart(Net::Tcp).await;
+}
+
+/// TCP only for now: over QUIC a restarted member takes 1-2 s to rejoin (its peers drop their
+/// connections to its former self only after two unanswered keep-alives), and the writer's
+/// txns in that time pass the leader's compacted tail, so the "short" absence comes back by
+/// SNAP.
+async fn diff_snap_restart(net: Net) {
     if !is_coord() {
         return;
     }
+    let certs = tempfile::tempdir().unwrap();
     let run = async {
         // Snapshots every 40 txns: the leader forgets old txns, so a member that missed more
         // than that is sent a snapshot.
-        let mut ensemble =
-            Ensemble::start(3, TICK_MS, "snapshot_every_txns = 40").expect("ensemble starts");
+        let mut ensemble = start_over_with(net, certs.path(), TICK_MS, "snapshot_every_txns = 40");
         let leader = ensemble
             .wait_for_leader(DEADLINE)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -547,13 +560,23 @@ async fn followers_come_back_by_diff_and_by_snapshot_and_everything_restarts() {
 /// one everywhere, and the trees agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_leader_is_truncated_back_to_the_history_that_went_on() {
+    truncated_leader(Net::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_leader_over_quic_is_truncated_back_to_the_history_that_went_on() {
+    truncated_leader(Net::Quic).await;
+}
+
+async fn truncated_leader(net: Net) {
     if !is_coord() {
         return;
     }
+    let certs = tempfile::tempdir().unwrap();
     let run = async {
         // A tick long enough that the leader, its followers stopped, keeps leading (for
         // syncLimit, 5 ticks) until it has logged the write.
-        let mut ensemble = Ensemble::start(3, 500, "").expect("ensemble starts");
+        let mut ensemble = start_over_with(net, certs.path(), 500, "");
         let leader = ensemble
             .wait_for_leader(DEADLINE)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -465,7 +465,29 @@ async fn link(
                 debug!(?peer, "connected");
                 let up = Instant::now();
                 conn_tx.send_replace(Some(conn.clone()));
-                let why = conn.closed().await;
+                let why = loop {
+                    tokio::select! {
+                        why = conn.closed() => break why,
+                        Ok(()) = back.changed() => {
+                            // The peer dialed in again: it may have restarted, and this
+                            // connection may talk to its former self. (A stateless reset would
+                            // say so, but only once a packet big enough goes its way; between
+                            // keep-alives none may, for the idle timeout.) If the peer answers
+                            // nothing for two keep-alive intervals, the connection is dropped
+                            // and dialed again; a live one answers, and stays.
+                            let heard = conn.stats().udp_rx.datagrams;
+                            tokio::select! {
+                                why = conn.closed() => break why,
+                                () = tokio::time::sleep(config.keep_alive * 2 + Duration::from_millis(100)) => {}
+                            }
+                            if conn.stats().udp_rx.datagrams == heard {
+                                debug!(?peer, "the peer came back; dropping the connection to its former self");
+                                conn.close(VarInt::from_u32(CLOSE_CODE), b"peer restarted");
+                                break conn.closed().await;
+                            }
+                        }
+                    }
+                };
                 conn_tx.send_replace(None);
                 // TLS 1.3 lets the dialer finish before the peer has checked its certificate:
                 // a peer that refuses it closes the connection at once. Only a connection that
