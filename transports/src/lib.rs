@@ -20,6 +20,7 @@
 
 #[cfg(feature = "quic")]
 pub mod certs;
+mod queues;
 #[cfg(feature = "quic")]
 mod quic;
 mod tcp;

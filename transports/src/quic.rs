@@ -23,13 +23,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, TransportConfig, VarInt};
-use rand::Rng;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::queues::{self, drop_queue_and_report, Outbound, Outbounds};
 use crate::tls::{self, Credentials, TlsError};
 use crate::{Event, PeerId, SendError, Stream, Transport};
 
@@ -113,12 +113,6 @@ impl QuicConfig {
     }
 }
 
-struct Outbound {
-    tx: mpsc::Sender<Bytes>,
-    /// Asks the writer to drop its stream and queue (a reset).
-    reset: Arc<Notify>,
-}
-
 /// The inbound side of one (peer, stream): which QUIC stream is current. Held while an event
 /// is handed over, so an old stream's frame can never follow the new one's reset.
 #[derive(Default)]
@@ -179,7 +173,7 @@ pub struct QuicTransport {
     local_addr: SocketAddr,
     endpoint: Endpoint,
     reload: QuicReload,
-    outbound: BTreeMap<(PeerId, Stream), Outbound>,
+    outbound: Outbounds,
     events: mpsc::Receiver<Event>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -372,37 +366,21 @@ impl QuicTransport {
 
 impl Transport for QuicTransport {
     fn queued(&self, to: PeerId, stream: Stream) -> usize {
-        self.outbound
-            .get(&(to, stream))
-            .map_or(0, |out| out.tx.max_capacity() - out.tx.capacity())
+        queues::queued(&self.outbound, to, stream)
     }
 
     fn send(&self, to: PeerId, stream: Stream, frame: Bytes) -> Result<(), SendError> {
-        if frame.len() > self.config.frame_bytes_max {
-            return Err(SendError::FrameTooLarge {
-                len: frame.len(),
-                max: self.config.frame_bytes_max,
-            });
-        }
-        let out = self
-            .outbound
-            .get(&(to, stream))
-            .ok_or(SendError::UnknownPeer(to))?;
-        match out.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // As over TCP: the stream starts over rather than grow or leave a silent gap.
-                out.reset.notify_one();
-                Err(SendError::QueueFull(to))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-        }
+        queues::send(
+            &self.outbound,
+            self.config.frame_bytes_max,
+            to,
+            stream,
+            frame,
+        )
     }
 
     fn reset(&self, peer: PeerId, stream: Stream) {
-        if let Some(out) = self.outbound.get(&(peer, stream)) {
-            out.reset.notify_one();
-        }
+        queues::reset(&self.outbound, peer, stream)
     }
 
     fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send {
@@ -411,12 +389,7 @@ impl Transport for QuicTransport {
 }
 
 fn backoff(config: &QuicConfig, attempt: u32) -> Duration {
-    let base = config
-        .backoff_min
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(config.backoff_max);
-    let jitter = rand::thread_rng().gen_range(0.0..0.5);
-    base.mul_f64(1.0 + jitter)
+    queues::backoff(config.backoff_min, config.backoff_max, attempt)
 }
 
 /// How a link dials: the endpoint, and the client credentials current at each dial.
@@ -610,18 +583,6 @@ enum Write {
     Done,
     Broken,
     Reset,
-}
-
-/// What was queued belongs to the broken stream: dropped, then the engine is told. False once
-/// the transport is gone.
-async fn drop_queue_and_report(
-    rx: &mut mpsc::Receiver<Bytes>,
-    events: &mpsc::Sender<Event>,
-    peer: PeerId,
-    stream: Stream,
-) -> bool {
-    while rx.try_recv().is_ok() {}
-    events.send(Event::Reset { peer, stream }).await.is_ok()
 }
 
 /// Accepts peers' connections: a connection is a member's if its (verified) client certificate

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::queues::{self, drop_queue_and_report, Outbound, Outbounds};
 use crate::{Event, PeerId, SendError, Stream, Transport};
 
 /// The most bytes of queued frames one write carries (a frame bigger than that goes alone).
@@ -63,12 +63,6 @@ impl TcpConfig {
     }
 }
 
-struct Outbound {
-    tx: mpsc::Sender<Bytes>,
-    /// Asks the dialer to drop its connection and queue (a reset).
-    reset: Arc<Notify>,
-}
-
 /// The inbound side of one (peer, stream): which connection is current. Held while an event
 /// is handed over, so an old connection's frame can never follow the new one's reset.
 #[derive(Default)]
@@ -83,7 +77,7 @@ type InboundSlots = BTreeMap<(PeerId, Stream), Arc<Mutex<Inbound>>>;
 pub struct TcpTransport {
     config: Arc<TcpConfig>,
     local_addr: SocketAddr,
-    outbound: BTreeMap<(PeerId, Stream), Outbound>,
+    outbound: Outbounds,
     events: mpsc::Receiver<Event>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -150,57 +144,30 @@ impl TcpTransport {
 
 impl Transport for TcpTransport {
     fn queued(&self, to: PeerId, stream: Stream) -> usize {
-        self.outbound
-            .get(&(to, stream))
-            .map_or(0, |out| out.tx.max_capacity() - out.tx.capacity())
+        queues::queued(&self.outbound, to, stream)
     }
 
-    /// Queues `frame` for `to` on `stream`, without waiting.
     fn send(&self, to: PeerId, stream: Stream, frame: Bytes) -> Result<(), SendError> {
-        if frame.len() > self.config.frame_bytes_max {
-            return Err(SendError::FrameTooLarge {
-                len: frame.len(),
-                max: self.config.frame_bytes_max,
-            });
-        }
-        let out = self
-            .outbound
-            .get(&(to, stream))
-            .ok_or(SendError::UnknownPeer(to))?;
-        match out.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // Growing would let one slow peer take the memory; dropping one frame silently
-                // would leave a gap. The stream starts over instead, and both ends hear of it.
-                out.reset.notify_one();
-                Err(SendError::QueueFull(to))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-        }
+        queues::send(
+            &self.outbound,
+            self.config.frame_bytes_max,
+            to,
+            stream,
+            frame,
+        )
     }
 
-    /// Closes the stream to `peer` (what is queued is dropped); the peer sees a reset, and the
-    /// next frame starts a new stream.
     fn reset(&self, peer: PeerId, stream: Stream) {
-        if let Some(out) = self.outbound.get(&(peer, stream)) {
-            out.reset.notify_one();
-        }
+        queues::reset(&self.outbound, peer, stream)
     }
 
-    /// The next event; None once the transport is gone.
     fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send {
         self.events.recv()
     }
 }
 
 fn backoff(config: &TcpConfig, attempt: u32) -> Duration {
-    let base = config
-        .backoff_min
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(config.backoff_max);
-    // Up to half again, so that members restarted together do not dial in lockstep.
-    let jitter = rand::thread_rng().gen_range(0.0..0.5);
-    base.mul_f64(1.0 + jitter)
+    queues::backoff(config.backoff_min, config.backoff_max, attempt)
 }
 
 /// Keeps one outbound connection to `peer` for `stream`, writing queued frames to it. Between
@@ -335,18 +302,6 @@ async fn dial(
             Ok(()) = back.changed() => attempt = 0,
         }
     }
-}
-
-/// What was queued belongs to the broken stream: dropped, then the engine is told. False once
-/// the transport is gone.
-async fn drop_queue_and_report(
-    rx: &mut mpsc::Receiver<Bytes>,
-    events: &mpsc::Sender<Event>,
-    peer: PeerId,
-    stream: Stream,
-) -> bool {
-    while rx.try_recv().is_ok() {}
-    events.send(Event::Reset { peer, stream }).await.is_ok()
 }
 
 /// Accepts peers' connections; each names itself and its stream, then its frames are read.
