@@ -19,7 +19,14 @@ pub struct CertsOptions {
     pub ensemble: String,
     pub members: u64,
     pub clients: Vec<String>,
+    /// Names (DNS names or IP addresses) the client port's certificate carries besides
+    /// [`SERVER_NAMES_ALWAYS`].
+    pub hosts: Vec<String>,
 }
+
+/// The names the secure client port's development certificate always carries: clients on the
+/// same machine check one of them (ZooKeeper's Java client and kazoo verify the host name).
+pub const SERVER_NAMES_ALWAYS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// Writes `text` to a new file (never over an existing one); `private` files are readable by
 /// their owner alone.
@@ -63,6 +70,20 @@ pub fn run(options: &CertsOptions) -> Result<(), String> {
         }
     }
 
+    for host in &options.hosts {
+        let valid = !host.is_empty()
+            && !host.starts_with("member-")
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+        if !valid {
+            return Err(format!(
+                "invalid --hosts name {host:?}: a DNS name or an IP address (no wildcard, not \
+                 starting with \"member-\")"
+            ));
+        }
+    }
+
     std::fs::create_dir_all(&options.dir)
         .map_err(|e| format!("cannot create {}: {e}", options.dir.display()))?;
     let dir = options
@@ -93,6 +114,22 @@ pub fn run(options: &CertsOptions) -> Result<(), String> {
         ));
     }
     let now = OffsetDateTime::now_utc();
+    let mut server_names: Vec<String> = SERVER_NAMES_ALWAYS.map(str::to_owned).to_vec();
+    server_names.extend(options.hosts.iter().cloned());
+    let issued = ca
+        .issue(
+            &format!("coord client port of {}", options.ensemble),
+            server_names.clone(),
+            now - time::Duration::minutes(5),
+            now + time::Duration::days(825),
+        )
+        .map_err(|e| format!("the client port's certificate: {e}"))?;
+    write_new(&dir.join("server.pem"), &issued.cert_pem, false)?;
+    write_new(&dir.join("server.key"), &issued.key_pem, true)?;
+    made.push(format!(
+        "server.pem, server.key: the secure client port (for {})",
+        server_names.join(", ")
+    ));
     for client in &options.clients {
         let issued = ca
             .issue(
@@ -113,7 +150,7 @@ pub fn run(options: &CertsOptions) -> Result<(), String> {
             true,
         )?;
         made.push(format!(
-            "client-{client}.pem, client-{client}.key: client {client}"
+            "client-{client}.pem, client-{client}.key: client {client} (x509 id \"CN={client}\")"
         ));
     }
     println!("coord certs: in {}", dir.display());
@@ -126,6 +163,13 @@ pub fn run(options: &CertsOptions) -> Result<(), String> {
     println!("  tls_ca = \"{}\"", ca_pem.display());
     println!("  tls_cert = \"{}\"", dir.join("member-<id>.pem").display());
     println!("  tls_key = \"{}\"", dir.join("member-<id>.key").display());
+    println!("\nFor clients over TLS, in any server's config:");
+    println!("  secure_client_addr = \"127.0.0.1:2281\"");
+    println!("  [client_tls]");
+    println!("  cert = \"{}\"", dir.join("server.pem").display());
+    println!("  key = \"{}\"", dir.join("server.key").display());
+    println!("  ca = \"{}\"", ca_pem.display());
+    println!("  client_auth = \"need\"   # or \"want\", \"none\"");
     println!(
         "\nOr try it: coord dev --servers {} --transport quic --certs {}",
         options.members.min(9),

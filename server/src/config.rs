@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::tls::{ClientAuth, ClientTlsSettings};
+
 /// The four-letter words answered when the configuration does not list any.
 pub const FOUR_LETTER_WORDS_DEFAULT: [&str; 4] = ["srvr", "ruok", "isro", "mntr"];
 
@@ -61,6 +63,11 @@ pub struct Flags {
     /// Address the ZooKeeper client port listens on [default: 127.0.0.1:2181].
     #[arg(long, value_name = "ADDR")]
     pub client_addr: Option<String>,
+
+    /// Address of a second client port, over TLS, as ZooKeeper's secureClientPort; its
+    /// certificates are set in the file's [client_tls] section [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub secure_client_addr: Option<String>,
 
     /// Directory of the txn log and snapshots, created if missing [default: coord-data].
     #[arg(long, value_name = "DIR")]
@@ -164,9 +171,14 @@ pub enum Subcommand {
         /// Member certificates for ids 1..=N.
         #[arg(long, default_value_t = 3, value_name = "N")]
         members: u64,
-        /// Client certificates, one per name (comma-separated).
+        /// Client certificates, one per name (comma-separated); each client's x509 identity is
+        /// "CN=<name>".
         #[arg(long, value_delimiter = ',', value_name = "NAMES")]
         clients: Vec<String>,
+        /// More host names or addresses for the secure client port's certificate (server.pem),
+        /// which always names localhost, 127.0.0.1 and ::1 (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        hosts: Vec<String>,
     },
 }
 
@@ -197,6 +209,17 @@ struct ServerFile {
     role: Option<String>,
 }
 
+/// The `[client_tls]` section of the TOML file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientTlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    client_auth: Option<String>,
+    superuser: Option<String>,
+}
+
 /// The highest member id. It is the top byte of the session ids a member gives out, and a top
 /// byte of 0xff marks a TTL node's owner, so 255 is not allowed (ZooKeeper refuses it too when
 /// TTL nodes are enabled, which they always are in coord).
@@ -207,6 +230,8 @@ pub const SERVER_ID_MAX: u64 = 254;
 #[serde(deny_unknown_fields)]
 struct File {
     client_addr: Option<String>,
+    secure_client_addr: Option<String>,
+    client_tls: Option<ClientTlsFile>,
     data_dir: Option<PathBuf>,
     tick_ms: Option<u64>,
     min_session_timeout_ms: Option<u64>,
@@ -227,6 +252,9 @@ struct File {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub client_addr: SocketAddr,
+    /// The client port over TLS, if any; `client_tls` is set with it.
+    pub secure_client_addr: Option<SocketAddr>,
+    pub client_tls: Option<ClientTlsSettings>,
     pub data_dir: PathBuf,
     pub tick_ms: u64,
     pub min_session_timeout_ms: u64,
@@ -304,6 +332,36 @@ impl Config {
         let client_addr: SocketAddr = client_addr
             .parse()
             .map_err(|e| invalid("client_addr", format!("{client_addr:?}: {e}")))?;
+
+        let secure_client_addr = flags
+            .secure_client_addr
+            .or(file.secure_client_addr)
+            .map(|addr| {
+                addr.parse::<SocketAddr>()
+                    .map_err(|e| invalid("secure_client_addr", format!("{addr:?}: {e}")))
+            })
+            .transpose()?;
+        let client_tls =
+            match (secure_client_addr, file.client_tls) {
+                (Some(_), Some(tls)) => Some(client_tls(tls)?),
+                (Some(_), None) => return Err(invalid(
+                    "client_tls",
+                    "a [client_tls] section (cert, key, ca) is required with secure_client_addr",
+                )),
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        "secure_client_addr",
+                        "is required with [client_tls]: the port to serve TLS clients on",
+                    ))
+                }
+                (None, None) => None,
+            };
+        if secure_client_addr == Some(client_addr) {
+            return Err(invalid(
+                "secure_client_addr",
+                "must differ from client_addr (one port cannot serve both)",
+            ));
+        }
 
         let data_dir = flags
             .data_dir
@@ -435,6 +493,8 @@ impl Config {
 
         Ok(Config {
             client_addr,
+            secure_client_addr,
+            client_tls,
             data_dir,
             tick_ms,
             min_session_timeout_ms,
@@ -516,6 +576,8 @@ fn from_zoo_cfg(zoo: zoocfg::ZooCfg) -> File {
     });
     File {
         client_addr: zoo.client_addr.map(|a| a.to_string()),
+        secure_client_addr: None,
+        client_tls: None,
         data_dir: zoo.data_dir,
         tick_ms: zoo.tick_ms,
         min_session_timeout_ms: zoo.min_session_timeout_ms,
@@ -611,6 +673,70 @@ fn ensemble(file: EnsembleFile) -> Result<EnsembleConfig, ConfigError> {
         servers,
         transport,
     })
+}
+
+/// `[client_tls]`, checked: the files are read and a TLS configuration built from them, so a
+/// missing file or a key that is not the certificate's stops the server at start-up.
+fn client_tls(file: ClientTlsFile) -> Result<ClientTlsSettings, ConfigError> {
+    let required = |key: &'static str, value: Option<PathBuf>| {
+        value.ok_or_else(|| invalid(key, "is required with secure_client_addr"))
+    };
+    let client_auth = match file.client_auth.as_deref() {
+        None | Some("need") => ClientAuth::Need,
+        Some("want") => ClientAuth::Want,
+        Some("none") => ClientAuth::None,
+        Some(other) => {
+            return Err(invalid(
+                "client_tls.client_auth",
+                format!("{other:?} is not \"none\", \"want\" or \"need\""),
+            ))
+        }
+    };
+    if let Some(superuser) = &file.superuser {
+        if !coord_znode::is_valid_x509_id(superuser) {
+            return Err(invalid(
+                "client_tls.superuser",
+                format!("{superuser:?} is not a distinguished name such as \"CN=admin,O=example\""),
+            ));
+        }
+        if client_auth == ClientAuth::None {
+            return Err(invalid(
+                "client_tls.superuser",
+                "needs client certificates (client_auth = \"want\" or \"need\")",
+            ));
+        }
+    }
+    let settings = ClientTlsSettings {
+        cert: required("client_tls.cert", file.cert)?,
+        key: required("client_tls.key", file.key)?,
+        ca: file.ca,
+        client_auth,
+        superuser: file.superuser,
+    };
+    check_client_tls(&settings)?;
+    Ok(settings)
+}
+
+#[cfg(feature = "tls")]
+fn check_client_tls(settings: &ClientTlsSettings) -> Result<(), ConfigError> {
+    crate::tls::server_config(settings)
+        .map(drop)
+        .map_err(|e| ConfigError::Invalid {
+            key: match e.key {
+                "ca" => "client_tls.ca",
+                "key" => "client_tls.key",
+                _ => "client_tls.cert",
+            },
+            message: e.message,
+        })
+}
+
+#[cfg(not(feature = "tls"))]
+fn check_client_tls(_: &ClientTlsSettings) -> Result<(), ConfigError> {
+    Err(invalid(
+        "secure_client_addr",
+        "this coord was built without client TLS (the `tls` feature)",
+    ))
 }
 
 /// The default ensemble name, in member certificates (`member-<id>.coord.coord`).
@@ -887,6 +1013,96 @@ mod tests {
             (10, 5)
         );
         assert_eq!(ensemble.servers[2].role, Role::Observer);
+    }
+
+    /// A CA-less pair of files for `[client_tls]`: a self-signed certificate and its key, and
+    /// the key of another certificate.
+    #[cfg(feature = "tls")]
+    fn client_tls_files(dir: &std::path::Path) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn client_tls_mistakes_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        client_tls_files(dir.path());
+        let d = dir.path().display();
+        let section = |lines: &str| {
+            format!(
+                "secure_client_addr = \"127.0.0.1:2281\"\n[client_tls]\n\
+                 cert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\nca = \"{d}/ca.pem\"\n{lines}"
+            )
+        };
+        let good = ensemble_file(&section(
+            "client_auth = \"want\"\nsuperuser = \"CN=root\"\n",
+        ))
+        .unwrap();
+        let tls = good.client_tls.unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::Want);
+        assert_eq!(tls.superuser.as_deref(), Some("CN=root"));
+        assert_eq!(
+            good.secure_client_addr,
+            Some("127.0.0.1:2281".parse().unwrap())
+        );
+        let need = ensemble_file(&section("")).unwrap();
+        assert_eq!(need.client_tls.unwrap().client_auth, ClientAuth::Need);
+
+        for (body, key) in [
+            (
+                "secure_client_addr = \"127.0.0.1:2281\"\n".to_owned(),
+                "invalid client_tls:",
+            ),
+            (
+                format!("[client_tls]\ncert = \"{d}/server.pem\"\n"),
+                "invalid secure_client_addr:",
+            ),
+            (
+                section("").replace("server.pem", "missing.pem"),
+                "invalid client_tls.cert:",
+            ),
+            (
+                section("").replace("server.key", "other.key"),
+                "invalid client_tls.key:",
+            ),
+            (
+                section("").replace(&format!("ca = \"{d}/ca.pem\"\n"), ""),
+                "invalid client_tls.ca:",
+            ),
+            (
+                section("client_auth = \"maybe\"\n"),
+                "invalid client_tls.client_auth:",
+            ),
+            (
+                section("superuser = \"root\"\n"),
+                "invalid client_tls.superuser:",
+            ),
+            (
+                section("client_auth = \"none\"\nsuperuser = \"CN=root\"\n"),
+                "invalid client_tls.superuser:",
+            ),
+            (
+                section("").replace("2281", "2181"),
+                "invalid secure_client_addr:",
+            ),
+        ] {
+            let err = ensemble_file(&body).unwrap_err().to_string();
+            assert!(err.contains(key), "{body}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // "none" needs no CA.
+        let none =
+            section("client_auth = \"none\"\n").replace(&format!("ca = \"{d}/ca.pem\"\n"), "");
+        assert!(ensemble_file(&none).is_ok());
     }
 
     #[test]

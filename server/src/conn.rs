@@ -22,8 +22,7 @@ use coord_proto::{
     OpCode, Request, RequestHeader,
 };
 use coord_znode::{Applied, Write};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
@@ -80,13 +79,73 @@ enum End {
 /// Serves one accepted client socket until it closes.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let conn_id = ConnId(shared.next_conn_id.fetch_add(1, Ordering::Relaxed));
-    let Some(mut slot) = shared.conn_slot(peer) else {
-        warn!(%peer, max = shared.config.max_connections_per_ip, "too many connections from this address; closing");
+    let Some(slot) = admit(&shared, peer) else {
         return;
     };
+    let (reader, writer) = stream.into_split();
+    serve_stream(shared, slot, reader, writer, peer, Vec::new()).await;
+}
+
+/// Serves one client socket accepted on the secure client port: the TLS handshake (within
+/// [`HANDSHAKE_TIMEOUT`], holding one of the address's connection slots), then the same
+/// protocol as [`serve`], the connection authenticated with the identities its client
+/// certificate proves. A client that fails the handshake (a plaintext one, or one without a
+/// valid certificate where one is needed) is closed and never reaches a session.
+#[cfg(feature = "tls")]
+pub async fn serve_tls(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<crate::tls::ClientTls>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(slot) = admit(&shared, peer) else {
+        return;
+    };
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tls.refused(peer.ip(), &e.to_string());
+            return;
+        }
+        Err(_) => {
+            tls.refused(peer.ip(), "no TLS handshake in time");
+            return;
+        }
+    };
+    let ids = tls.identities(stream.get_ref().1.peer_certificates());
+    for id in &ids {
+        debug!(%peer, scheme = %id.scheme, id = %id.id, "authenticated by certificate");
+    }
+    let (reader, writer) = tokio::io::split(stream);
+    serve_stream(shared, slot, reader, writer, peer, ids).await;
+}
+
+/// One of the connections `peer`'s address may hold, or None (logged) past the limit.
+fn admit(shared: &Arc<Shared>, peer: SocketAddr) -> Option<crate::shared::ConnSlot> {
+    let slot = shared.conn_slot(peer);
+    if slot.is_none() {
+        warn!(%peer, max = shared.config.max_connections_per_ip, "too many connections from this address; closing");
+    }
+    slot
+}
+
+/// Serves a connection, plain or TLS, until it closes; `proven` are the identities its
+/// transport proved (a client certificate's), which it holds from the start.
+async fn serve_stream<R, W>(
+    shared: Arc<Shared>,
+    mut slot: crate::shared::ConnSlot,
+    mut reader: R,
+    writer: W,
+    peer: SocketAddr,
+    proven: Vec<Id>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let conn_id = ConnId(shared.next_conn_id.fetch_add(1, Ordering::Relaxed));
     debug!(%peer, %conn_id, "connection accepted");
-    let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let closing = Arc::new(Closing::new(conn_id));
     let outbox = Outbox::new(tx, shared.config.outbox_bytes_max(), closing.clone());
@@ -117,8 +176,10 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         info: info.clone(),
         session_id: SessionId::NONE,
         auth: Auth {
-            ids: Arc::from([Id::new("ip", peer.ip().to_string())]),
-            is_super: false,
+            is_super: proven.iter().any(|id| id.scheme == "super"),
+            ids: std::iter::once(Id::new("ip", peer.ip().to_string()))
+                .chain(proven)
+                .collect(),
         },
         inflight: VecDeque::new(),
         session_closed: false,
@@ -156,8 +217,8 @@ impl Drop for WriterTask {
 }
 
 /// Writes queued frames in batches until every `Outbox` of the connection is dropped.
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
     drained: Arc<Notify>,
@@ -218,7 +279,7 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    async fn run(&mut self, reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> End {
+    async fn run(&mut self, reader: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> End {
         let request =
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(reader, buf)).await {
                 Ok(Ok(request)) => request,
@@ -238,7 +299,7 @@ impl Conn {
     /// Reads a four-letter word (answering it) or the ConnectRequest.
     async fn handshake(
         &mut self,
-        reader: &mut OwnedReadHalf,
+        reader: &mut (impl AsyncRead + Unpin),
         buf: &mut BytesMut,
     ) -> Result<(ConnectRequest, bool), End> {
         // The first four bytes are either a four-letter word or the length of a ConnectRequest.
@@ -260,7 +321,11 @@ impl Conn {
         })
     }
 
-    async fn serve_requests(&mut self, reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> End {
+    async fn serve_requests(
+        &mut self,
+        reader: &mut (impl AsyncRead + Unpin),
+        buf: &mut BytesMut,
+    ) -> End {
         loop {
             if self.info.closing.is_requested() {
                 return End::Requested;
@@ -312,7 +377,11 @@ impl Conn {
         }
     }
 
-    async fn read_more(&self, reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<bool, End> {
+    async fn read_more(
+        &self,
+        reader: &mut (impl AsyncRead + Unpin),
+        buf: &mut BytesMut,
+    ) -> Result<bool, End> {
         read_more(&self.info.closing, self.peer, reader, buf).await
     }
 
@@ -351,7 +420,7 @@ impl Conn {
 
     async fn next_frame(
         &self,
-        reader: &mut OwnedReadHalf,
+        reader: &mut (impl AsyncRead + Unpin),
         buf: &mut BytesMut,
     ) -> Result<Bytes, End> {
         loop {
@@ -791,7 +860,7 @@ impl Conn {
 async fn read_more(
     closing: &Closing,
     peer: SocketAddr,
-    reader: &mut OwnedReadHalf,
+    reader: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
 ) -> Result<bool, End> {
     if closing.is_requested() {

@@ -65,6 +65,7 @@ struct Running {
     id: usize,
     child: Child,
     client_addr: SocketAddr,
+    secure_addr: Option<SocketAddr>,
     log: PathBuf,
 }
 
@@ -86,21 +87,30 @@ pub async fn run(
         let usual = |base: u16| (!options.any_ports).then_some(base + i as u16);
         let client = port_near(usual(2181)).map_err(io_err("choosing a client port"))?;
         let peer = port_near(usual(2888)).map_err(io_err("choosing a peer port"))?;
+        // Over QUIC, with the client port's certificate `coord certs` made, clients may use
+        // TLS too.
+        let secure = match &options.transport {
+            DevTransport::Quic { certs } if certs.join("server.pem").exists() => {
+                Some(port_near(usual(2281)).map_err(io_err("choosing a secure client port"))?)
+            }
+            _ => None,
+        };
         members.push((
             i + 1,
             SocketAddr::from(([127, 0, 0, 1], client)),
             SocketAddr::from(([127, 0, 0, 1], peer)),
+            secure.map(|port| SocketAddr::from(([127, 0, 0, 1], port))),
         ));
     }
     let servers: String = members
         .iter()
-        .map(|(id, client, peer)| {
+        .map(|(id, client, peer, _)| {
             format!("  {{ id = {id}, peer_addr = \"{peer}\", client_addr = \"{client}\" }},\n")
         })
         .collect();
     let exe = std::env::current_exe().map_err(io_err("finding the coord binary"))?;
     let mut running: Vec<Running> = Vec::new();
-    for (id, client_addr, _) in &members {
+    for (id, client_addr, _, secure_addr) in &members {
         let data_dir = absolute(&dir.join(format!("m{id}")))?;
         let config = dir.join(format!("m{id}.toml"));
         let transport = match &options.transport {
@@ -117,9 +127,23 @@ pub async fn run(
                 )
             }
         };
+        let client_tls = match (&options.transport, secure_addr) {
+            (DevTransport::Quic { certs }, Some(addr)) => {
+                let certs = absolute(certs)?;
+                let file = |name: &str| certs.join(name).display().to_string();
+                format!(
+                    "secure_client_addr = \"{addr}\"\n\n[client_tls]\ncert = \"{}\"\n\
+                     key = \"{}\"\nca = \"{}\"\nclient_auth = \"want\"\n\n",
+                    file("server.pem"),
+                    file("server.key"),
+                    file("ca.pem"),
+                )
+            }
+            _ => String::new(),
+        };
         let text = format!(
             "# Written by `coord dev`; rewritten at each run.\n\
-             data_dir = \"{}\"\ntick_ms = {}\nfour_letter_words = [\"*\"]\n\n\
+             data_dir = \"{}\"\ntick_ms = {}\nfour_letter_words = [\"*\"]\n{client_tls}\n\
              [ensemble]\nid = {id}\n{transport}servers = [\n{servers}]\n",
             data_dir.display(),
             options.tick_ms
@@ -141,6 +165,7 @@ pub async fn run(
                 id: *id,
                 child,
                 client_addr: *client_addr,
+                secure_addr: *secure_addr,
                 log,
             }),
             Err(err) => {
@@ -156,14 +181,29 @@ pub async fn run(
         dir.display()
     );
     for member in &running {
+        let secure = member
+            .secure_addr
+            .map(|addr| format!(", TLS {addr}"))
+            .unwrap_or_default();
         println!(
-            "  member {}: client {}  (log {})",
+            "  member {}: client {}{secure}  (log {})",
             member.id,
             member.client_addr,
             member.log.display()
         );
     }
     println!("connect string: {}", connect.join(","));
+    let secure: Vec<String> = running
+        .iter()
+        .filter_map(|r| r.secure_addr.map(|a| a.to_string()))
+        .collect();
+    if !secure.is_empty() {
+        println!(
+            "connect string over TLS (client certificates from `coord certs --clients`, \
+             optional): {}",
+            secure.join(",")
+        );
+    }
     println!(
         "  e.g. /usr/share/zookeeper/bin/zkCli.sh -server {}",
         connect.join(",")

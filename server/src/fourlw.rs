@@ -221,6 +221,10 @@ fn configuration(shared: &Shared) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "clientPort={}", c.client_addr.port());
     let _ = writeln!(out, "clientPortAddress={}", c.client_addr);
+    if let Some(secure) = c.secure_client_addr {
+        let _ = writeln!(out, "secureClientPort={}", secure.port());
+        let _ = writeln!(out, "secureClientPortAddress={secure}");
+    }
     let _ = writeln!(out, "dataDir={}", c.data_dir.display());
     let _ = writeln!(out, "dataLogDir={}", c.data_dir.display());
     let _ = writeln!(out, "tickTime={}", c.tick_ms);

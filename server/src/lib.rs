@@ -7,6 +7,7 @@
 //! - [`ids`]: newtypes for connection and session ids.
 //! - [`outbox`]: the bounded queue of frames to one client, and how it is asked to close.
 //! - [`auth`]: who a connection is.
+//! - [`tls`]: the secure client port's TLS, and the `x509` identity of client certificates.
 //! - [`config`]: the configuration (TOML, flags, `zoo.cfg`), checked.
 //! - [`watch`]: the watch registry; the apply thread fires watches into outboxes.
 //! - [`sessions`]: session deadlines and owners.
@@ -41,6 +42,7 @@ pub mod outbox;
 pub mod server;
 pub mod sessions;
 pub mod shared;
+pub mod tls;
 pub mod watch;
 pub mod write;
 

@@ -39,7 +39,8 @@ fn main() -> ExitCode {
             ensemble,
             members,
             clients,
-        }) => return run_certs(dir, ensemble, members, clients),
+            hosts,
+        }) => return run_certs(dir, ensemble, members, clients, hosts),
         None => {}
     }
     let config = match Config::load(flags) {
@@ -91,12 +92,14 @@ fn run_certs(
     ensemble: String,
     members: u64,
     clients: Vec<String>,
+    hosts: Vec<String>,
 ) -> ExitCode {
     let options = coord::certs::CertsOptions {
         dir,
         ensemble,
         members,
         clients,
+        hosts,
     };
     match coord::certs::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,7 +111,7 @@ fn run_certs(
 }
 
 #[cfg(not(feature = "quic"))]
-fn run_certs(_: std::path::PathBuf, _: String, _: u64, _: Vec<String>) -> ExitCode {
+fn run_certs(_: std::path::PathBuf, _: String, _: u64, _: Vec<String>, _: Vec<String>) -> ExitCode {
     eprintln!("coord certs: this coord was built without QUIC (the `quic` feature)");
     ExitCode::from(2)
 }

@@ -42,6 +42,13 @@ pub enum StartError {
     },
     #[error("peer TLS: {0}")]
     PeerTls(String),
+    #[error("invalid secure_client_addr: cannot listen on {addr}: {source}")]
+    SecureListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    ClientTls(String),
 }
 
 impl From<coord_engine::EngineError> for StartError {
@@ -64,7 +71,9 @@ impl StartError {
             StartError::DataDir(_)
             | StartError::Listen { .. }
             | StartError::PeerListen { .. }
-            | StartError::PeerTls(_) => 2,
+            | StartError::PeerTls(_)
+            | StartError::SecureListen { .. }
+            | StartError::ClientTls(_) => 2,
             StartError::Engine(_) => 1,
         }
     }
@@ -78,13 +87,22 @@ pub const PEER_FRAME_BYTES_MAX: usize = coord_engine::log::RECORD_PAYLOAD_MAX + 
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
-    /// For a member over QUIC: what SIGHUP reloads, and from where.
+    /// The secure client port and its TLS.
+    #[cfg(feature = "tls")]
+    secure: Option<(TcpListener, Arc<crate::tls::ClientTls>)>,
+    /// What SIGHUP reloads.
+    reload: Reload,
+}
+
+/// The credentials SIGHUP reads again, and the signal.
+#[derive(Default)]
+struct Reload {
+    hangups: Option<tokio::signal::unix::Signal>,
+    /// A member over QUIC: its peer credentials, and from where.
     #[cfg(feature = "quic")]
-    peer_tls: Option<(
-        coord_transport::QuicReload,
-        crate::config::QuicTls,
-        tokio::signal::unix::Signal,
-    )>,
+    peer: Option<(coord_transport::QuicReload, crate::config::QuicTls)>,
+    #[cfg(feature = "tls")]
+    clients: Option<Arc<crate::tls::ClientTls>>,
 }
 
 impl Server {
@@ -99,17 +117,17 @@ impl Server {
         let (applied_tx, applied) = tokio::sync::watch::channel(Zxid::ZERO);
         let machine =
             ServerMachine::new(tree.clone(), watches.clone(), applied_tx, sessions.clone());
-        #[cfg(feature = "quic")]
-        let mut peer_tls = None;
-        // Listening for SIGHUP before the (possibly long) recovery: its default action would
-        // end the member.
-        #[cfg(feature = "quic")]
-        let hangups = match config.ensemble.as_ref().map(|e| &e.transport) {
-            Some(PeerTransport::Quic(_)) => {
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-            }
-            _ => None,
-        };
+        let mut reload = Reload::default();
+        // Listening for SIGHUP before the (possibly long) recovery, wherever there are
+        // credentials to reload: its default action would end the server.
+        let quic = matches!(
+            config.ensemble.as_ref().map(|e| &e.transport),
+            Some(PeerTransport::Quic(_))
+        );
+        if quic || config.client_tls.is_some() {
+            reload.hangups =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        }
         let engine = match &config.ensemble {
             None => {
                 let engine = Engine::open(
@@ -197,8 +215,7 @@ impl Server {
                             QuicError::Listen { source, .. } => peer_listen(source),
                             other => StartError::PeerTls(other.to_string()),
                         })?;
-                        peer_tls =
-                            hangups.map(|hangups| (transport.reloader(), tls.clone(), hangups));
+                        reload.peer = Some((transport.reloader(), tls.clone()));
                         Member::open(member_config, machine, transport)?
                     }
                     #[cfg(not(feature = "quic"))]
@@ -220,14 +237,36 @@ impl Server {
                 addr: config.client_addr,
                 source,
             })?;
+        #[cfg(feature = "tls")]
+        let secure = match (config.secure_client_addr, &config.client_tls) {
+            (Some(addr), Some(settings)) => {
+                let tls = Arc::new(
+                    crate::tls::ClientTls::load(settings)
+                        .map_err(|e| StartError::ClientTls(e.to_string()))?,
+                );
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::SecureListen { addr, source })?;
+                reload.clients = Some(tls.clone());
+                Some((listener, tls))
+            }
+            _ => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        if config.secure_client_addr.is_some() {
+            return Err(StartError::ClientTls(
+                "this coord was built without client TLS".into(),
+            ));
+        }
         let shared = Arc::new(Shared::new(
             config, tree, watches, applied, engine, sessions,
         ));
         Ok(Server {
             shared,
             listener,
-            #[cfg(feature = "quic")]
-            peer_tls,
+            #[cfg(feature = "tls")]
+            secure,
+            reload,
         })
     }
 
@@ -235,14 +274,38 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Where the secure client port listens, if there is one.
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        #[cfg(feature = "tls")]
+        if let Some((listener, _)) = &self.secure {
+            return listener.local_addr().ok();
+        }
+        None
+    }
+
     /// Serves clients until `shutdown` resolves.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let Server {
             shared,
             listener,
-            #[cfg(feature = "quic")]
-            peer_tls,
+            #[cfg(feature = "tls")]
+            secure,
+            reload,
         } = self;
+        #[cfg(feature = "tls")]
+        let (secure_listener, client_tls) = match secure {
+            Some((listener, tls)) => {
+                info!(
+                    addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                    client_auth = ?tls.settings().client_auth,
+                    "secure client port (TLS) listening"
+                );
+                (Some(listener), Some(tls))
+            }
+            None => (None, None),
+        };
+        #[cfg(not(feature = "tls"))]
+        let (secure_listener, client_tls): (Option<TcpListener>, Option<SecureTls>) = (None, None);
         let addr = listener.local_addr().ok();
         match &shared.config.ensemble {
             None => info!(
@@ -263,9 +326,8 @@ impl Server {
             tokio::spawn(expire_sessions(shared.clone())),
             tokio::spawn(reap(shared.clone())),
         ];
-        #[cfg(feature = "quic")]
-        if let Some((reload, tls, hangups)) = peer_tls {
-            tasks.push(tokio::spawn(reload_on_hangup(reload, tls, hangups)));
+        if reload.hangups.is_some() {
+            tasks.push(tokio::spawn(reload_on_hangup(reload)));
         }
         if shared.engine.member().is_some() {
             tasks.push(tokio::spawn(ensemble::decide_forwarded(shared.clone())));
@@ -292,6 +354,17 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                accepted = accept_secure(&secure_listener), if secure_listener.is_some() => {
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            serve_secure(&mut connections, &shared, &client_tls, stream, peer);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "accept failed on the secure client port");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
                 // Reaps finished connections, so the set holds only live ones.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 () = &mut shutdown => {
@@ -301,6 +374,8 @@ impl Server {
             }
         }
         drop(listener);
+        #[cfg(feature = "tls")]
+        drop(secure_listener);
         connections.abort_all();
         while connections.join_next().await.is_some() {}
         for task in tasks {
@@ -311,25 +386,77 @@ impl Server {
     }
 }
 
-/// On SIGHUP, reads the peer TLS files again and puts them in use, so that certificates rotate
-/// without a restart. Files that are not this member's valid credentials change nothing: the
-/// old ones stay in use, and the log says why.
-#[cfg(feature = "quic")]
-async fn reload_on_hangup(
-    reload: coord_transport::QuicReload,
-    tls: crate::config::QuicTls,
-    mut hangups: tokio::signal::unix::Signal,
-) {
-    use coord_transport::tls::Credentials;
+/// On SIGHUP, reads the TLS files (a member's peer credentials, the secure client port's)
+/// again and puts them in use for new connections, so that certificates rotate without a
+/// restart. Files that are not valid credentials change nothing: the old ones stay in use, and
+/// the log says why.
+async fn reload_on_hangup(mut reload: Reload) {
+    let Some(mut hangups) = reload.hangups.take() else {
+        return;
+    };
     while hangups.recv().await.is_some() {
-        let loaded = Credentials::load(&tls.ca, &tls.cert, &tls.key)
-            .and_then(|credentials| reload.reload(credentials));
-        match loaded {
-            Ok(()) => info!(cert = %tls.cert.display(), "SIGHUP: peer TLS credentials reloaded"),
-            Err(e) => {
-                warn!("SIGHUP: peer TLS credentials not reloaded, the old ones stay in use: {e}")
+        #[cfg(feature = "quic")]
+        if let Some((peer, tls)) = &reload.peer {
+            use coord_transport::tls::Credentials;
+            let loaded = Credentials::load(&tls.ca, &tls.cert, &tls.key)
+                .and_then(|credentials| peer.reload(credentials));
+            match loaded {
+                Ok(()) => {
+                    info!(cert = %tls.cert.display(), "SIGHUP: peer TLS credentials reloaded")
+                }
+                Err(e) => warn!(
+                    "SIGHUP: peer TLS credentials not reloaded, the old ones stay in use: {e}"
+                ),
             }
         }
+        #[cfg(feature = "tls")]
+        if let Some(clients) = &reload.clients {
+            match clients.reload() {
+                Ok(()) => info!(
+                    cert = %clients.settings().cert.display(),
+                    "SIGHUP: client TLS credentials reloaded"
+                ),
+                Err(e) => warn!(
+                    "SIGHUP: client TLS credentials not reloaded, the old ones stay in use: {e}"
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+type SecureTls = Arc<crate::tls::ClientTls>;
+/// Without the `tls` feature there is no secure port (the configuration refuses one).
+#[cfg(not(feature = "tls"))]
+type SecureTls = ();
+
+fn serve_secure(
+    connections: &mut tokio::task::JoinSet<()>,
+    shared: &Arc<Shared>,
+    tls: &Option<SecureTls>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        connections.spawn(crate::conn::serve_tls(
+            shared.clone(),
+            stream,
+            peer,
+            tls.clone(),
+        ));
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = (connections, shared, tls, stream, peer);
+}
+
+/// The next connection on the secure client port; pending forever without one.
+async fn accept_secure(
+    listener: &Option<TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 

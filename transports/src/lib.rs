@@ -23,6 +23,7 @@ pub mod certs;
 mod queues;
 #[cfg(feature = "quic")]
 mod quic;
+pub mod refusals;
 mod tcp;
 #[cfg(feature = "quic")]
 pub mod tls;

@@ -15,9 +15,9 @@
 //! resets the connections its peers still hold to its former self at their first packet: they
 //! redial at once instead of waiting out the idle timeout.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::queues::{self, drop_queue_and_report, Outbound, Outbounds};
+use crate::refusals::Refusals;
 use crate::tls::{self, Credentials, TlsError};
 use crate::{Event, PeerId, SendError, Stream, Transport};
 
@@ -46,9 +47,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events waiting for the engine; past it, readers wait (and QUIC's flow control pushes back
 /// on the peers).
 const EVENTS_MAX: usize = 1024;
-/// Refusals remembered, to log each kind once per `REFUSAL_LOG_EVERY`.
-const REFUSALS_REMEMBERED_MAX: usize = 256;
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// The application error code a member closes a connection or stream with.
 const CLOSE_CODE: u32 = 1;
 
@@ -188,42 +186,6 @@ impl Drop for QuicTransport {
     }
 }
 
-/// Logs a refusal at warn level once per peer address and kind of reason in
-/// `REFUSAL_LOG_EVERY` (a rogue retrying would otherwise fill the log), at debug level
-/// otherwise.
-#[derive(Default)]
-struct Refusals {
-    last: StdMutex<HashMap<String, Instant>>,
-}
-
-impl Refusals {
-    fn log(&self, who: IpAddr, reason: &str) {
-        // Numbers in a reason (times, ports, serials) differ from try to try; the kind stays.
-        let kind: String = reason
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect();
-        let key = format!("{who} {kind}");
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.len() >= REFUSALS_REMEMBERED_MAX {
-            last.retain(|_, at| now.duration_since(*at) < REFUSAL_LOG_EVERY);
-            if last.len() >= REFUSALS_REMEMBERED_MAX {
-                last.clear();
-            }
-        }
-        let due = last
-            .get(&key)
-            .is_none_or(|at| now.duration_since(*at) >= REFUSAL_LOG_EVERY);
-        if due {
-            last.insert(key, now);
-            warn!(%who, %reason, "peer connection refused");
-        } else {
-            debug!(%who, %reason, "peer connection refused");
-        }
-    }
-}
-
 /// QUIC's settings for the connections this member accepts (its peers' streams arrive on them)
 /// and for those it dials (its own streams leave on them; the peer opens none there).
 #[derive(Clone)]
@@ -294,7 +256,7 @@ impl QuicTransport {
         };
 
         let config = Arc::new(config);
-        let refusals = Arc::new(Refusals::default());
+        let refusals = Arc::new(Refusals::new("peer connection refused"));
         let (events_tx, events) = mpsc::channel(EVENTS_MAX);
         let mut tasks = Vec::new();
         let mut outbound = BTreeMap::new();

@@ -68,6 +68,11 @@ pub fn is_allowed(acl: &[Acl], perm: i32, caller: &Caller<'_>) -> bool {
                 .ids
                 .iter()
                 .any(|c| c.scheme == "ip" && ip_matches(&c.id, &id.id)),
+            // X509AuthenticationProvider.matches: the certificate subject, exactly.
+            "x509" => caller
+                .ids
+                .iter()
+                .any(|c| c.scheme == "x509" && c.id == id.id),
             _ => false,
         }
     })
@@ -104,9 +109,11 @@ pub fn fixup_acl(path: &str, acl: &[Acl], caller: &Caller<'_>) -> Result<Vec<Acl
         match a.id.scheme.as_str() {
             "world" if a.id.id == "anyone" => out.push(a.clone()),
             "auth" => {
-                // Only providers that authenticate (digest; not ip) contribute ids.
+                // Only providers that authenticate (digest and x509; not ip, nor the super
+                // id, which has no provider) contribute ids.
                 let mut any = false;
-                for id in caller.ids.iter().filter(|id| id.scheme == "digest") {
+                let authenticated = |id: &&Id| id.scheme == "digest" || id.scheme == "x509";
+                for id in caller.ids.iter().filter(authenticated) {
                     any = true;
                     if out.len() >= ACL_ENTRIES_MAX {
                         return Err(invalid());
@@ -122,6 +129,7 @@ pub fn fixup_acl(path: &str, acl: &[Acl], caller: &Caller<'_>) -> Result<Vec<Acl
             }
             "digest" if is_valid_digest_id(&a.id.id) => out.push(a.clone()),
             "ip" if is_valid_ip_id(&a.id.id) => out.push(a.clone()),
+            "x509" if is_valid_x509_id(&a.id.id) => out.push(a.clone()),
             _ => return Err(invalid()),
         }
         if out.len() > ACL_ENTRIES_MAX {
@@ -129,6 +137,35 @@ pub fn fixup_acl(path: &str, acl: &[Acl], caller: &Caller<'_>) -> Result<Vec<Acl
         }
     }
     Ok(out)
+}
+
+/// Whether `id` can be an `x509` ACL id: a distinguished name, `type=value` pairs separated by
+/// unescaped `,` or `+` (ZooKeeper asks `new X500Principal(id)`). The check is loose; an id
+/// no certificate has admits nobody.
+pub fn is_valid_x509_id(id: &str) -> bool {
+    let mut part = String::new();
+    let mut escaped = false;
+    let mut parts = Vec::new();
+    for c in id.chars() {
+        match c {
+            _ if escaped => {
+                part.push(c);
+                escaped = false;
+            }
+            '\\' => {
+                part.push(c);
+                escaped = true;
+            }
+            ',' | '+' => parts.push(std::mem::take(&mut part)),
+            _ => part.push(c),
+        }
+    }
+    parts.push(part);
+    !escaped
+        && parts.iter().all(|p| {
+            p.split_once('=')
+                .is_some_and(|(kind, _)| !kind.trim().is_empty())
+        })
 }
 
 /// `DigestAuthenticationProvider.isValid`: Java's `id.split(":").length == 2` (trailing empty
@@ -390,6 +427,67 @@ mod tests {
     }
 
     #[test]
+    fn x509_admits_exactly_its_subject() {
+        let alice = [
+            Id::new("ip", "127.0.0.1"),
+            Id::new("x509", "CN=alice,O=example"),
+        ];
+        let caller = Caller {
+            ids: &alice,
+            ..Caller::ANONYMOUS
+        };
+        let only = |id: &str| [acl(perms::READ, "x509", id)];
+        assert!(is_allowed(
+            &only("CN=alice,O=example"),
+            perms::READ,
+            &caller
+        ));
+        for other in ["CN=alice", "CN=bob,O=example", "cn=alice,o=example"] {
+            assert!(!is_allowed(&only(other), perms::READ, &caller), "{other}");
+        }
+        // A digest id with the same text is another identity.
+        let digest = [Id::new("digest", "CN=alice,O=example")];
+        let digest_caller = Caller {
+            ids: &digest,
+            ..Caller::ANONYMOUS
+        };
+        assert!(!is_allowed(
+            &only("CN=alice,O=example"),
+            perms::READ,
+            &digest_caller
+        ));
+        // `auth` expands to the certificate identity, not to the address nor to `super`.
+        let with_super = [
+            Id::new("ip", "127.0.0.1"),
+            Id::new("super", "CN=root"),
+            Id::new("x509", "CN=root"),
+        ];
+        let root = Caller {
+            ids: &with_super,
+            ..Caller::ANONYMOUS
+        };
+        assert_eq!(
+            fixup_acl("/p", &[acl(31, "auth", "")], &root).unwrap(),
+            vec![acl(31, "x509", "CN=root")]
+        );
+    }
+
+    #[test]
+    fn x509_ids_are_distinguished_names() {
+        for id in [
+            "CN=alice",
+            "CN=alice,O=example",
+            "CN=a\\,b,O=x",
+            "CN=a+UID=7",
+        ] {
+            assert!(is_valid_x509_id(id), "{id}");
+        }
+        for id in ["", "alice", "CN=alice,", "=alice", "CN=alice\\"] {
+            assert!(!is_valid_x509_id(id), "{id}");
+        }
+    }
+
+    #[test]
     fn ipv6_masks() {
         assert!(ip_matches("2001:db8::1", "2001:db8::/32"));
         assert!(!ip_matches("2001:db9::1", "2001:db8::/32"));
@@ -408,7 +506,7 @@ mod tests {
         use coord_proto::ErrorCode::InvalidAcl;
         assert_eq!(code(&[], &caller), InvalidAcl);
         assert_eq!(code(&[acl(1, "world", "someone")], &caller), InvalidAcl);
-        assert_eq!(code(&[acl(1, "x509", "CN=a")], &caller), InvalidAcl);
+        assert_eq!(code(&[acl(1, "x509", "CN")], &caller), InvalidAcl);
         assert_eq!(code(&[acl(1, "digest", "nocolon")], &caller), InvalidAcl);
         assert_eq!(code(&[acl(1, "digest", "a:b:c")], &caller), InvalidAcl);
         assert_eq!(code(&[acl(1, "ip", "1.2.3")], &caller), InvalidAcl);

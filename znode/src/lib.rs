@@ -42,7 +42,7 @@ mod remote;
 mod tree;
 mod txn;
 
-pub use acl::{digest_id, fixup_acl, is_allowed, Caller, ACL_ENTRIES_MAX};
+pub use acl::{digest_id, fixup_acl, is_allowed, is_valid_x509_id, Caller, ACL_ENTRIES_MAX};
 pub use error::Error;
 pub use node::ephemeral;
 pub use path::ZPath;

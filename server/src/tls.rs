@@ -1,0 +1,355 @@
+//! Clients over TLS: the secure client port's settings, its rustls configuration (re-read on
+//! SIGHUP), and the `x509` identity a client certificate proves.
+//!
+//! As ZooKeeper's X509AuthenticationProvider: a client whose certificate the port verified is
+//! authenticated as `x509:<subject>`, the subject written as Java's
+//! `X500Principal.getName()` writes it (RFC 2253: the last RDN first, `CN=alice,O=example`),
+//! so ACLs written for ZooKeeper admit the same clients here. If that subject is the
+//! configured super user, the connection also holds `super:<subject>`.
+
+use std::path::PathBuf;
+
+/// Whether the secure client port asks for client certificates (`[client_tls].client_auth`,
+/// ZooKeeper's `ssl.clientAuth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// None asked for: every client is anonymous (its `ip` id only).
+    None,
+    /// Asked for, not required: a client without one connects, anonymous.
+    Want,
+    /// Required (the default, as ZooKeeper's): a client without a valid one is refused in the
+    /// handshake.
+    Need,
+}
+
+/// `secure_client_addr`'s TLS settings (`[client_tls]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsSettings {
+    /// `cert`: the certificate (then any intermediates) the port presents to clients, PEM. It
+    /// must name the host clients dial, which ZooKeeper's Java client checks by default.
+    pub cert: PathBuf,
+    /// `key`: its private key, PEM.
+    pub key: PathBuf,
+    /// `ca`: the CA certificate(s) that client certificates must chain to, PEM. Required unless
+    /// `client_auth` is "none".
+    pub ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    /// `superuser`: the certificate subject (RFC 2253, as [`x509_subject`] writes it) that is
+    /// the super user, as ZooKeeper's `zookeeper.X509AuthenticationProvider.superUser`.
+    pub superuser: Option<String>,
+}
+
+#[cfg(feature = "tls")]
+pub use imp::*;
+
+#[cfg(feature = "tls")]
+mod imp {
+    use std::net::IpAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use coord_proto::Id;
+    use coord_transport::refusals::Refusals;
+    use parking_lot::RwLock;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+    use tokio_rustls::TlsAcceptor;
+    use x509_parser::der_parser::asn1_rs::{Tag, ToDer};
+    use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
+
+    use super::{ClientAuth, ClientTlsSettings};
+
+    /// A problem with the TLS settings, naming the `[client_tls]` key at fault.
+    #[derive(Debug, thiserror::Error)]
+    #[error("invalid client_tls.{key}: {message}")]
+    pub struct ClientTlsError {
+        pub key: &'static str,
+        pub message: String,
+    }
+
+    fn error(key: &'static str, message: impl Into<String>) -> ClientTlsError {
+        ClientTlsError {
+            key,
+            message: message.into(),
+        }
+    }
+
+    fn certificates(
+        key: &'static str,
+        path: &Path,
+    ) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| error(key, format!("cannot read {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(error(
+                key,
+                format!("{} holds no PEM certificate", path.display()),
+            ));
+        }
+        Ok(certs)
+    }
+
+    /// Reads the files and builds the port's TLS configuration: TLS 1.2 and 1.3 (ZooKeeper's
+    /// clients still offer 1.2), rustls's safe defaults otherwise, and no session resumption,
+    /// so that a client certificate is verified, expiry included, on every connection.
+    pub fn server_config(
+        settings: &ClientTlsSettings,
+    ) -> Result<rustls::ServerConfig, ClientTlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = certificates("cert", &settings.cert)?;
+        let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| {
+            error(
+                "key",
+                format!("cannot read {}: {e}", settings.key.display()),
+            )
+        })?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| error("cert", e.to_string()))?;
+        let builder = match (settings.client_auth, &settings.ca) {
+            (ClientAuth::None, _) => builder.with_no_client_auth(),
+            (_, None) => {
+                return Err(error(
+                    "ca",
+                    "is required unless client_auth = \"none\": client certificates are \
+                     checked against it",
+                ))
+            }
+            (auth, Some(ca)) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in certificates("ca", ca)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| error("ca", format!("{}: {e}", ca.display())))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = if auth == ClientAuth::Want {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| error("ca", format!("{}: {e}", ca.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+            error(
+                "key",
+                format!("not the certificate's key, or not usable: {e}"),
+            )
+        })?;
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        Ok(config)
+    }
+
+    /// The secure client port's TLS: the configuration in use, which SIGHUP replaces.
+    pub struct ClientTls {
+        settings: ClientTlsSettings,
+        acceptor: RwLock<TlsAcceptor>,
+        refusals: Refusals,
+    }
+
+    impl ClientTls {
+        pub fn load(settings: &ClientTlsSettings) -> Result<ClientTls, ClientTlsError> {
+            let config = server_config(settings)?;
+            Ok(ClientTls {
+                settings: settings.clone(),
+                acceptor: RwLock::new(TlsAcceptor::from(Arc::new(config))),
+                refusals: Refusals::new("TLS client refused"),
+            })
+        }
+
+        /// Reads the files again and uses them for new connections; connections already up
+        /// keep what they were verified with. On an error nothing changes.
+        pub fn reload(&self) -> Result<(), ClientTlsError> {
+            let config = server_config(&self.settings)?;
+            *self.acceptor.write() = TlsAcceptor::from(Arc::new(config));
+            Ok(())
+        }
+
+        pub fn acceptor(&self) -> TlsAcceptor {
+            self.acceptor.read().clone()
+        }
+
+        /// Logs a failed handshake: once a minute per address and kind at warn level, so that
+        /// a client retrying in a loop does not fill the log.
+        pub fn refused(&self, who: IpAddr, reason: &str) {
+            self.refusals.log(who, reason);
+        }
+
+        pub fn settings(&self) -> &ClientTlsSettings {
+            &self.settings
+        }
+
+        /// The ids a verified client certificate chain (end entity first) proves: `x509` with
+        /// its subject, and `super` too for the configured super user. None for no chain, or
+        /// an end entity that does not parse (rustls verified it, so that is not expected).
+        pub fn identities(&self, chain: Option<&[CertificateDer<'_>]>) -> Vec<Id> {
+            let Some(subject) = chain
+                .and_then(|chain| chain.first())
+                .and_then(|cert| x509_subject(cert))
+            else {
+                return Vec::new();
+            };
+            let mut ids = Vec::with_capacity(2);
+            if self.settings.superuser.as_deref() == Some(subject.as_str()) {
+                ids.push(Id::new("super", subject.clone()));
+            }
+            ids.push(Id::new("x509", subject));
+            ids
+        }
+    }
+
+    /// A certificate's subject as Java's `X500Principal.getName()` (RFC 2253) writes it.
+    pub fn x509_subject(cert: &CertificateDer<'_>) -> Option<String> {
+        let (_, cert) = X509Certificate::from_der(cert.as_ref()).ok()?;
+        rfc2253(cert.subject())
+    }
+
+    /// The keywords RFC 2253 names, which Java uses; any other type is its dotted OID.
+    fn keyword(oid: &str) -> Option<&'static str> {
+        Some(match oid {
+            "2.5.4.3" => "CN",
+            "2.5.4.6" => "C",
+            "2.5.4.7" => "L",
+            "2.5.4.8" => "ST",
+            "2.5.4.9" => "STREET",
+            "2.5.4.10" => "O",
+            "2.5.4.11" => "OU",
+            "0.9.2342.19200300.100.1.1" => "UID",
+            "0.9.2342.19200300.100.1.25" => "DC",
+            _ => return None,
+        })
+    }
+
+    fn rfc2253(name: &X509Name<'_>) -> Option<String> {
+        let mut out = String::new();
+        // RFC 2253 writes the last RDN of the sequence first.
+        let rdns: Vec<_> = name.iter().collect();
+        for (i, rdn) in rdns.iter().rev().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            for (j, attribute) in rdn.iter().enumerate() {
+                if j > 0 {
+                    out.push('+');
+                }
+                let oid = attribute.attr_type().to_id_string();
+                let value = attribute.attr_value();
+                let text = match value.tag() {
+                    Tag::PrintableString | Tag::Utf8String | Tag::Ia5String => {
+                        std::str::from_utf8(value.data).ok()
+                    }
+                    _ => None,
+                };
+                match (keyword(&oid), text) {
+                    (Some(keyword), Some(text)) => {
+                        out.push_str(keyword);
+                        out.push('=');
+                        escape_into(&mut out, text);
+                    }
+                    // A dotted type, or a value that is not a string: `#` and the hex of the
+                    // value's DER encoding.
+                    (keyword, _) => {
+                        out.push_str(keyword.unwrap_or(&oid));
+                        out.push_str("=#");
+                        for byte in value.to_der_vec().ok()? {
+                            out.push_str(&format!("{byte:02x}"));
+                        }
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// RFC 2253 section 2.4 as Java applies it: a backslash before `,=+<>#;"\` anywhere, and
+    /// before a leading or trailing space.
+    fn escape_into(out: &mut String, text: &str) {
+        let last = text.chars().count().saturating_sub(1);
+        for (i, c) in text.chars().enumerate() {
+            let special = matches!(c, ',' | '=' | '+' | '<' | '>' | '#' | ';' | '"' | '\\')
+                || ((i == 0 || i == last) && c == ' ');
+            if special {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use super::*;
+
+    /// Each expected subject is what Java 17's `X500Principal.getName()` printed for the same
+    /// certificate.
+    #[test]
+    fn subjects_read_as_java_writes_them() {
+        use rcgen::{DnType, DnValue};
+        let oid = |arcs: &[u64]| DnType::CustomDnType(arcs.to_vec());
+        let ia5 = |text: &str| DnValue::Ia5String(text.try_into().unwrap());
+        let cases: Vec<(Vec<(DnType, DnValue)>, &str)> = vec![
+            (
+                vec![
+                    (DnType::CountryName, "NL".into()),
+                    (DnType::OrganizationName, "Example, Inc.".into()),
+                    (DnType::CommonName, " alice#1 ".into()),
+                ],
+                "CN=\\ alice\\#1\\ ,O=Example\\, Inc.,C=NL",
+            ),
+            (
+                vec![(DnType::CommonName, "#a=b<c>;d\"e\\f+g,h".into())],
+                "CN=\\#a\\=b\\<c\\>\\;d\\\"e\\\\f\\+g\\,h",
+            ),
+            (
+                vec![(
+                    DnType::CommonName,
+                    DnValue::Utf8String("Jos\u{e9} \u{1f600}".into()),
+                )],
+                "CN=Jos\u{e9} \u{1f600}",
+            ),
+            (
+                vec![
+                    (oid(&[0, 9, 2342, 19200300, 100, 1, 25]), ia5("com")),
+                    (oid(&[1, 2, 840, 113549, 1, 9, 1]), ia5("a@b.c")),
+                    (
+                        DnType::CommonName,
+                        DnValue::PrintableString("x y".try_into().unwrap()),
+                    ),
+                ],
+                "CN=x y,1.2.840.113549.1.9.1=#16056140622e63,DC=com",
+            ),
+            (
+                vec![
+                    (DnType::OrganizationalUnitName, "ou1".into()),
+                    (DnType::LocalityName, "L".into()),
+                    (DnType::StateOrProvinceName, "ST".into()),
+                    (oid(&[2, 5, 4, 9]), "street".into()),
+                    (oid(&[0, 9, 2342, 19200300, 100, 1, 1]), "uid7".into()),
+                    (oid(&[2, 5, 4, 5]), "serial".into()),
+                ],
+                "2.5.4.5=#0c0673657269616c,UID=uid7,STREET=street,ST=ST,L=L,OU=ou1",
+            ),
+        ];
+        for (names, java) in cases {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            for (kind, value) in names {
+                params.distinguished_name.push(kind, value);
+            }
+            let cert = params
+                .self_signed(&rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+            let der = rustls_pki_types::CertificateDer::from(cert.der().to_vec());
+            assert_eq!(x509_subject(&der).unwrap(), java);
+        }
+    }
+}
