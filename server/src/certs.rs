@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use coord_transport::certs::CertAuthority;
+use coord_transport::certs::{CertAuthority, Purpose};
 use coord_transport::tls::member_name;
 use coord_transport::PeerId;
 use time::OffsetDateTime;
@@ -117,7 +117,8 @@ pub fn run(options: &CertsOptions) -> Result<(), String> {
     let mut server_names: Vec<String> = SERVER_NAMES_ALWAYS.map(str::to_owned).to_vec();
     server_names.extend(options.hosts.iter().cloned());
     let issued = ca
-        .issue(
+        .issue_for(
+            Purpose::Server,
             &format!("coord client port of {}", options.ensemble),
             server_names.clone(),
             now - time::Duration::minutes(5),
@@ -131,10 +132,12 @@ pub fn run(options: &CertsOptions) -> Result<(), String> {
         server_names.join(", ")
     ));
     for client in &options.clients {
+        // No subject alternative name: a client is its subject, `CN=<name>`.
         let issued = ca
-            .issue(
+            .issue_for(
+                Purpose::Client,
                 client,
-                vec![client.clone()],
+                Vec::new(),
                 now - time::Duration::minutes(5),
                 now + time::Duration::days(825),
             )

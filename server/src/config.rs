@@ -356,7 +356,7 @@ impl Config {
                 }
                 (None, None) => None,
             };
-        if secure_client_addr == Some(client_addr) {
+        if secure_client_addr == Some(client_addr) && client_addr.port() != 0 {
             return Err(invalid(
                 "secure_client_addr",
                 "must differ from client_addr (one port cannot serve both)",

@@ -102,8 +102,13 @@ pub async fn serve_tls(
     let Some(slot) = admit(&shared, peer) else {
         return;
     };
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
-    {
+    let Some(permit) = tls.handshake_permit() else {
+        tls.refused(peer.ip(), "too many TLS handshakes at once");
+        return;
+    };
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
+    drop(permit);
+    let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tls.refused(peer.ip(), &e.to_string());
@@ -114,7 +119,13 @@ pub async fn serve_tls(
             return;
         }
     };
-    let ids = tls.identities(stream.get_ref().1.peer_certificates());
+    let ids = match tls.identities(stream.get_ref().1.peer_certificates()) {
+        Ok(ids) => ids,
+        Err(why) => {
+            tls.refused(peer.ip(), why);
+            return;
+        }
+    };
     for id in &ids {
         debug!(%peer, scheme = %id.scheme, id = %id.id, "authenticated by certificate");
     }
@@ -240,7 +251,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        if writer.write_all(&batch).await.is_err() {
+        // The flush matters over TLS: the TLS layer may keep encrypted bytes it could not
+        // write yet, and without a flush they would wait for the next frame.
+        if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
             info.closing.request();
             return;
         }
@@ -561,6 +574,7 @@ impl Conn {
             session_id,
             self.outbox.clone(),
             self.auth.ids.clone(),
+            self.auth.is_super,
         );
         let response = ConnectResponse {
             protocol_version: 0,
@@ -734,6 +748,13 @@ impl Conn {
     /// Adds the identity an auth packet proves; the reply echoes the request's xid (the Java
     /// client and kazoo send -4, others their next xid). False if the connection must close.
     fn authenticate(&mut self, xid: i32, auth: coord_proto::AuthPacket) -> bool {
+        // X509AuthenticationProvider: the identity is the TLS certificate's, proven at connect;
+        // asked again, it is OK where there is one, and fails (closing) where there is not.
+        if auth.scheme == "x509" && self.auth.ids.iter().any(|id| id.scheme == "x509") {
+            self.outbox
+                .send(ops::reply_frame(xid, 0, ErrorCode::Ok, None));
+            return true;
+        }
         if auth.scheme == "ip" {
             // IPAuthenticationProvider: the connection's address, which it already holds.
             self.outbox
@@ -912,4 +933,50 @@ async fn resolve_next(inflight: &mut VecDeque<InFlight>) {
         None => Poll::Pending,
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A writer that keeps what it is given until flushed (a `BufWriter`, as the TLS layer
+    /// keeps encrypted bytes the socket did not take): a frame with nothing after it must
+    /// still reach the client.
+    #[tokio::test]
+    async fn a_frame_with_nothing_after_it_is_flushed() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let writer = tokio::io::BufWriter::new(server);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let closing = Arc::new(Closing::new(ConnId(1)));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let info = Arc::new(ConnInfo {
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            session_id: AtomicI64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            established: Instant::now(),
+            outbox_queued: queued.clone(),
+            closing,
+        });
+        let frame = Bytes::from_static(b"\0\0\0\x05hello");
+        queued.fetch_add(frame.len(), Ordering::AcqRel);
+        tx.send(frame.clone()).unwrap();
+        let task = tokio::spawn(write_loop(
+            writer,
+            rx,
+            queued,
+            Arc::new(Notify::new()),
+            info,
+        ));
+        let mut client = client;
+        let mut got = vec![0u8; frame.len()];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("the frame stayed in the writer's buffer")
+            .unwrap();
+        assert_eq!(got, frame);
+        drop(tx);
+        task.await.unwrap();
+    }
 }

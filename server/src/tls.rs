@@ -33,6 +33,7 @@ pub struct ClientTlsSettings {
     /// `ca`: the CA certificate(s) that client certificates must chain to, PEM. Required unless
     /// `client_auth` is "none".
     pub ca: Option<PathBuf>,
+    /// `client_auth`: whether client certificates are asked for (default "need").
     pub client_auth: ClientAuth,
     /// `superuser`: the certificate subject (RFC 2253, as [`x509_subject`] writes it) that is
     /// the super user, as ZooKeeper's `zookeeper.X509AuthenticationProvider.superUser`.
@@ -154,15 +155,28 @@ mod imp {
         settings: ClientTlsSettings,
         acceptor: RwLock<TlsAcceptor>,
         refusals: Refusals,
+        handshakes: Arc<tokio::sync::Semaphore>,
     }
 
+    /// The longest certificate subject (as written, RFC 2253) a client may be: the id goes into
+    /// every `auth` ACL it expands and every write it forwards, so it is bounded as digest
+    /// credentials are ([`crate::auth::AUTH_DATA_BYTES_MAX`]).
+    pub const X509_ID_BYTES_MAX: usize = 1024;
+
+    /// TLS handshakes under way at once on the secure client port, all addresses together;
+    /// past it a new connection is closed at once (each handshake costs a task and crypto work
+    /// before anyone is known; ZooKeeper's `netty.server.outstandingHandshake.limit`).
+    pub const TLS_HANDSHAKES_MAX: usize = 256;
+
     impl ClientTls {
+        /// Reads the files and builds the configuration, as [`server_config`].
         pub fn load(settings: &ClientTlsSettings) -> Result<ClientTls, ClientTlsError> {
             let config = server_config(settings)?;
             Ok(ClientTls {
                 settings: settings.clone(),
                 acceptor: RwLock::new(TlsAcceptor::from(Arc::new(config))),
                 refusals: Refusals::new("TLS client refused"),
+                handshakes: Arc::new(tokio::sync::Semaphore::new(TLS_HANDSHAKES_MAX)),
             })
         }
 
@@ -174,6 +188,7 @@ mod imp {
             Ok(())
         }
 
+        /// The configuration in use now, for one new connection.
         pub fn acceptor(&self) -> TlsAcceptor {
             self.acceptor.read().clone()
         }
@@ -184,26 +199,41 @@ mod imp {
             self.refusals.log(who, reason);
         }
 
+        /// The settings the files are read from.
         pub fn settings(&self) -> &ClientTlsSettings {
             &self.settings
         }
 
         /// The ids a verified client certificate chain (end entity first) proves: `x509` with
-        /// its subject, and `super` too for the configured super user. None for no chain, or
-        /// an end entity that does not parse (rustls verified it, so that is not expected).
-        pub fn identities(&self, chain: Option<&[CertificateDer<'_>]>) -> Vec<Id> {
-            let Some(subject) = chain
-                .and_then(|chain| chain.first())
-                .and_then(|cert| x509_subject(cert))
-            else {
-                return Vec::new();
+        /// its subject, and `super` too for the configured super user; none without a chain.
+        /// A chain whose subject cannot be read, or is longer than [`X509_ID_BYTES_MAX`], is
+        /// an error: ZooKeeper too closes a connection whose certificate authenticates nobody.
+        pub fn identities(
+            &self,
+            chain: Option<&[CertificateDer<'_>]>,
+        ) -> Result<Vec<Id>, &'static str> {
+            let Some(end_entity) = chain.and_then(|chain| chain.first()) else {
+                return Ok(Vec::new());
             };
+            let subject =
+                x509_subject(end_entity).ok_or("the certificate's subject is unreadable")?;
+            if subject.is_empty() {
+                return Err("the certificate's subject is empty");
+            }
+            if subject.len() > X509_ID_BYTES_MAX {
+                return Err("the certificate's subject is too long");
+            }
             let mut ids = Vec::with_capacity(2);
             if self.settings.superuser.as_deref() == Some(subject.as_str()) {
                 ids.push(Id::new("super", subject.clone()));
             }
             ids.push(Id::new("x509", subject));
-            ids
+            Ok(ids)
+        }
+
+        /// A permit to run one TLS handshake, or None past [`TLS_HANDSHAKES_MAX`].
+        pub fn handshake_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+            self.handshakes.clone().try_acquire_owned().ok()
         }
     }
 
@@ -243,17 +273,11 @@ mod imp {
                 }
                 let oid = attribute.attr_type().to_id_string();
                 let value = attribute.attr_value();
-                let text = match value.tag() {
-                    Tag::PrintableString | Tag::Utf8String | Tag::Ia5String => {
-                        std::str::from_utf8(value.data).ok()
-                    }
-                    _ => None,
-                };
-                match (keyword(&oid), text) {
+                match (keyword(&oid), text(value.tag(), value.data)) {
                     (Some(keyword), Some(text)) => {
                         out.push_str(keyword);
                         out.push('=');
-                        escape_into(&mut out, text);
+                        escape_into(&mut out, &text);
                     }
                     // A dotted type, or a value that is not a string: `#` and the hex of the
                     // value's DER encoding.
@@ -270,14 +294,41 @@ mod imp {
         Some(out)
     }
 
-    /// RFC 2253 section 2.4 as Java applies it: a backslash before `,=+<>#;"\` anywhere, and
-    /// before a leading or trailing space.
+    /// A value's text as Java 17's `AVA.toRFC2253String` reads it: the string types it writes
+    /// as text have their bytes decoded as UTF-8, invalid sequences replaced (so a BMPString
+    /// reads as Java reads it, not as UTF-16); None for any other type (UniversalString
+    /// included), which is written as `#hex`.
+    fn text(tag: Tag, data: &[u8]) -> Option<String> {
+        match tag {
+            Tag::Utf8String
+            | Tag::PrintableString
+            | Tag::Ia5String
+            | Tag::T61String
+            | Tag::GeneralString
+            | Tag::BmpString => Some(String::from_utf8_lossy(data).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// Java's `AVA.toRFC2253String`: a backslash before `,=+<>#;"\`, NUL as `\00`, then a
+    /// backslash before every space or carriage return of the leading and trailing runs.
     fn escape_into(out: &mut String, text: &str) {
-        let last = text.chars().count().saturating_sub(1);
-        for (i, c) in text.chars().enumerate() {
-            let special = matches!(c, ',' | '=' | '+' | '<' | '>' | '#' | ';' | '"' | '\\')
-                || ((i == 0 || i == last) && c == ' ');
-            if special {
+        let mut escaped: Vec<char> = Vec::with_capacity(text.len() + 4);
+        for c in text.chars() {
+            match c {
+                ',' | '=' | '+' | '<' | '>' | '#' | ';' | '"' | '\\' => {
+                    escaped.push('\\');
+                    escaped.push(c);
+                }
+                '\0' => escaped.extend(['\\', '0', '0']),
+                c => escaped.push(c),
+            }
+        }
+        let blank = |c: &char| *c == ' ' || *c == '\r';
+        let lead = escaped.iter().take_while(|c| blank(c)).count();
+        let trail = escaped.len() - escaped.iter().rev().take_while(|c| blank(c)).count();
+        for (i, c) in escaped.into_iter().enumerate() {
+            if i < lead || i >= trail {
                 out.push('\\');
             }
             out.push(c);
@@ -290,7 +341,7 @@ mod tests {
     use super::*;
 
     /// Each expected subject is what Java 17's `X500Principal.getName()` printed for the same
-    /// certificate.
+    /// certificate (OpenJDK 17.0.15).
     #[test]
     fn subjects_read_as_java_writes_them() {
         use rcgen::{DnType, DnValue};
@@ -304,6 +355,34 @@ mod tests {
                     (DnType::CommonName, " alice#1 ".into()),
                 ],
                 "CN=\\ alice\\#1\\ ,O=Example\\, Inc.,C=NL",
+            ),
+            (
+                vec![(DnType::CommonName, DnValue::Utf8String("  bob \r".into()))],
+                "CN=\\ \\ bob\\ \\\r",
+            ),
+            (vec![(DnType::CommonName, "a\0b".into())], "CN=a\\00b"),
+            (vec![(DnType::CommonName, "   ".into())], "CN=\\ \\ \\ "),
+            (vec![(DnType::CommonName, "x\\ ".into())], "CN=x\\\\\\ "),
+            (
+                vec![(
+                    DnType::CommonName,
+                    DnValue::BmpString("Zo\u{eb}".try_into().unwrap()),
+                )],
+                "CN=\\00Z\\00o\\00\u{fffd}",
+            ),
+            (
+                vec![(
+                    DnType::CommonName,
+                    DnValue::TeletexString("tele".try_into().unwrap()),
+                )],
+                "CN=tele",
+            ),
+            (
+                vec![(
+                    DnType::CommonName,
+                    DnValue::UniversalString("uni\u{e9}".try_into().unwrap()),
+                )],
+                "CN=#1c10000000750000006e00000069000000e9",
             ),
             (
                 vec![(DnType::CommonName, "#a=b<c>;d\"e\\f+g,h".into())],

@@ -81,6 +81,7 @@ impl WatchManager {
         session_id: SessionId,
         outbox: Outbox,
         ids: Arc<[Id]>,
+        is_super: bool,
     ) {
         self.conns.insert(
             conn,
@@ -88,7 +89,7 @@ impl WatchManager {
                 outbox,
                 session_id,
                 ids,
-                is_super: false,
+                is_super,
                 watches: HashSet::new(),
             },
         );
@@ -387,6 +388,7 @@ mod tests {
             SessionId(0x10),
             outbox,
             Arc::from([Id::new("ip", "127.0.0.1")]),
+            false,
         );
         (manager, rx)
     }
@@ -511,7 +513,7 @@ mod tests {
     fn counts_follow_every_change() {
         let (mut m, _rx) = manager_with_conn();
         let (outbox, _rx2) = Outbox::for_test();
-        m.register_conn(ConnId(2), SessionId(0x20), outbox, Arc::from([]));
+        m.register_conn(ConnId(2), SessionId(0x20), outbox, Arc::from([]), false);
         m.add(Kind::Data, "/a", ConnId(1));
         m.add(Kind::Child, "/a", ConnId(1));
         m.add(Kind::Data, "/a", ConnId(2));

@@ -429,6 +429,19 @@ pub fn coord_bin() -> PathBuf {
     target_dir.join("debug").join("coord")
 }
 
+/// Runs `coord certs --dir DIR ARGS...` (a dev CA and certificates) and returns what it
+/// printed; panics if it fails.
+pub fn coord_certs(dir: &Path, args: &[&str]) -> String {
+    let made = Command::new(coord_bin())
+        .args(["certs", "--dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("coord certs: {e}"));
+    assert!(made.status.success(), "coord certs: {made:?}");
+    String::from_utf8_lossy(&made.stdout).into_owned()
+}
+
 /// The coord command line for `config` (without spawning it).
 pub fn coord_command(addr: SocketAddr, data_dir: &Path, config: &ServerConfig) -> Command {
     let mut command = Command::new(coord_bin());

@@ -10,11 +10,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
-use coord_system_tests::raw::connect_request;
+use coord_system_tests::raw::{connect_request, path_watch_body, request};
 use coord_system_tests::{
-    coord_bin, four_letter_word, free_port, is_coord, CoordServer, ServerConfig,
+    coord_certs, four_letter_word, free_port, is_coord, CoordServer, ServerConfig,
 };
 use tempfile::TempDir;
 use tokio::time::{sleep, timeout, Instant};
@@ -23,20 +24,7 @@ use zookeeper_client as zk;
 /// Runs `coord certs` into `dir`: a CA, the client port's certificate and client certificates
 /// for alice, bob and root.
 fn make_certs(dir: &Path) {
-    let made = Command::new(coord_bin())
-        .args([
-            "certs",
-            "--members",
-            "1",
-            "--clients",
-            "alice,bob,root",
-            "--dir",
-        ])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
-    let printed = String::from_utf8_lossy(&made.stdout);
+    let printed = coord_certs(dir, &["--members", "1", "--clients", "alice,bob,root"]);
     assert!(
         printed.contains("server.pem") && printed.contains("[client_tls]"),
         "{printed}"
@@ -134,6 +122,75 @@ fn install_ring() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A TLS connection made by hand (rustls, blocking), trusting `ca_pem`, presenting `identity`
+/// (certificate and key PEM) if given. The handshake is driven to its end; in TLS 1.3 a server
+/// that refuses the client's certificate says so only after that, on the first read.
+fn raw_tls(
+    port: u16,
+    ca_pem: &str,
+    identity: Option<(String, String)>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn read_frame(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut frame)?;
+    Ok(frame)
+}
+
+/// Whether a session can be opened over a hand-made TLS connection: the handshake, a
+/// ConnectRequest, and its ConnectResponse. Err says where it stopped.
+fn raw_session(
+    port: u16,
+    ca_pem: &str,
+    identity: Option<(String, String)>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut stream = raw_tls(port, ca_pem, identity)?;
+    stream.write_all(&framed(&connect_request(2000, 0, &[0; 16])))?;
+    read_frame(&mut stream)?;
+    Ok(stream)
+}
+
 fn x509_only(subject: &str) -> Vec<zk::Acl> {
     vec![zk::Acl::new(
         zk::Permission::ALL,
@@ -169,7 +226,14 @@ async fn an_x509_acl_admits_its_subject_and_refuses_another() {
 
     // The super user by certificate reads and changes anything.
     let root = tls.connect(Some("root")).await.unwrap();
-    assert_eq!(root.get_data("/alice").await.unwrap().0, b"still hers");
+    let (data, _, watcher) = root.get_and_watch_data("/alice").await.unwrap();
+    assert_eq!(data, b"still hers");
+    // Its watches see what only it may read.
+    alice.set_data("/alice", b"still hers", None).await.unwrap();
+    let event = timeout(Duration::from_secs(10), watcher.changed())
+        .await
+        .expect("the super user's data watch never fired");
+    assert_eq!(event.event_type, zk::EventType::NodeDataChanged);
     root.set_acl("/alice", &x509_only("CN=bob"), None)
         .await
         .unwrap();
@@ -208,10 +272,23 @@ async fn client_auth_need_want_and_none() {
         return;
     }
     let need = TlsServer::start("need", "");
-    assert!(
-        need.connect(None).await.is_err(),
-        "a client without a certificate got through client_auth = \"need\""
-    );
+    let ca = need.read("ca.pem");
+    let alice = || Some((need.read("client-alice.pem"), need.read("client-alice.key")));
+    // Another CA's certificate for the same subject, CN=alice.
+    let rogue = tempfile::tempdir().unwrap();
+    make_certs(rogue.path());
+    let rogue_alice = || {
+        let read = |name: &str| std::fs::read_to_string(rogue.path().join(name)).unwrap();
+        Some((read("client-alice.pem"), read("client-alice.key")))
+    };
+    raw_session(need.secure_port, &ca, alice()).unwrap();
+    for (who, identity) in [("no certificate", None), ("another CA's", rogue_alice())] {
+        let refused = raw_session(need.secure_port, &ca, identity);
+        assert!(
+            refused.is_err(),
+            "{who} got a session under client_auth = \"need\""
+        );
+    }
     need.connect(Some("alice")).await.unwrap();
 
     // "want": a client without a certificate connects, and is nobody.
@@ -229,6 +306,11 @@ async fn client_auth_need_want_and_none() {
     assert_eq!(
         anonymous.get_data("/alice").await.unwrap_err(),
         zk::Error::NoAuth
+    );
+    // Optional is not unchecked: a certificate from another CA is refused.
+    assert!(
+        raw_session(want.secure_port, &want.read("ca.pem"), rogue_alice()).is_err(),
+        "another CA's certificate got a session under client_auth = \"want\""
     );
 
     // "none": certificates are not asked for, so one offered proves nothing.
@@ -330,6 +412,50 @@ async fn a_plaintext_client_on_the_secure_port_is_refused_and_harms_nobody() {
         (1..=3).contains(&refused),
         "{refused} refusal lines for 20 attempts of 3 kinds:\n{log}"
     );
+}
+
+/// Replies far larger than the socket takes at once, to a client that stops reading for a
+/// while, all arrive whole over TLS. (That a frame with nothing after it leaves the TLS
+/// layer's buffer is `conn`'s unit test: here the client rarely catches the server there.)
+#[tokio::test]
+async fn a_big_reply_over_tls_leaves_whole_with_nothing_after_it() {
+    if !is_coord() {
+        return;
+    }
+    let tls = TlsServer::start("need", "");
+    let alice = tls.connect(Some("alice")).await.unwrap();
+    let blob = vec![b'x'; 900 << 10];
+    alice
+        .create(
+            "/big",
+            &blob,
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    let identity = Some((tls.read("client-alice.pem"), tls.read("client-alice.key")));
+    let port = tls.secure_port;
+    let ca = tls.read("ca.pem");
+    const READS: i32 = 16;
+    let data = tokio::task::spawn_blocking(move || {
+        let mut stream = raw_session(port, &ca, identity).unwrap();
+        for xid in 1..=READS {
+            stream
+                .write_all(&framed(&request(xid, 4, &path_watch_body("/big", false))))
+                .unwrap();
+        }
+        // Not reading for a while fills the socket, so the server's writes wait part-way.
+        std::thread::sleep(Duration::from_millis(500));
+        (1..=READS)
+            .map(|_| read_frame(&mut stream).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for reply in data {
+        // ReplyHeader (16 bytes), the data's length, the data, then its Stat.
+        assert_eq!(&reply[20..20 + blob.len()], &blob[..]);
+    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use coord_system_tests::ensemble::{quic_lines, Ensemble};
-use coord_system_tests::{coord_bin, free_ports, is_coord};
+use coord_system_tests::{coord_bin, coord_certs, free_ports, is_coord};
 use tokio::time::{sleep, timeout, Instant};
 use zookeeper_client as zk;
 
@@ -19,13 +19,7 @@ const OPEN: zk::CreateOptions<'static> =
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
 
 fn make_certs(dir: &Path) {
-    let made = Command::new(coord_bin())
-        .args(["certs", "--dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
-    let printed = String::from_utf8_lossy(&made.stdout);
+    let printed = coord_certs(dir, &[]);
     assert!(
         printed.contains("member-3.pem") && printed.contains("tls_cert"),
         "{printed}"

@@ -16,6 +16,17 @@ use crate::PeerId;
 /// How long a development certificate lasts.
 const VALID_FOR: Duration = Duration::days(825);
 
+/// What a certificate may be used for (its extended key usages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A member's: it is both a TLS server (dialed) and a client (dialing).
+    Member,
+    /// A client port's: a TLS server only.
+    Server,
+    /// A client's: a TLS client only.
+    Client,
+}
+
 /// A certificate and its key, as PEM.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -97,10 +108,23 @@ impl CertAuthority {
         )
     }
 
-    /// A certificate with the given names and validity: for tests of what must be refused (an
-    /// expired certificate, one naming no member).
+    /// A member certificate with the given names and validity: for tests of what must be
+    /// refused (an expired certificate, one naming no member).
     pub fn issue(
         &self,
+        common_name: &str,
+        names: Vec<String>,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Issued, TlsError> {
+        self.issue_for(Purpose::Member, common_name, names, not_before, not_after)
+    }
+
+    /// A certificate for `purpose`, named `common_name` (its subject is `CN=<common_name>`)
+    /// with the subject alternative names `names` (DNS names or IP addresses).
+    pub fn issue_for(
+        &self,
+        purpose: Purpose,
         common_name: &str,
         names: Vec<String>,
         not_before: OffsetDateTime,
@@ -112,11 +136,17 @@ impl CertAuthority {
             .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        // A member is both: it dials its peers and they dial it.
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = match purpose {
+            // A member is both: it dials its peers and they dial it.
+            Purpose::Member => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            // One only, so that a client's certificate cannot pose as a server that its CA
+            // also signed, nor a server's key act as a client.
+            Purpose::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Purpose::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
         params.not_before = not_before;
         params.not_after = not_after;
         let key = KeyPair::generate().map_err(rcgen_err)?;
