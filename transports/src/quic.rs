@@ -11,9 +11,9 @@
 //! certificate alone. A QUIC stream starts with the magic `b"CRQ1"` and the stream's code; then
 //! frames, a `u32` length and that many bytes.
 //!
-//! A restarted member has the same stateless-reset key (derived from its private key), so it
-//! resets the connections its peers still hold to its former self at their first packet: they
-//! redial at once instead of waiting out the idle timeout.
+//! A restarted member has the same stateless-reset and connection-id keys (derived from its
+//! private key), so it resets the connections its peers still hold to its former self at their
+//! first packet: they redial at once instead of waiting out the idle timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, TransportConfig, VarInt};
+use quinn_proto::HashedConnectionIdGenerator;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -213,13 +214,32 @@ fn transport_configs(config: &QuicConfig) -> TransportConfigs {
     }
 }
 
-/// The stateless-reset key: the same for every run of this member (derived from its private
-/// key), so that it can reset connections its peers hold to a former run.
-fn reset_key(credentials: &Credentials) -> ring::hmac::Key {
+/// A secret of this member's for `purpose`: the same for every run (derived from its private
+/// key).
+fn member_secret(credentials: &Credentials, purpose: &[u8]) -> ring::digest::Digest {
     let mut input = credentials.key.secret_der().to_vec();
-    input.extend_from_slice(b"coord stateless reset key");
-    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
-    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref())
+    input.extend_from_slice(purpose);
+    ring::digest::digest(&ring::digest::SHA256, &input)
+}
+
+/// The endpoint's configuration: the stateless-reset key, and the key with which connection
+/// ids are made and checked, both the same for every run of this member. So a restarted
+/// member recognizes the connection ids of its former run as its own (with a random key it
+/// would drop their packets as invalid, unanswered) and answers them with a stateless reset
+/// its peers accept: they drop their connections to its former self at their next packet,
+/// instead of after the keep-alive check in `link` or the idle timeout.
+fn endpoint_config(credentials: &Credentials) -> EndpointConfig {
+    let reset = member_secret(credentials, b"coord stateless reset key");
+    let mut config = EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset.as_ref(),
+    )));
+    let cid = member_secret(credentials, b"coord connection id key");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+    config
 }
 
 impl QuicTransport {
@@ -238,7 +258,7 @@ impl QuicTransport {
         };
         let socket = std::net::UdpSocket::bind(config.listen).map_err(listen_err)?;
         let endpoint = Endpoint::new(
-            EndpointConfig::new(Arc::new(reset_key(&config.credentials))),
+            endpoint_config(&config.credentials),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -405,9 +425,9 @@ async fn link(
                         why = conn.closed() => break why,
                         Ok(()) = back.changed() => {
                             // The peer dialed in again: it may have restarted, and this
-                            // connection may talk to its former self. (A stateless reset would
-                            // say so, but only once a packet big enough goes its way; between
-                            // keep-alives none may, for the idle timeout.) If the peer answers
+                            // connection may talk to its former self. Its stateless reset
+                            // usually says so at our next packet; it cannot if it restarted
+                            // with another key (new credentials). So if the peer answers
                             // nothing for two keep-alive intervals, the connection is dropped
                             // and dialed again; a live one answers, and stays.
                             let heard = conn.stats().udp_rx.datagrams;
