@@ -102,13 +102,21 @@ pub async fn serve_tls(
     let Some(slot) = admit(&shared, peer) else {
         return;
     };
-    let Some(permit) = tls.handshake_permit() else {
-        tls.refused(peer.ip(), "too many TLS handshakes at once");
-        return;
+    let handshake = async {
+        // The ClientHello first: only a client that sent one waits for a handshake permit, so
+        // sockets that send nothing cannot hold them all.
+        let start = tokio_rustls::LazyConfigAcceptor::new(
+            tokio_rustls::rustls::server::Acceptor::default(),
+            stream,
+        )
+        .await?;
+        let _permit = tls
+            .handshake_permit()
+            .await
+            .ok_or_else(|| std::io::Error::other("shutting down"))?;
+        start.into_stream(tls.config()).await
     };
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
-    drop(permit);
-    let stream = match handshake {
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tls.refused(peer.ip(), &e.to_string());

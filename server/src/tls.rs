@@ -56,7 +56,6 @@ mod imp {
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
-    use tokio_rustls::TlsAcceptor;
     use x509_parser::der_parser::asn1_rs::{Tag, ToDer};
     use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
@@ -153,7 +152,7 @@ mod imp {
     /// The secure client port's TLS: the configuration in use, which SIGHUP replaces.
     pub struct ClientTls {
         settings: ClientTlsSettings,
-        acceptor: RwLock<TlsAcceptor>,
+        config: RwLock<Arc<rustls::ServerConfig>>,
         refusals: Refusals,
         handshakes: Arc<tokio::sync::Semaphore>,
     }
@@ -163,9 +162,11 @@ mod imp {
     /// credentials are ([`crate::auth::AUTH_DATA_BYTES_MAX`]).
     pub const X509_ID_BYTES_MAX: usize = 1024;
 
-    /// TLS handshakes under way at once on the secure client port, all addresses together;
-    /// past it a new connection is closed at once (each handshake costs a task and crypto work
-    /// before anyone is known; ZooKeeper's `netty.server.outstandingHandshake.limit`).
+    /// TLS handshakes under way at once on the secure client port, all addresses together,
+    /// counted from a connection's ClientHello (a socket that sends nothing holds none); past
+    /// it a handshake waits its turn, within the connection's handshake time. Each costs
+    /// crypto work before anyone is known (ZooKeeper's
+    /// `netty.server.outstandingHandshake.limit`).
     pub const TLS_HANDSHAKES_MAX: usize = 256;
 
     impl ClientTls {
@@ -174,7 +175,7 @@ mod imp {
             let config = server_config(settings)?;
             Ok(ClientTls {
                 settings: settings.clone(),
-                acceptor: RwLock::new(TlsAcceptor::from(Arc::new(config))),
+                config: RwLock::new(Arc::new(config)),
                 refusals: Refusals::new("TLS client refused"),
                 handshakes: Arc::new(tokio::sync::Semaphore::new(TLS_HANDSHAKES_MAX)),
             })
@@ -184,13 +185,13 @@ mod imp {
         /// keep what they were verified with. On an error nothing changes.
         pub fn reload(&self) -> Result<(), ClientTlsError> {
             let config = server_config(&self.settings)?;
-            *self.acceptor.write() = TlsAcceptor::from(Arc::new(config));
+            *self.config.write() = Arc::new(config);
             Ok(())
         }
 
         /// The configuration in use now, for one new connection.
-        pub fn acceptor(&self) -> TlsAcceptor {
-            self.acceptor.read().clone()
+        pub fn config(&self) -> Arc<rustls::ServerConfig> {
+            self.config.read().clone()
         }
 
         /// Logs a failed handshake: once a minute per address and kind at warn level, so that
@@ -205,9 +206,10 @@ mod imp {
         }
 
         /// The ids a verified client certificate chain (end entity first) proves: `x509` with
-        /// its subject, and `super` too for the configured super user; none without a chain.
-        /// A chain whose subject cannot be read, or is longer than [`X509_ID_BYTES_MAX`], is
-        /// an error: ZooKeeper too closes a connection whose certificate authenticates nobody.
+        /// its subject, and `super` too for the configured super user; none without a chain, or
+        /// for an empty subject (a certificate that names its holder in its alternative names
+        /// only). A subject that cannot be read, or is longer than [`X509_ID_BYTES_MAX`], is an
+        /// error: ZooKeeper too closes a connection whose certificate authenticates nobody.
         pub fn identities(
             &self,
             chain: Option<&[CertificateDer<'_>]>,
@@ -218,7 +220,7 @@ mod imp {
             let subject =
                 x509_subject(end_entity).ok_or("the certificate's subject is unreadable")?;
             if subject.is_empty() {
-                return Err("the certificate's subject is empty");
+                return Ok(Vec::new());
             }
             if subject.len() > X509_ID_BYTES_MAX {
                 return Err("the certificate's subject is too long");
@@ -231,9 +233,9 @@ mod imp {
             Ok(ids)
         }
 
-        /// A permit to run one TLS handshake, or None past [`TLS_HANDSHAKES_MAX`].
-        pub fn handshake_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-            self.handshakes.clone().try_acquire_owned().ok()
+        /// A permit to run one TLS handshake, once fewer than [`TLS_HANDSHAKES_MAX`] run.
+        pub async fn handshake_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+            self.handshakes.clone().acquire_owned().await.ok()
         }
     }
 
@@ -277,7 +279,7 @@ mod imp {
                     (Some(keyword), Some(text)) => {
                         out.push_str(keyword);
                         out.push('=');
-                        escape_into(&mut out, &text);
+                        escape_into(&mut out, text);
                     }
                     // A dotted type, or a value that is not a string: `#` and the hex of the
                     // value's DER encoding.
@@ -295,17 +297,18 @@ mod imp {
     }
 
     /// A value's text as Java 17's `AVA.toRFC2253String` reads it: the string types it writes
-    /// as text have their bytes decoded as UTF-8, invalid sequences replaced (so a BMPString
-    /// reads as Java reads it, not as UTF-16); None for any other type (UniversalString
-    /// included), which is written as `#hex`.
-    fn text(tag: Tag, data: &[u8]) -> Option<String> {
+    /// as text have their bytes decoded as UTF-8 (so a BMPString of ASCII reads `\00A\00B`, as
+    /// in Java); None for any other type (UniversalString included), which is written as
+    /// `#hex`. Bytes that are not UTF-8 are None too, so written as `#hex`: Java replaces them
+    /// with U+FFFD, which would give different certificates one identity.
+    fn text(tag: Tag, data: &[u8]) -> Option<&str> {
         match tag {
             Tag::Utf8String
             | Tag::PrintableString
             | Tag::Ia5String
             | Tag::T61String
             | Tag::GeneralString
-            | Tag::BmpString => Some(String::from_utf8_lossy(data).into_owned()),
+            | Tag::BmpString => std::str::from_utf8(data).ok(),
             _ => None,
         }
     }
@@ -339,6 +342,7 @@ mod imp {
 #[cfg(all(test, feature = "tls"))]
 mod tests {
     use super::*;
+    use coord_proto::Id;
 
     /// Each expected subject is what Java 17's `X500Principal.getName()` printed for the same
     /// certificate (OpenJDK 17.0.15).
@@ -366,9 +370,9 @@ mod tests {
             (
                 vec![(
                     DnType::CommonName,
-                    DnValue::BmpString("Zo\u{eb}".try_into().unwrap()),
+                    DnValue::BmpString("Zo".try_into().unwrap()),
                 )],
-                "CN=\\00Z\\00o\\00\u{fffd}",
+                "CN=\\00Z\\00o",
             ),
             (
                 vec![(
@@ -430,5 +434,84 @@ mod tests {
             let der = rustls_pki_types::CertificateDer::from(cert.der().to_vec());
             assert_eq!(x509_subject(&der).unwrap(), java);
         }
+    }
+
+    /// Where Java would write U+FFFD for bytes that are not UTF-8 (and so give two
+    /// certificates one identity), the value is written as `#hex`, unique to its bytes.
+    #[test]
+    fn a_value_that_is_not_utf8_is_written_as_hex() {
+        use rcgen::{DnType, DnValue};
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            DnValue::BmpString("Zo\u{eb}".try_into().unwrap()),
+        );
+        let cert = params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let der = rustls_pki_types::CertificateDer::from(cert.der().to_vec());
+        assert_eq!(x509_subject(&der).unwrap(), "CN=#1e06005a006f00eb");
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn certificate_with_subject(names: &[(rcgen::DnType, &str)]) -> rcgen::Certificate {
+        let mut params = rcgen::CertificateParams::new(vec!["client".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in names {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn identities_of_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        let tls = ClientTls::load(&ClientTlsSettings {
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+            ca: None,
+            client_auth: ClientAuth::None,
+            superuser: Some("CN=root".into()),
+        })
+        .unwrap();
+        let ids = |cert: &rcgen::Certificate| {
+            let der = rustls_pki_types::CertificateDer::from(cert.der().to_vec());
+            tls.identities(Some(&[der]))
+        };
+        assert_eq!(tls.identities(None).unwrap(), vec![]);
+        assert_eq!(
+            ids(&certificate_with_subject(&[(
+                rcgen::DnType::CommonName,
+                "alice"
+            )]))
+            .unwrap(),
+            vec![Id::new("x509", "CN=alice")]
+        );
+        assert_eq!(
+            ids(&certificate_with_subject(&[(
+                rcgen::DnType::CommonName,
+                "root"
+            )]))
+            .unwrap(),
+            vec![Id::new("super", "CN=root"), Id::new("x509", "CN=root")]
+        );
+        // Named in its alternative names only: anonymous, as without a certificate.
+        assert_eq!(ids(&certificate_with_subject(&[])).unwrap(), vec![]);
+        let long = "x".repeat(X509_ID_BYTES_MAX);
+        assert!(ids(&certificate_with_subject(&[(
+            rcgen::DnType::CommonName,
+            &long
+        )]))
+        .is_err());
     }
 }

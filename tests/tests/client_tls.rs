@@ -252,6 +252,17 @@ async fn an_x509_acl_admits_its_subject_and_refuses_another() {
         plain.get_data("/alice").await.unwrap_err(),
         zk::Error::NoAuth
     );
+    // Asking again for the x509 identity is OK where a certificate proved one; on a
+    // plaintext connection it fails, as in ZooKeeper.
+    alice.auth("x509", b"").await.unwrap();
+    assert_eq!(
+        alice.get_data("/alice").await.unwrap_err(),
+        zk::Error::NoAuth
+    );
+    assert_eq!(
+        plain.auth("x509", b"").await.unwrap_err(),
+        zk::Error::AuthFailed
+    );
     // An x509 id that is not a distinguished name is not an ACL.
     assert_eq!(
         alice
