@@ -193,6 +193,10 @@ pub async fn run(
         );
     }
     println!("connect string: {}", connect.join(","));
+    println!(
+        "  e.g. /usr/share/zookeeper/bin/zkCli.sh -server {}",
+        connect.join(",")
+    );
     let secure: Vec<String> = running
         .iter()
         .filter_map(|r| r.secure_addr.map(|a| a.to_string()))
@@ -204,10 +208,6 @@ pub async fn run(
             secure.join(",")
         );
     }
-    println!(
-        "  e.g. /usr/share/zookeeper/bin/zkCli.sh -server {}",
-        connect.join(",")
-    );
     println!("Ctrl-C stops every member.");
 
     tokio::pin!(stop);
