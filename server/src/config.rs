@@ -65,7 +65,7 @@ pub struct Flags {
     pub client_addr: Option<String>,
 
     /// Address of a second client port, over TLS, as ZooKeeper's secureClientPort; its
-    /// certificates are set in the file's [client_tls] section [default: none].
+    /// certificates are set in the file's `[client_tls]` section [default: none].
     #[arg(long, value_name = "ADDR")]
     pub secure_client_addr: Option<String>,
 

@@ -42,7 +42,7 @@ const OUTBOX_STALL: Duration = Duration::from_secs(10);
 
 /// How long a new connection may take to send its ConnectRequest (or four-letter word), as
 /// ZooKeeper's sessionlessCnxnTimeout.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct InFlight {
     xid: i32,
@@ -86,63 +86,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     serve_stream(shared, slot, reader, writer, peer, Vec::new()).await;
 }
 
-/// Serves one client socket accepted on the secure client port: the TLS handshake (within
-/// [`HANDSHAKE_TIMEOUT`], holding one of the address's connection slots), then the same
-/// protocol as [`serve`], the connection authenticated with the identities its client
-/// certificate proves. A client that fails the handshake (a plaintext one, or one without a
-/// valid certificate where one is needed) is closed and never reaches a session.
-#[cfg(feature = "tls")]
-pub async fn serve_tls(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Arc<crate::tls::ClientTls>,
-) {
-    let _ = stream.set_nodelay(true);
-    let Some(slot) = admit(&shared, peer) else {
-        return;
-    };
-    let handshake = async {
-        // The ClientHello first: only a client that sent one waits for a handshake permit, so
-        // sockets that send nothing cannot hold them all.
-        let start = tokio_rustls::LazyConfigAcceptor::new(
-            tokio_rustls::rustls::server::Acceptor::default(),
-            stream,
-        )
-        .await?;
-        let _permit = tls
-            .handshake_permit()
-            .await
-            .ok_or_else(|| std::io::Error::other("shutting down"))?;
-        start.into_stream(tls.config()).await
-    };
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            tls.refused(peer.ip(), &e.to_string());
-            return;
-        }
-        Err(_) => {
-            tls.refused(peer.ip(), "no TLS handshake in time");
-            return;
-        }
-    };
-    let ids = match tls.identities(stream.get_ref().1.peer_certificates()) {
-        Ok(ids) => ids,
-        Err(why) => {
-            tls.refused(peer.ip(), why);
-            return;
-        }
-    };
-    for id in &ids {
-        debug!(%peer, scheme = %id.scheme, id = %id.id, "authenticated by certificate");
-    }
-    let (reader, writer) = tokio::io::split(stream);
-    serve_stream(shared, slot, reader, writer, peer, ids).await;
-}
-
 /// One of the connections `peer`'s address may hold, or None (logged) past the limit.
-fn admit(shared: &Arc<Shared>, peer: SocketAddr) -> Option<crate::shared::ConnSlot> {
+pub(crate) fn admit(shared: &Arc<Shared>, peer: SocketAddr) -> Option<crate::shared::ConnSlot> {
     let slot = shared.conn_slot(peer);
     if slot.is_none() {
         warn!(%peer, max = shared.config.max_connections_per_ip, "too many connections from this address; closing");
@@ -152,7 +97,7 @@ fn admit(shared: &Arc<Shared>, peer: SocketAddr) -> Option<crate::shared::ConnSl
 
 /// Serves a connection, plain or TLS, until it closes; `proven` are the identities its
 /// transport proved (a client certificate's), which it holds from the start.
-async fn serve_stream<R, W>(
+pub(crate) async fn serve_stream<R, W>(
     shared: Arc<Shared>,
     mut slot: crate::shared::ConnSlot,
     mut reader: R,
@@ -165,6 +110,8 @@ async fn serve_stream<R, W>(
 {
     let conn_id = ConnId(shared.next_conn_id.fetch_add(1, Ordering::Relaxed));
     debug!(%peer, %conn_id, "connection accepted");
+    // Unbounded as a channel, bounded in bytes: the `Outbox` counts what it queues and stops
+    // queueing past `outbox_bytes_max` (see outbox.rs).
     let (tx, rx) = mpsc::unbounded_channel();
     let closing = Arc::new(Closing::new(conn_id));
     let outbox = Outbox::new(tx, shared.config.outbox_bytes_max(), closing.clone());

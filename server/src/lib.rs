@@ -20,6 +20,7 @@
 //! - [`ops`]: executing one client request.
 //! - [`fourlw`]: the four-letter words.
 //! - [`conn`]: one client connection.
+//! - `secure`: the secure client port's TLS handshake, before [`conn`] (feature `tls`).
 //! - [`ensemble`]: the tasks of an ensemble member (deciding forwarded requests, reporting
 //!   sessions, following the leader's status).
 //! - [`server`]: the wiring: start, the client port, session expiry, the reaper.
@@ -39,6 +40,8 @@ pub mod ids;
 pub mod machine;
 pub mod ops;
 pub mod outbox;
+#[cfg(feature = "tls")]
+pub mod secure;
 pub mod server;
 pub mod sessions;
 pub mod shared;

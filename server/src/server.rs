@@ -439,7 +439,7 @@ fn serve_secure(
 ) {
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
-        connections.spawn(crate::conn::serve_tls(
+        connections.spawn(crate::secure::serve(
             shared.clone(),
             stream,
             peer,

@@ -20,6 +20,8 @@
 
 #[cfg(feature = "quic")]
 pub mod certs;
+#[cfg(feature = "quic")]
+mod endpoint;
 mod queues;
 #[cfg(feature = "quic")]
 mod quic;
